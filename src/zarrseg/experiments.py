@@ -1,0 +1,100 @@
+"""Experiment grids: ``config/experiments/<name>.yaml`` -> named cells of stage parameters.
+
+A grid declares samples and, per parameter ``<stage>.<key>``, a list of values; every
+combination is one *cell*, a file target of the workflow. Cell ids are built from the
+values only (``partitioner-gasp_beta-0.5``), so adding a value to a grid adds new cells and
+leaves the existing ones (and their outputs) untouched. Stages that do not depend on a
+swept key share outputs: ``cell_for(cell, stages)`` keeps only the keys of those stages.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+BASE_CELL = "base"
+
+
+@dataclass
+class Experiment:
+    name: str
+    samples: list[str] | None = None  # None: every discovered sample
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # "<stage>.<key>" -> values
+    fixed: dict[str, Any] = field(default_factory=dict)  # "<stage>.<key>" -> value for every cell
+    description: str = ""
+
+    def cells(self) -> dict[str, dict[str, Any]]:
+        """cell id -> {"stage.key": value} for every grid combination (insertion-ordered)."""
+        if not self.grid:
+            return {BASE_CELL: {}}
+        keys = list(self.grid)
+        out: dict[str, dict[str, Any]] = {}
+        for combo in itertools.product(*(self.grid[k] for k in keys)):
+            values = dict(zip(keys, combo, strict=True))
+            out[cell_id(values)] = values
+        return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, list | tuple):
+        text = "x".join(_fmt(v) for v in value)
+    elif isinstance(value, dict):
+        text = "-".join(f"{k}{_fmt(v)}" for k, v in value.items())
+    else:
+        text = str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]", "", text.replace("/", "-"))
+
+
+def cell_id(values: dict[str, Any]) -> str:
+    """Stable, readable id of a parameter combination: ``key-value`` pairs joined by '_'."""
+    if not values:
+        return BASE_CELL
+    return "_".join(f"{k.split('.', 1)[-1]}-{_fmt(v)}" for k, v in values.items())
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("experiment file does not exist", path)
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - {"name", "samples", "grid", "fixed", "description"}
+    if unknown:
+        raise ConfigError(f"unknown keys {sorted(unknown)} in experiment", path)
+    exp = Experiment(name=data.get("name", path.stem), samples=data.get("samples"),
+                     grid=data.get("grid") or {}, fixed=data.get("fixed") or {},
+                     description=data.get("description", ""))
+    for key, values in {**exp.grid, **{k: [v] for k, v in exp.fixed.items()}}.items():
+        if "." not in key:
+            raise ConfigError(f"grid key {key!r} must be '<stage>.<parameter>'", path)
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid values of {key!r} must be a non-empty list", path)
+    return exp
+
+
+def stage_overrides(values: dict[str, Any], stage: str) -> dict[str, Any]:
+    """The nested parameter dict of one stage from flat ``stage.key[.sub]`` entries."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        head, _, rest = key.partition(".")
+        if head != stage:
+            continue
+        node = out
+        parts = rest.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def cell_for(values: dict[str, Any], stages: tuple[str, ...]) -> str:
+    """Id of the sub-cell that only the given stages depend on (shared upstream outputs)."""
+    return cell_id({k: v for k, v in values.items() if k.split(".", 1)[0] in stages})

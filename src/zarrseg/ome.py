@@ -1,0 +1,328 @@
+"""OME-Zarr (NGFF 0.4, Zarr format 2) reading and writing, and atomic outputs.
+
+We write NGFF **0.4** on Zarr format 2 ("/" chunk keys) because that is what the tools our
+users open results in (napari-ome-zarr, Fiji/MoBIE, neuroglancer, ome-zarr-py) read
+everywhere today, and because it lets the numcodecs compressor from the config be stored as is.
+Multi-scene files use the ``bioformats2raw.layout`` container: one multiscale image per
+scene at ``<container>/<scene index>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numcodecs
+import numpy as np
+import zarr
+
+from . import __version__
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+NGFF_VERSION = "0.4"
+SPATIAL = "zyx"
+AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+UNITS = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micrometer"}
+
+
+@dataclass
+class Compression:
+    """Compressor of every written array (config ``storage.compressor``)."""
+
+    codec: str = "zstd"  # blosc inner codec: zstd, lz4, zlib, blosclz
+    level: int = 5
+    shuffle: str = "bitshuffle"  # noshuffle, shuffle, bitshuffle
+
+    def numcodecs(self) -> numcodecs.abc.Codec:
+        shuffle = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
+                   "bitshuffle": numcodecs.Blosc.BITSHUFFLE}[self.shuffle]
+        return numcodecs.Blosc(cname=self.codec, clevel=self.level, shuffle=shuffle)
+
+
+@dataclass
+class Image:
+    """A multiscale OME-Zarr image opened for reading (level 0 as ``data``)."""
+
+    group: zarr.Group
+    path: Path
+    axes: str
+    scale: tuple[float, ...]
+    units: dict[str, str] = field(default_factory=dict)
+    channel_names: list[str] | None = None
+    level_paths: list[str] = field(default_factory=list)
+
+    @property
+    def data(self) -> zarr.Array:
+        return self.level(0)
+
+    def level(self, index: int) -> zarr.Array:
+        return self.group[self.level_paths[index]]
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self.group.attrs)
+
+    @property
+    def spatial_scale(self) -> tuple[float, ...]:
+        return tuple(s for a, s in zip(self.axes, self.scale, strict=True) if a in SPATIAL)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+
+def chunk_shape(axes: str, shape: Sequence[int], spatial_chunks: Sequence[int]) -> tuple[int, ...]:
+    """Chunks of 1 along t/c and ``spatial_chunks`` (last entries) along z/y/x, clipped to shape."""
+    spatial = list(spatial_chunks)[-sum(a in SPATIAL for a in axes):] if spatial_chunks else []
+    out, k = [], 0
+    n_spatial = sum(a in SPATIAL for a in axes)
+    spatial = [*([64] * (n_spatial - len(spatial))), *spatial]
+    for a, s in zip(axes, shape, strict=True):
+        if a in SPATIAL:
+            out.append(max(1, min(int(spatial[k]), int(s))))
+            k += 1
+        else:
+            out.append(1)
+    return tuple(out)
+
+
+def create_array(group: zarr.Group, name: str, shape: Sequence[int], dtype: Any, chunks: Sequence[int],
+                 compression: Compression | None = None, fill_value: Any = 0) -> zarr.Array:
+    """Create a Zarr v2 array with '/' chunk keys and the configured compressor."""
+    return group.create_array(
+        name=name, shape=tuple(int(s) for s in shape), chunks=tuple(int(c) for c in chunks),
+        dtype=np.dtype(dtype), compressors=(compression or Compression()).numcodecs(),
+        fill_value=fill_value, chunk_key_encoding={"name": "v2", "separator": "/"}, overwrite=True,
+    )
+
+
+def provenance(**extra: Any) -> dict:
+    """Attributes every zarrseg output carries: who wrote it and when."""
+    return {"zarrseg_version": __version__,
+            "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), **extra}
+
+
+def multiscales_attrs(axes: str, scales: Sequence[Sequence[float]], name: str, downscale_type: str) -> dict:
+    return {"multiscales": [{
+        "version": NGFF_VERSION,
+        "name": name,
+        "axes": [{"name": a, "type": AXIS_TYPES[a], **({"unit": UNITS[a]} if a in UNITS else {})} for a in axes],
+        "datasets": [{"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [float(v) for v in s]}]}
+                     for i, s in enumerate(scales)],
+        "type": downscale_type,
+    }]}
+
+
+def pyramid_factors(axes: str, shape: Sequence[int], n_levels: int | None, min_size: int = 512) -> list[tuple[int, ...]]:
+    """Per-level downsampling factors (2 in y and x per level). ``n_levels=None``: down to < ``min_size`` px."""
+    factors = [tuple(1 for _ in axes)]
+    yx = [i for i, a in enumerate(axes) if a in "yx"]
+    cur = list(shape)
+    while True:
+        if n_levels is not None and len(factors) >= n_levels:
+            break
+        if n_levels is None and max(cur[i] for i in yx) < min_size:
+            break
+        if min(cur[i] for i in yx) < 2:
+            break
+        prev = factors[-1]
+        factors.append(tuple(p * 2 if i in yx else p for i, p in enumerate(prev)))
+        cur = [-(-c // 2) if i in yx else c for i, c in enumerate(cur)]
+    return factors
+
+
+def create_image(path: str | Path, *, shape: Sequence[int], dtype: Any, axes: str, scale: Sequence[float],
+                 chunks: Sequence[int], compression: Compression | None = None, name: str | None = None,
+                 channel_names: Sequence[str] | None = None, n_levels: int | None = 1, is_label: bool = False,
+                 attrs: dict | None = None) -> zarr.Array:
+    """Create an empty OME-Zarr multiscale image; return level 0 for the caller to fill blockwise.
+
+    Call ``write_pyramid`` after level 0 is complete to fill the lower levels.
+    """
+    axes = axes.lower()
+    if len(axes) != len(shape) or len(scale) != len(shape):
+        raise ValueError(f"axes {axes!r}, scale {scale} and shape {shape} disagree")
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    factors = pyramid_factors(axes, shape, n_levels)
+    scales = [[s * f for s, f in zip(scale, fac, strict=True)] for fac in factors]
+    for level, fac in enumerate(factors):
+        lshape = [-(-s // f) for s, f in zip(shape, fac, strict=True)]
+        create_array(group, str(level), lshape, dtype, [min(c, s) for c, s in zip(chunks, lshape, strict=True)],
+                     compression)
+    meta = multiscales_attrs(axes, scales, name or Path(str(path)).name, "nearest" if is_label else "mean")
+    if is_label:
+        meta["image-label"] = {"version": NGFF_VERSION}
+    if channel_names is not None and "c" in axes:
+        meta["omero"] = {"version": NGFF_VERSION, "channels": [
+            {"label": str(n), "active": True, "color": "FFFFFF", "coefficient": 1.0, "family": "linear",
+             "inverted": False, "window": _window(np.dtype(dtype))} for n in channel_names]}
+    meta["zarrseg"] = provenance(**(attrs or {}))
+    group.attrs.update(meta)
+    return group["0"]
+
+
+def _window(dtype: np.dtype) -> dict:
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return {"start": 0, "end": float(info.max), "min": float(info.min), "max": float(info.max)}
+    return {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}
+
+
+def write_pyramid(path: str | Path, *, is_label: bool | None = None) -> None:
+    """Fill levels 1..n from level 0 with Dask, chunk by chunk (mean for images, nearest for labels)."""
+    image = open_image(path, mode="r+")
+    if is_label is None:
+        is_label = "image-label" in image.attrs
+    for level in range(1, len(image.level_paths)):
+        prev = da.from_zarr(image.level(level - 1))
+        target = image.level(level)
+        ratio = tuple(max(1, -(-p // t)) for p, t in zip(prev.shape, target.shape, strict=True))
+        if is_label:
+            down = prev[tuple(slice(None, None, r) for r in ratio)]
+        else:
+            pad = [(0, t * r - p) for p, t, r in zip(prev.shape, target.shape, ratio, strict=True)]
+            src = da.pad(prev, pad, mode="edge") if any(p[1] for p in pad) else prev
+            src = src.rechunk(tuple(max(r, (c // r) * r) for c, r in zip(target.chunks, ratio, strict=True)))
+            down = da.coarsen(np.mean, src, dict(enumerate(ratio)), trim_excess=True)
+            if np.dtype(target.dtype).kind in "ui":
+                down = da.round(down)
+            down = down.astype(target.dtype)
+        da.to_zarr(down.rechunk(target.chunks), target, compute=True)
+
+
+def _find_multiscale(group: zarr.Group, path: Path) -> zarr.Group:
+    attrs = dict(group.attrs)
+    if "multiscales" in attrs:
+        return group
+    if "bioformats2raw.layout" in attrs or "0" in group:
+        sub = group.get("0")
+        if isinstance(sub, zarr.Group) and "multiscales" in sub.attrs:
+            return sub
+    raise InputError("not an OME-Zarr image (no 'multiscales' metadata)", path)
+
+
+def open_image(path: str | Path, mode: str = "r") -> Image:
+    """Open an OME-Zarr multiscale image (or a bioformats2raw container: scene 0)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("does not exist", path)
+    try:
+        node = zarr.open(str(path), mode=mode)
+    except Exception as err:  # zarr raises several types for non-zarr folders
+        raise InputError(f"cannot be opened as Zarr ({err})", path) from err
+    if isinstance(node, zarr.Array):
+        axes = "zyx"[-node.ndim:] if node.ndim <= 3 else "tczyx"[-node.ndim:]
+        return Image(group=zarr.open_group(str(path.parent), mode=mode), path=path, axes=axes,
+                     scale=tuple(1.0 for _ in axes), level_paths=[path.name])
+    group = _find_multiscale(node, path)
+    ms = group.attrs["multiscales"][0]
+    axes = "".join(a["name"] if isinstance(a, dict) else a for a in ms["axes"])
+    units = {a["name"]: a["unit"] for a in ms["axes"] if isinstance(a, dict) and "unit" in a}
+    datasets = ms["datasets"]
+    scale = tuple(float(v) for t in datasets[0].get("coordinateTransformations", []) if t["type"] == "scale"
+                  for v in t["scale"]) or tuple(1.0 for _ in axes)
+    channels = None
+    if "omero" in group.attrs:
+        channels = [c.get("label", str(i)) for i, c in enumerate(group.attrs["omero"].get("channels", []))]
+    return Image(group=group, path=Path(str(path)), axes=axes, scale=scale, units=units,
+                 channel_names=channels, level_paths=[d["path"] for d in datasets])
+
+
+def partial_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, resume: bool = False) -> Iterator[Path]:
+    """Write to ``<path>.partial`` and rename to ``path`` only when the body succeeds.
+
+    A crash leaves only the ``.partial`` folder, which never looks like a finished output.
+    With ``resume=True`` an existing partial folder is kept (blockwise stages resume from
+    their done markers) and is also kept on failure; otherwise it is removed.
+    """
+    path = Path(path)
+    tmp = partial_path(path)
+    if tmp.exists() and not resume:
+        _remove(tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+    except BaseException:
+        if not resume:
+            _remove(tmp)
+        raise
+    if path.exists():
+        _remove(path)
+    os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+class SpatialView:
+    """A 2D/3D spatial view of one channel and timepoint of an image, indexed by spatial boxes.
+
+    Blockwise stages work on spatial volumes; this keeps the t/c bookkeeping in one place.
+    """
+
+    def __init__(self, array: zarr.Array, axes: str, channel: int = 0, timepoint: int = 0):
+        self.array, self.axes = array, axes
+        fixed: list[int | None] = []
+        for a, size in zip(axes, array.shape, strict=True):
+            if a == "c":
+                if not 0 <= channel < size:
+                    raise InputError(f"channel {channel} out of range (image has {size} channels)")
+                fixed.append(channel)
+            elif a == "t":
+                if not 0 <= timepoint < size:
+                    raise InputError(f"timepoint {timepoint} out of range (image has {size})")
+                fixed.append(timepoint)
+            else:
+                fixed.append(None)
+        self._fixed = fixed
+        self.spatial_axes = "".join(a for a in axes if a in SPATIAL)
+
+    @classmethod
+    def of(cls, image: Image, channel: int = 0, timepoint: int = 0, level: int = 0) -> SpatialView:
+        return cls(image.level(level), image.axes, channel, timepoint)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(s for s, f in zip(self.array.shape, self._fixed, strict=True) if f is None)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return tuple(c for c, f in zip(self.array.chunks, self._fixed, strict=True) if f is None)
+
+    def _index(self, box: tuple[slice, ...]) -> tuple:
+        it = iter(box)
+        return tuple(next(it, slice(None)) if f is None else f for f in self._fixed)
+
+    def __getitem__(self, box: tuple[slice, ...]) -> np.ndarray:
+        return np.asarray(self.array[self._index(tuple(box))])
+
+    def __setitem__(self, box: tuple[slice, ...], value: np.ndarray) -> None:
+        self.array[self._index(tuple(box))] = value

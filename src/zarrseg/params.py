@@ -1,0 +1,161 @@
+"""Typed stage parameters loaded from the Snakemake config, a YAML/JSON file or a JSON string.
+
+Every stage declares its parameters as a dataclass with defaults; ``load_params`` merges
+user values over those defaults and rejects unknown keys (with a did-you-mean hint) so a
+config typo fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def read_mapping(source: str | Path | dict | None) -> dict:
+    """A dict from a dict, a JSON string, or the path of a YAML/JSON file."""
+    if source is None:
+        return {}
+    if isinstance(source, dict):
+        return dict(source)
+    text = str(source).strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"parameters are not valid JSON: {err}") from err
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError("parameter file does not exist", path)
+        try:
+            value = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"not valid YAML: {err}", path) from err
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"parameters must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["a=1", "b.c=x"]`` -> nested dict, values parsed as YAML scalars."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def _unknown_key_message(key: str, known: list[str], where: str) -> str:
+    hint = difflib.get_close_matches(key, known, n=1)
+    extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"unknown parameter {key!r} in {where}{extra}; known: {', '.join(sorted(known))}"
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return from_dict(tp, value, where=name)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, name)
+            except (ConfigError, TypeError, ValueError):
+                continue
+        raise ConfigError(f"parameter {name!r}: {value!r} does not match {tp}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"parameter {name!r} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"parameter {name!r} must be a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"parameter {name!r} needs {len(args)} values, got {value!r}")
+            return tuple(_coerce(v, a, name) for v, a in zip(value, args, strict=True))
+        inner = args[0] if args else Any
+        seq = [_coerce(v, inner, name) for v in value]
+        return tuple(seq) if origin is tuple else seq
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"parameter {name!r} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"parameter {name!r} must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"parameter {name!r} must be true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"parameter {name!r} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], values: dict, where: str | None = None) -> T:
+    """Build dataclass ``cls`` from ``values``, type-checking each field and rejecting unknown keys."""
+    where = where or cls.__name__
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(key, list(fields), where))
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    try:
+        obj = cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from err
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def load_params(cls: type[T], *sources: str | Path | dict | None, where: str | None = None) -> T:
+    """Merge sources left to right (later wins, nested dicts merged) into dataclass ``cls``."""
+    merged: dict = {}
+    for source in sources:
+        _deep_update(merged, read_mapping(source))
+    return from_dict(cls, merged, where=where)
+
+
+def _deep_update(dst: dict, src: dict) -> dict:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _deep_update(dst[key], value)
+        else:
+            dst[key] = value
+    return dst
+
+
+def to_dict(obj: Any) -> dict:
+    """Dataclass -> plain dict (tuples as lists) for JSON/Zarr attributes."""
+    return json.loads(json.dumps(dataclasses.asdict(obj), default=list))
