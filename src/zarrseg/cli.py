@@ -28,7 +28,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("zarrseg.commands.pretrain", "DINO self-distillation pretraining of a ViT on OME-Zarr tiles"),
     "finetune": ("zarrseg.commands.finetune", "fine-tune a DINO ViT with a reconstruction head (L1)"),
     "cluster": ("zarrseg.commands.cluster", "cluster feature volumes (PCA + colour + K-means/HDBSCAN) into labels"),
-    "contrastive": ("zarrseg.commands.contrastive", "SimCLR-style contrastive pretraining of the U-Net encoder"),
 }
 
 EPILOG = """\
