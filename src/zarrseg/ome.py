@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numcodecs
 import numpy as np
 import zarr
@@ -178,26 +177,40 @@ def _window(dtype: np.dtype) -> dict:
     return {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}
 
 
-def write_pyramid(path: str | Path, *, is_label: bool | None = None) -> None:
-    """Fill levels 1..n from level 0 with Dask, chunk by chunk (mean for images, nearest for labels)."""
+def downsample(block: np.ndarray, ratio: Sequence[int], is_label: bool) -> np.ndarray:
+    """Downsample by integer ``ratio``: mean (edge-padded) for images, nearest for labels."""
+    if is_label:
+        return block[tuple(slice(None, None, r) for r in ratio)]
+    pad = [(0, (-s) % r) for s, r in zip(block.shape, ratio, strict=True)]
+    if any(p[1] for p in pad):
+        block = np.pad(block, pad, mode="edge")
+    shape = [v for s, r in zip(block.shape, ratio, strict=True) for v in (s // r, r)]
+    out = block.reshape(shape).mean(axis=tuple(range(1, len(shape), 2)))
+    return np.round(out).astype(block.dtype) if block.dtype.kind in "uib" else out.astype(block.dtype)
+
+
+def write_pyramid(path: str | Path, *, is_label: bool | None = None, dask_params: Any = None) -> None:
+    """Fill levels 1..n from level n-1, block by block (chunk-aligned, bounded memory)."""
+    from .blocks import BlockGrid
+    from .parallel import map_blocks
+
     image = open_image(path, mode="r+")
     if is_label is None:
         is_label = "image-label" in image.attrs
     for level in range(1, len(image.level_paths)):
-        prev = da.from_zarr(image.level(level - 1))
-        target = image.level(level)
+        prev, target = image.level(level - 1), image.level(level)
         ratio = tuple(max(1, -(-p // t)) for p, t in zip(prev.shape, target.shape, strict=True))
-        if is_label:
-            down = prev[tuple(slice(None, None, r) for r in ratio)]
-        else:
-            pad = [(0, t * r - p) for p, t, r in zip(prev.shape, target.shape, ratio, strict=True)]
-            src = da.pad(prev, pad, mode="edge") if any(p[1] for p in pad) else prev
-            src = src.rechunk(tuple(max(r, (c // r) * r) for c, r in zip(target.chunks, ratio, strict=True)))
-            down = da.coarsen(np.mean, src, dict(enumerate(ratio)), trim_excess=True)
-            if np.dtype(target.dtype).kind in "ui":
-                down = da.round(down)
-            down = down.astype(target.dtype)
-        da.to_zarr(down.rechunk(target.chunks), target, compute=True)
+        # blocks of whole target chunks, a few MB each, so writes never share a chunk
+        block_shape = [c * max(1, (256 // c) if a in "yx" else 1) for c, a in zip(target.chunks, image.axes, strict=True)]
+        grid = BlockGrid(target.shape, block_shape)
+
+        def fill(block, prev=prev, target=target, ratio=ratio):
+            src = tuple(slice(s.start * r, min(s.stop * r, n)) for s, r, n in zip(block.inner, ratio, prev.shape,
+                                                                              strict=True))
+            target[block.inner] = downsample(np.asarray(prev[src]), ratio, is_label)[
+                tuple(slice(0, n) for n in block.shape)]
+
+        map_blocks(fill, grid, name=f"pyramid level {level}", dask_params=dask_params)
 
 
 def _find_multiscale(group: zarr.Group, path: Path) -> zarr.Group:

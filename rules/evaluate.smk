@@ -1,0 +1,59 @@
+# Score each segmentation against its ground truth, then one tidy table + summaries per experiment.
+
+
+def method_of(cell):
+    """The row label of a cell in summary tables: its partitioner (what the theses compare)."""
+    return json.loads(stage_json("segment", cell=cell)).get("partitioner", "multicut")
+
+
+def benchmark_args(sample, cell):
+    """--benchmark STAGE=TSV of the jobs that produced this segmentation (runtime, peak memory)."""
+    args = [f"segment={bench_path('segment', sample, cell)}"]
+    if not SAMPLES[sample].boundaries:
+        args.append(f"predict={bench_path('predict', sample, predict_cell(cell))}")
+    return " ".join(f"--benchmark {a}" for a in args)
+
+
+rule evaluate:
+    input:
+        labels=lambda w: labels_path(w.sample, w.cell),
+        ground_truth=lambda w: ground_truth_path(w.sample),
+    output:
+        f"{R}/{EXP}/{{sample}}/{{cell}}/metrics.parquet",
+    params:
+        json=lambda w: stage_json("evaluate", cell=w.cell),
+        cell_params=lambda w: params_json(cell_values(w.cell)),
+        method=lambda w: method_of(w.cell),
+        benchmarks=lambda w: benchmark_args(w.sample, w.cell),
+    log:
+        log_path("evaluate", "{sample}", "{cell}"),
+    benchmark:
+        bench_path("evaluate", "{sample}", "{cell}")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "zarrseg evaluate {input.labels:q} --gt {input.ground_truth:q} -o {output:q}"
+        " --meta experiment={EXP} --meta sample={wildcards.sample} --meta cell={wildcards.cell}"
+        " --meta method={params.method} --meta params={params.cell_params:q} {params.benchmarks}"
+        " --params {params.json:q} -v 2> {log:q}"
+
+
+rule aggregate:
+    input:
+        lambda w: [metrics_path(s, c) for s in EXP_SAMPLES if SAMPLES[s].ground_truth for c in CELLS],
+    output:
+        summary=f"{R}/{EXP}/summary.md",
+        table=f"{R}/{EXP}/metrics.parquet",
+    params:
+        outdir=f"{R}/{EXP}",
+        json=lambda w: stage_json("table"),
+    log:
+        log_path("table", "aggregate"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "zarrseg table {input:q} -o {params.outdir:q} --params {params.json:q} -v 2> {log:q}"

@@ -1,0 +1,61 @@
+# Stage raw CZI / TIFF / OME-TIFF (and HDF5 "file.h5:dataset") inputs into OME-Zarr.
+
+
+rule ingest:
+    input:
+        lambda w: source_file(SAMPLES[w.sample].image),
+    output:
+        directory(f"{R}/ingest/{{sample}}/image.ome.zarr"),
+    params:
+        source=lambda w: SAMPLES[w.sample].image,
+        json=lambda w: stage_json("ingest", pcell=""),
+    log:
+        log_path("ingest", "{sample}", "image"),
+    benchmark:
+        bench_path("ingest", "{sample}", "image")
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    threads: 1
+    shell:
+        "zarrseg ingest {params.source:q} -o {output:q} --params {params.json:q} -v 2> {log:q}"
+
+
+rule ingest_ground_truth:
+    input:
+        lambda w: source_file(SAMPLES[w.sample].ground_truth),
+    output:
+        directory(f"{R}/ingest/{{sample}}/ground_truth.ome.zarr"),
+    params:
+        source=lambda w: SAMPLES[w.sample].ground_truth,
+        json=lambda w: stage_json("ingest", pcell=""),
+    log:
+        log_path("ingest", "{sample}", "ground_truth"),
+    benchmark:
+        bench_path("ingest", "{sample}", "ground_truth")
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    threads: 1
+    shell:
+        "zarrseg ingest {params.source:q} --labels -o {output:q} --params {params.json:q} -v 2> {log:q}"
+
+
+rule ingest_boundaries:
+    input:
+        lambda w: source_file(SAMPLES[w.sample].boundaries),
+    output:
+        directory(f"{R}/ingest/{{sample}}/given_boundaries.ome.zarr"),
+    params:
+        source=lambda w: SAMPLES[w.sample].boundaries,
+        json=lambda w: stage_json("ingest", pcell=""),
+    log:
+        log_path("ingest", "{sample}", "boundaries"),
+    benchmark:
+        bench_path("ingest", "{sample}", "boundaries")
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    threads: 1
+    shell:
+        "zarrseg ingest {params.source:q} -o {output:q} --params {params.json:q} -v 2> {log:q}"

@@ -1,0 +1,75 @@
+"""OME-Zarr writing/reading, pyramids, spatial views and atomic outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zarrseg.errors import InputError
+from zarrseg.ome import SpatialView, atomic_output, create_image, open_image, partial_path, write_pyramid
+
+
+def test_image_round_trip_with_pyramid(tmp_path, rng):
+    data = rng.integers(0, 4000, (3, 2, 40, 1100, 300), dtype=np.uint16)
+    path = tmp_path / "img.ome.zarr"
+    arr = create_image(path, shape=data.shape, dtype=data.dtype, axes="tczyx", scale=(1, 1, 2.0, 0.5, 0.5),
+                       chunks=(1, 1, 16, 256, 256), channel_names=["dapi", "gfp"], n_levels=None)
+    arr[:] = data
+    write_pyramid(path)
+    image = open_image(path)
+    assert image.axes == "tczyx" and image.scale == (1, 1, 2.0, 0.5, 0.5)
+    assert image.channel_names == ["dapi", "gfp"]
+    assert np.array_equal(image.data[:], data)
+    # down to < 512 px in y/x: 1100 -> 550 -> 275
+    assert [image.level(i).shape[-2:] for i in range(len(image.level_paths))] == [(1100, 300), (550, 150), (275, 75)]
+    expected = data[..., :2, :2].reshape(3, 2, 40, 1, 2, 1, 2).mean(axis=(4, 6)).round()[..., 0, 0]
+    assert np.array_equal(image.level(1)[:, :, :, 0, 0], expected.astype(np.uint16))
+    view = SpatialView.of(image, channel=1, timepoint=2)
+    assert view.shape == (40, 1100, 300)
+    assert np.array_equal(view[(slice(0, 5), slice(10, 20), slice(0, 300))], data[2, 1, 0:5, 10:20])
+    with pytest.raises(InputError, match="channel 2"):
+        SpatialView.of(image, channel=2)
+
+
+def test_label_pyramid_is_nearest(tmp_path):
+    labels = np.repeat(np.arange(1, 5, dtype=np.uint32), 300).reshape(4, 300)
+    labels = np.broadcast_to(labels[:, None, :], (4, 1100, 300)).copy()
+    path = tmp_path / "lab.ome.zarr"
+    create_image(path, shape=labels.shape, dtype=labels.dtype, axes="zyx", scale=(1, 1, 1), chunks=(2, 256, 256),
+                 n_levels=3, is_label=True)[:] = labels
+    write_pyramid(path)
+    image = open_image(path)
+    assert "image-label" in image.attrs
+    assert set(np.unique(image.level(2)[:])) <= set(np.unique(labels))
+
+
+def test_atomic_output_leaves_nothing_on_failure(tmp_path):
+    out = tmp_path / "x.ome.zarr"
+    with pytest.raises(RuntimeError), atomic_output(out) as tmp:
+        create_image(tmp, shape=(4, 4), dtype="u1", axes="yx", scale=(1, 1), chunks=(4, 4))
+        raise RuntimeError("crash")
+    assert not out.exists() and not partial_path(out).exists()
+    with atomic_output(out) as tmp:
+        create_image(tmp, shape=(4, 4), dtype="u1", axes="yx", scale=(1, 1), chunks=(4, 4))
+        assert not out.exists()  # never visible before it is complete
+    assert out.exists() and open_image(out).shape == (4, 4)
+
+
+def test_atomic_output_resume_keeps_partial(tmp_path):
+    out = tmp_path / "y.zarr"
+    with pytest.raises(RuntimeError), atomic_output(out, resume=True) as tmp:
+        tmp.mkdir()
+        (tmp / "marker").write_text("done block")
+        raise RuntimeError("killed")
+    assert (partial_path(out) / "marker").exists() and not out.exists()
+    with atomic_output(out, resume=True) as tmp:
+        assert (tmp / "marker").read_text() == "done block"
+    assert (out / "marker").exists()
+
+
+def test_open_image_errors(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        open_image(tmp_path / "missing.ome.zarr")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(InputError):
+        open_image(tmp_path / "folder")
