@@ -9,6 +9,14 @@ from zarrseg.experiments import cell_for
 from zarrseg.workflow import discover_samples, experiment_for, params_json, stage_params
 
 R = config["results_dir"]
+
+# Rules run the library from this checkout, also inside --sdm conda environments (envs/*.yaml
+# hold the dependencies, the code comes from src/ on PYTHONPATH).
+ZARRSEG = "python -m zarrseg"
+SRC = str(Path(workflow.basedir).parent / "src")
+shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+CPU_ENV = "../envs/cpu.yaml"
+GPU_ENV = "../envs/gpu.yaml"
 SAMPLES = discover_samples(config)
 EXPERIMENT = experiment_for(config)
 EXP = EXPERIMENT.name

@@ -25,6 +25,8 @@ rule evaluate:
         cell_params=lambda w: params_json(cell_values(w.cell)),
         method=lambda w: method_of(w.cell),
         benchmarks=lambda w: benchmark_args(w.sample, w.cell),
+    conda:
+        CPU_ENV
     log:
         log_path("evaluate", "{sample}", "{cell}"),
     benchmark:
@@ -34,7 +36,7 @@ rule evaluate:
         mem_mb=2000,
         runtime=60,
     shell:
-        "zarrseg evaluate {input.labels:q} --gt {input.ground_truth:q} -o {output:q}"
+        "{ZARRSEG} evaluate {input.labels:q} --gt {input.ground_truth:q} -o {output:q}"
         " --meta experiment={EXP} --meta sample={wildcards.sample} --meta cell={wildcards.cell}"
         " --meta method={params.method} --meta params={params.cell_params:q} {params.benchmarks}"
         " --params {params.json:q} -v 2> {log:q}"
@@ -49,6 +51,8 @@ rule aggregate:
     params:
         outdir=f"{R}/{EXP}",
         json=lambda w: stage_json("table"),
+    conda:
+        CPU_ENV
     log:
         log_path("table", "aggregate"),
     threads: 1
@@ -56,4 +60,4 @@ rule aggregate:
         mem_mb=2000,
         runtime=30,
     shell:
-        "zarrseg table {input:q} -o {params.outdir:q} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} table {input:q} -o {params.outdir:q} --params {params.json:q} -v 2> {log:q}"

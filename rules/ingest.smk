@@ -9,6 +9,8 @@ rule ingest:
     params:
         source=lambda w: SAMPLES[w.sample].image,
         json=lambda w: stage_json("ingest", pcell=""),
+    conda:
+        CPU_ENV
     log:
         log_path("ingest", "{sample}", "image"),
     benchmark:
@@ -18,7 +20,7 @@ rule ingest:
         runtime=60,
     threads: 1
     shell:
-        "zarrseg ingest {params.source:q} -o {output:q} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} ingest {params.source:q} -o {output:q} --params {params.json:q} -v 2> {log:q}"
 
 
 rule ingest_ground_truth:
@@ -29,6 +31,8 @@ rule ingest_ground_truth:
     params:
         source=lambda w: SAMPLES[w.sample].ground_truth,
         json=lambda w: stage_json("ingest", pcell=""),
+    conda:
+        CPU_ENV
     log:
         log_path("ingest", "{sample}", "ground_truth"),
     benchmark:
@@ -38,7 +42,7 @@ rule ingest_ground_truth:
         runtime=60,
     threads: 1
     shell:
-        "zarrseg ingest {params.source:q} --labels -o {output:q} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} ingest {params.source:q} --labels -o {output:q} --params {params.json:q} -v 2> {log:q}"
 
 
 rule ingest_boundaries:
@@ -49,6 +53,8 @@ rule ingest_boundaries:
     params:
         source=lambda w: SAMPLES[w.sample].boundaries,
         json=lambda w: stage_json("ingest", pcell=""),
+    conda:
+        CPU_ENV
     log:
         log_path("ingest", "{sample}", "boundaries"),
     benchmark:
@@ -58,4 +64,4 @@ rule ingest_boundaries:
         runtime=60,
     threads: 1
     shell:
-        "zarrseg ingest {params.source:q} -o {output:q} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} ingest {params.source:q} -o {output:q} --params {params.json:q} -v 2> {log:q}"

@@ -28,6 +28,8 @@ rule predict:
         image=lambda w, input: f"{input.image}/{SAMPLES[w.sample].scene}",
         checkpoint=lambda w, input: f"--checkpoint {input.checkpoint}" if input.checkpoint else "",
         json=lambda w: stage_json("predict", pcell=w.pcell, channel=SAMPLES[w.sample].channel),
+    conda:
+        GPU_ENV
     log:
         log_path("predict", "{sample}", "{pcell}"),
     benchmark:
@@ -38,4 +40,4 @@ rule predict:
         runtime=120,
         gpu=lambda w: 1 if uses_gpu(w.pcell) else 0,
     shell:
-        "zarrseg predict {params.image:q} -o {output:q} {params.checkpoint} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} predict {params.image:q} -o {output:q} {params.checkpoint} --params {params.json:q} -v 2> {log:q}"

@@ -16,6 +16,8 @@ rule segment:
         directory(f"{R}/{EXP}/{{sample}}/{{cell}}/labels.ome.zarr"),
     params:
         json=lambda w, threads: segment_json(w, threads),
+    conda:
+        CPU_ENV
     log:
         log_path("segment", "{sample}", "{cell}"),
     benchmark:
@@ -25,4 +27,4 @@ rule segment:
         mem_mb=4000,
         runtime=240,
     shell:
-        "zarrseg segment {input.boundaries:q} -o {output:q} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} segment {input.boundaries:q} -o {output:q} --params {params.json:q} -v 2> {log:q}"

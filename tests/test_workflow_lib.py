@@ -1,0 +1,136 @@
+"""Sample discovery, experiment grids and per-cell stage parameters (the workflow's library side)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from zarrseg.errors import ConfigError
+from zarrseg.experiments import Experiment, cell_for, cell_id, load_experiment, stage_overrides
+from zarrseg.parallel import DaskParams
+from zarrseg.params import load_params, parse_overrides
+from zarrseg.workflow import discover_folder, discover_samples, read_sample_sheet, stage_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def _schema() -> dict:
+    return yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+
+
+def test_default_config_is_valid_against_schema():
+    Draft202012Validator(_schema()).validate(_config())
+    assert _schema()["$schema"].endswith("draft/2020-12/schema")
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda c: c.update(sampels={}),                                   # typo at top level
+    lambda c: c["dask"].update(scheduler="slrum"),                      # unknown scheduler
+    lambda c: c["storage"].update(chunks=[0, 64, 64]),                 # impossible chunk
+    lambda c: c["storage"]["compression"].update(codec="gzipp"),       # unknown codec
+    lambda c: c["samples"].update(sheet=3),                             # wrong type
+])
+def test_schema_rejects_bad_config(mutate):
+    config = _config()
+    mutate(config)
+    with pytest.raises(ValidationError):
+        Draft202012Validator(_schema()).validate(config)
+
+
+def test_snakemake_validate_rejects_typo_before_any_job(tmp_path):
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    config = _config()
+    config["dask"]["n_worker"] = 2
+    with pytest.raises(WorkflowError, match="n_worker"):
+        validate(config, str(REPO / "config" / "schema.yaml"))
+
+
+def test_sample_sheet_and_folder(tmp_path):
+    (tmp_path / "in").mkdir()
+    for name in ("a.czi", "b.ome.tif", "b_labels.tif", "notes.txt"):
+        (tmp_path / "in" / name).write_bytes(b"x")
+    found = discover_folder(tmp_path / "in")
+    assert [(s.name, Path(s.ground_truth).name if s.ground_truth else None) for s in found] == [
+        ("a", None), ("b", "b_labels.tif")]
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text("sample\timage\tground_truth\tscene\n"
+                     "s1\tin/a.czi\t\t2\ns2\tin/b.ome.tif\tin/b_labels.tif\t\n")
+    samples = read_sample_sheet(sheet, tmp_path)
+    assert samples[0].scene == 2 and samples[0].ground_truth is None
+    assert samples[1].ground_truth == str(tmp_path / "in" / "b_labels.tif")
+    both = discover_samples({"samples": {"sheet": "samples.tsv", "input_dir": "in"}}, tmp_path)
+    assert set(both) == {"s1", "s2", "a", "b"}
+
+
+def test_sample_sheet_errors(tmp_path):
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text("sample\timage\nx\tmissing.tif\n")
+    with pytest.raises(ConfigError, match="missing.tif does not exist"):
+        read_sample_sheet(sheet, tmp_path)
+    sheet.write_text("sample\timgae\nx\ty\n")
+    with pytest.raises(ConfigError, match="lacks column"):
+        read_sample_sheet(sheet, tmp_path)
+    (tmp_path / "a.tif").write_bytes(b"x")
+    sheet.write_text("sample\timage\nx\ta.tif\nx\ta.tif\n")
+    with pytest.raises(ConfigError, match="appears twice"):
+        discover_samples({"samples": {"sheet": "s.tsv"}}, tmp_path)
+
+
+def test_hdf5_dataset_entries_resolve(tmp_path):
+    (tmp_path / "v.h5").write_bytes(b"")
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text("sample\timage\tboundaries\nv\tv.h5:raw\tv.h5:pred\n")
+    (sample,) = read_sample_sheet(sheet, tmp_path)
+    assert sample.image == f"{tmp_path}/v.h5:raw" and sample.boundaries.endswith("v.h5:pred")
+
+
+def test_grid_cells_are_stable_and_shared(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"name": "g", "grid": {"predict.sigma": [1.0, 2.0],
+                                                          "segment.beta": [0.3, 0.5]}}))
+    exp = load_experiment(path)
+    cells = exp.cells()
+    assert len(cells) == 4 and "sigma-1_beta-0.3" in cells
+    # adding a value keeps every existing cell id
+    grown = Experiment(name="g", grid={"predict.sigma": [1.0, 2.0], "segment.beta": [0.3, 0.5, 0.7]})
+    assert set(cells) < set(grown.cells())
+    # cells differing only in segment params share the predicted boundaries
+    assert cell_for(cells["sigma-1_beta-0.3"], ("predict",)) == cell_for(cells["sigma-1_beta-0.5"], ("predict",))
+    assert cell_id({}) == "base"
+    assert stage_overrides({"segment.dask.n_workers": 2, "predict.sigma": 1}, "segment") == {"dask": {"n_workers": 2}}
+
+
+def test_bad_grid_files(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"name": "g", "grid": {"beta": [0.3]}}))
+    with pytest.raises(ConfigError, match="<stage>.<parameter>"):
+        load_experiment(path)
+    path.write_text(yaml.safe_dump({"name": "g", "gird": {}}))
+    with pytest.raises(ConfigError, match="unknown keys"):
+        load_experiment(path)
+
+
+def test_stage_params_merge_storage_dask_and_cell():
+    config = _config()
+    params = stage_params(config, "segment", {"segment.beta": 0.7, "predict.sigma": 2.0})
+    assert params["beta"] == 0.7 and "sigma" not in params
+    assert params["chunks"] == config["storage"]["chunks"] and params["dask"]["scheduler"] == "threads"
+    assert "dask" not in stage_params(config, "ingest")
+
+
+def test_typed_params_reject_typos_with_hint():
+    with pytest.raises(ConfigError, match="did you mean 'n_workers'"):
+        load_params(DaskParams, {"n_worker": 2})
+    with pytest.raises(ConfigError, match="must be one of"):
+        load_params(DaskParams, {"scheduler": "slrum"})
+    assert load_params(DaskParams, '{"n_workers": 3}', parse_overrides(["scheduler=processes"])).scheduler == "processes"
