@@ -17,8 +17,8 @@ SRC = str(Path(workflow.basedir).parent / "src")
 shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 CPU_ENV = "../envs/cpu.yaml"
 GPU_ENV = "../envs/gpu.yaml"
-SAMPLES = discover_samples(config)
 EXPERIMENT = experiment_for(config)
+SAMPLES = discover_samples(config, experiment=EXPERIMENT)
 EXP = EXPERIMENT.name
 CELLS = EXPERIMENT.cells()  # cell id -> {"stage.key": value}
 EXP_SAMPLES = [s for s in (EXPERIMENT.samples or list(SAMPLES))]

@@ -134,3 +134,17 @@ def test_typed_params_reject_typos_with_hint():
     with pytest.raises(ConfigError, match="must be one of"):
         load_params(DaskParams, {"scheduler": "slrum"})
     assert load_params(DaskParams, '{"n_workers": 3}', parse_overrides(["scheduler=processes"])).scheduler == "processes"
+
+
+def test_experiment_with_its_own_sample_sheet(tmp_path):
+    (tmp_path / "v.h5").write_bytes(b"")
+    (tmp_path / "s.tsv").write_text("sample\timage\nv\tv.h5:raw\n")
+    exp = Experiment(name="e", sheet="s.tsv")
+    samples = discover_samples({"samples": {"sheet": "missing.tsv"}}, tmp_path, experiment=exp)
+    assert list(samples) == ["v"]
+
+
+def test_shared_sample_sheet_resolves(shared_data):
+    samples = read_sample_sheet(REPO / "config" / "samples_shared.tsv", REPO)
+    assert {"gala_train", "gala_test", "ovule"} <= {s.name for s in samples}
+    assert all(s.ground_truth for s in samples)

@@ -29,6 +29,7 @@ class Experiment:
     grid: dict[str, list[Any]] = field(default_factory=dict)  # "<stage>.<key>" -> values
     fixed: dict[str, Any] = field(default_factory=dict)  # "<stage>.<key>" -> value for every cell
     description: str = ""
+    sheet: str | None = None  # a sample sheet of its own (e.g. shared benchmark data), else the config's
 
     def cells(self) -> dict[str, dict[str, Any]]:
         """cell id -> {"stage.key": value} for every grid combination (insertion-ordered)."""
@@ -66,12 +67,12 @@ def load_experiment(path: str | Path) -> Experiment:
     if not path.is_file():
         raise ConfigError("experiment file does not exist", path)
     data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"name", "samples", "grid", "fixed", "description"}
+    unknown = set(data) - {"name", "samples", "grid", "fixed", "description", "sheet"}
     if unknown:
         raise ConfigError(f"unknown keys {sorted(unknown)} in experiment", path)
     exp = Experiment(name=data.get("name", path.stem), samples=data.get("samples"),
                      grid=data.get("grid") or {}, fixed=data.get("fixed") or {},
-                     description=data.get("description", ""))
+                     description=data.get("description", ""), sheet=data.get("sheet"))
     for key, values in {**exp.grid, **{k: [v] for k, v in exp.fixed.items()}}.items():
         if "." not in key:
             raise ConfigError(f"grid key {key!r} must be '<stage>.<parameter>'", path)

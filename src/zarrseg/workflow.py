@@ -104,10 +104,13 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def discover_samples(config: dict, base: str | Path = ".") -> dict[str, Sample]:
-    """All samples of the config (sample sheet first, then the input folder); names must be unique."""
+def discover_samples(config: dict, base: str | Path = ".", experiment: Experiment | None = None) -> dict[str, Sample]:
+    """All samples of the config (sample sheet first, then the input folder); names must be unique.
+
+    An experiment with a sample sheet of its own (``sheet:``) uses only that sheet.
+    """
     base = Path(base)
-    conf = config.get("samples", {})
+    conf = {"sheet": experiment.sheet} if experiment is not None and experiment.sheet else config.get("samples", {})
     samples: list[Sample] = []
     if conf.get("sheet"):
         samples += read_sample_sheet(base / conf["sheet"], base)
