@@ -18,7 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o", "--output", required=True, metavar="BOUNDARIES.ome.zarr", help="output OME-Zarr"
     )
-    parser.add_argument("--checkpoint", metavar="CKPT", help="model checkpoint (method 'unet')")
+    parser.add_argument(
+        "--checkpoint",
+        metavar="CKPT",
+        help="model checkpoint (method 'unet'); overrides the 'checkpoint' parameter",
+    )
     add_params_arguments(parser)
 
 
@@ -27,5 +31,5 @@ def run(args: argparse.Namespace) -> int:
     from ..unet.predict import predict
 
     params = params_from_args(PredictParams, args, "predict")
-    predict(args.image, args.output, params, checkpoint=args.checkpoint)
+    predict(args.image, args.output, params, checkpoint=args.checkpoint or params.checkpoint)
     return 0

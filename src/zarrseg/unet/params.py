@@ -23,6 +23,7 @@ class PredictParams:
     sigma: float = 0.0  # Gaussian smoothing in voxels (0: none)
     invert: bool = False  # EM: membranes are dark
     # --- unet method
+    checkpoint: str | None = None  # model file written by 'zarrseg train' (the --checkpoint flag wins)
     tile_shape: list[int] | None = None  # default: the checkpoint's training patch shape
     overlap: float = 0.5  # fraction of the tile shared by neighbouring tiles
     blend: Literal["gaussian", "cosine"] = "gaussian"
