@@ -1,0 +1,155 @@
+"""TIFF, ImageJ hyperstack and OME-TIFF input through tifffile.
+
+``TiffFile.series`` resolves the file's axes (OME-XML DimensionOrder, ImageJ hyperstack
+metadata, tifffile's own shaped metadata) and ``series.aszarr()`` exposes every strip/tile as
+a lazily decoded chunk, so a box read decodes only the segments it touches.
+"""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import zarr
+
+from ..errors import InputError
+from .layout import ArrayLayout
+from .source import UNIT_TO_UM, Scene, Source, canonical_axes
+
+log = logging.getLogger(__name__)
+
+CM_PER_INCH = 2.54
+
+
+class TiffSource(Source):
+    reader = "tifffile"
+    reader_version = tifffile.__version__
+
+    def __init__(self, path: Path, axes: str | None = None):
+        super().__init__(path)
+        try:
+            self._tif = tifffile.TiffFile(str(path))
+            series = list(self._tif.series)
+        except Exception as err:  # tifffile raises TiffFileError, ValueError, struct.error, ...
+            raise InputError(f"not a readable TIFF file ({type(err).__name__}: {err})", path) from err
+        self._arrays: list = []
+        self._layouts: list[ArrayLayout] = []
+        ome = self._ome_images() if self._tif.is_ome else []
+        for index, s in enumerate(series):
+            letters = canonical_axes(s.axes, tuple(s.shape), path, axes)
+            layout = ArrayLayout(letters, tuple(int(v) for v in s.shape))
+            sizes = layout.sizes()
+            voxel, names = self._metadata(s, ome[index] if index < len(ome) else None, sizes)
+            self.scenes.append(
+                Scene(
+                    index=index,
+                    name=s.name or f"series {index}",
+                    sizes=sizes,
+                    dtype=np.dtype(s.dtype),
+                    voxel_size=voxel,
+                    channel_names=names,
+                    extra={"tiff_axes": s.axes, "tiff_kind": s.kind},
+                )
+            )
+            self._layouts.append(layout)
+            self._arrays.append(None)
+
+    def _array(self, scene: int) -> zarr.Array:
+        if self._arrays[scene] is None:
+            store = self._tif.series[scene].aszarr(level=0)
+            self._arrays[scene] = zarr.open_array(store, mode="r", zarr_format=2)
+        return self._arrays[scene]
+
+    def read(self, scene: int, t: int, z: slice, y: slice, x: slice) -> np.ndarray:
+        try:
+            return self._layouts[scene].read(self._array(scene), t, z, y, x)
+        except InputError:
+            raise
+        except Exception as err:
+            raise InputError(f"cannot decode TIFF pixels ({type(err).__name__}: {err})", self.path) from err
+
+    def close(self) -> None:
+        self._tif.close()
+
+    # -- metadata ---------------------------------------------------------------------------------
+
+    def _ome_images(self) -> list[ET.Element]:
+        try:
+            root = ET.fromstring(self._tif.ome_metadata or "")
+        except ET.ParseError as err:
+            log.warning("%s: OME-XML cannot be parsed (%s); ignoring it", self.path, err)
+            return []
+        return [el for el in root if el.tag.endswith("}Image") or el.tag == "Image"]
+
+    def _metadata(
+        self, series, image: ET.Element | None, sizes: dict[str, int]
+    ) -> tuple[dict[str, float], list[str] | None]:
+        if image is not None:
+            return _ome_metadata(image, sizes)
+        if self._tif.is_imagej:
+            return _imagej_metadata(self._tif.imagej_metadata or {}, series.keyframe), None
+        return _resolution_metadata(series.keyframe), None
+
+
+def _ome_metadata(image: ET.Element, sizes: dict[str, int]) -> tuple[dict[str, float], list[str] | None]:
+    pixels = next((el for el in image if el.tag.endswith("Pixels")), None)
+    if pixels is None:
+        return {}, None
+    voxel: dict[str, float] = {}
+    for axis in "zyx":
+        value = pixels.get(f"PhysicalSize{axis.upper()}")
+        if value is None:
+            continue
+        unit = pixels.get(f"PhysicalSize{axis.upper()}Unit", "µm")
+        factor = UNIT_TO_UM.get(unit.lower())
+        if factor is None:
+            log.warning("unknown OME length unit %r; ignoring PhysicalSize%s", unit, axis.upper())
+            continue
+        if float(value) > 0:
+            voxel[axis] = float(value) * factor
+    names = [
+        ch.get("Name") or ch.get("ID", f"C{i}")
+        for i, ch in enumerate(el for el in pixels if el.tag.endswith("Channel"))
+    ]
+    if len(names) != sizes["c"]:
+        names = None
+    return voxel, names
+
+
+def _imagej_metadata(meta: dict, page) -> dict[str, float]:
+    unit = str(meta.get("unit", "")).strip().lower()
+    factor = UNIT_TO_UM.get(unit)
+    if factor is None:  # 'pixel', '' or unknown: ImageJ calibration absent
+        return _resolution_metadata(page)
+    voxel = {}
+    for axis, tag in (("x", "XResolution"), ("y", "YResolution")):
+        size = _pixel_size(page, tag)
+        if size is not None:
+            voxel[axis] = size * factor
+    spacing = meta.get("spacing")
+    if spacing:
+        voxel["z"] = float(spacing) * factor
+    return voxel
+
+
+def _pixel_size(page, tag: str) -> float | None:
+    if tag not in page.tags:
+        return None
+    num, den = page.tags[tag].value
+    return den / num if num else None
+
+
+def _resolution_metadata(page) -> dict[str, float]:
+    """Plain TIFF: pixel size from X/YResolution only when the unit is centimetre (inch is DPI)."""
+    unit = page.tags["ResolutionUnit"].value if "ResolutionUnit" in page.tags else 2
+    if int(unit) != 3:
+        return {}
+    voxel = {}
+    for axis, tag in (("x", "XResolution"), ("y", "YResolution")):
+        size = _pixel_size(page, tag)
+        if size is not None:
+            voxel[axis] = size * 1e4
+    return voxel

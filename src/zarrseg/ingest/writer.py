@@ -1,0 +1,291 @@
+"""Stream a ``Source`` into a bioformats2raw container of NGFF 0.4 images, atomically.
+
+Memory is bounded by one slab (``slab_mb``): a z-range of one chunk depth, as many full chunk
+rows in y and x as fit, all channels of one timepoint. Slabs are chunk-aligned, so every Zarr
+chunk is encoded exactly once and never read back; reading the next slab overlaps with
+compressing the previous one. The pyramid is then filled by ``ome.write_pyramid``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from .. import ome
+from ..errors import InputError
+from ..parallel import progress_bar
+from ..params import to_dict
+from .detect import open_source, resolve_input
+from .params import IngestParams
+from .source import Scene, Source
+
+log = logging.getLogger(__name__)
+
+LAYOUT_KEY = "bioformats2raw.layout"
+
+
+@dataclass(frozen=True)
+class Slab:
+    t: int
+    z: slice
+    y: slice
+    x: slice
+
+
+def ingest(
+    source: str | Path,
+    output: str | Path,
+    params: IngestParams | None = None,
+    *,
+    labels: bool = False,
+    scenes: Sequence[int] | None = None,
+) -> Path:
+    """Convert ``source`` (CZI, TIFF, OME-TIFF or ``file.h5:dataset``) to an OME-Zarr container.
+
+    One NGFF image per selected scene at ``output/<k>`` (k-th selected scene; all scenes by
+    default). Re-running with the same source content and parameters is a no-op.
+    """
+    params = params or IngestParams()
+    output = Path(output)
+    path, dataset = resolve_input(source)
+    with open_source(path, dataset, params) as src:
+        src.check()
+        selected = _select_scenes(src, scenes)
+        if labels:
+            for index in selected:
+                if src.scenes[index].dtype.kind not in "ui":
+                    raise InputError(f"--labels needs an integer image, got {src.scenes[index].dtype}", path)
+        stat = path.stat()
+        request = {"params": to_dict(params), "labels": labels, "scenes": selected, "dataset": dataset}
+        if _is_up_to_date(output, path, stat, request):
+            log.info("%s is up to date with %s; nothing to do", output, path)
+            return output
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sha256") as pool:
+            digest = pool.submit(sha256_file, path)  # hashes while we convert
+            with ome.atomic_output(output) as tmp:
+                root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+                root.attrs[LAYOUT_KEY] = 3
+                root.create_group("OME").attrs["series"] = [str(k) for k in range(len(selected))]
+                for k, index in enumerate(selected):
+                    base = {
+                        "source": str(path.resolve()),
+                        "source_size": stat.st_size,
+                        "source_mtime_ns": stat.st_mtime_ns,
+                        "reader": src.reader,
+                        "reader_version": src.reader_version,
+                        "scene": index,
+                        "scene_name": src.scenes[index].name,
+                        **src.scenes[index].extra,
+                    }
+                    write_scene(src, index, tmp / str(k), params, labels=labels, attrs=base)
+                sha = digest.result()
+                for k in range(len(selected)):
+                    group = zarr.open_group(str(tmp / str(k)), mode="r+", zarr_format=2)
+                    group.attrs["zarrseg"] = {**group.attrs["zarrseg"], "source_sha256": sha}
+                root.attrs["zarrseg"] = {
+                    **ome.provenance(
+                        source=str(path.resolve()),
+                        source_sha256=sha,
+                        source_size=stat.st_size,
+                        source_mtime_ns=stat.st_mtime_ns,
+                        reader=src.reader,
+                        reader_version=src.reader_version,
+                    ),
+                    "request": request,
+                }
+        seconds = time.perf_counter() - started
+        total = sum(src.scenes[i].nbytes for i in selected)
+        log.info(
+            "ingested %s -> %s: %d scene(s), %.1f MB in %.1f s (%.1f MB/s)",
+            path,
+            output,
+            len(selected),
+            total / 1e6,
+            seconds,
+            total / 1e6 / max(seconds, 1e-9),
+        )
+    return output
+
+
+def _select_scenes(src: Source, scenes: Sequence[int] | None) -> list[int]:
+    if not scenes:
+        return list(range(len(src.scenes)))
+    out = []
+    for s in scenes:
+        if not 0 <= s < len(src.scenes):
+            raise InputError(
+                f"scene {s} does not exist (the file has {len(src.scenes)} scene(s): "
+                f"0..{len(src.scenes) - 1})",
+                src.path,
+            )
+        if s not in out:
+            out.append(int(s))
+    return out
+
+
+def sha256_file(path: Path, block: int = 8 << 20) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest() if block else ""
+
+
+def _is_up_to_date(output: Path, path: Path, stat: os.stat_result, request: dict) -> bool:
+    """A finished container (renamed from .partial) from the same source content and request."""
+    if not output.is_dir():
+        return False
+    try:
+        attrs = dict(zarr.open_group(str(output), mode="r", zarr_format=2).attrs)
+    except Exception:  # not a Zarr group: will be replaced
+        return False
+    meta = attrs.get("zarrseg", {})
+    if LAYOUT_KEY not in attrs or meta.get("request") != request or "source_sha256" not in meta:
+        return False
+    if meta.get("source_size") == stat.st_size and meta.get("source_mtime_ns") == stat.st_mtime_ns:
+        return True
+    if meta.get("source_size") != stat.st_size:
+        return False
+    log.info("%s: modification time changed; comparing sha256", path)
+    return sha256_file(path) == meta["source_sha256"]
+
+
+def voxel_size(scene: Scene, params: IngestParams, path: Path) -> dict[str, float]:
+    """µm per voxel along z/y/x: parameter override, else file metadata, else 1.0 with a warning."""
+    spatial = [a for a in scene.axes if a in "zyx"]
+    if params.voxel_size is not None:
+        given = dict(zip("zyx"[-len(params.voxel_size) :], params.voxel_size, strict=True))
+        missing = [a for a in spatial if a not in given]
+        if missing:
+            raise InputError(
+                f"voxel_size {params.voxel_size} gives no size for axis {''.join(missing)}", path
+            )
+        return {a: float(given[a]) for a in spatial}
+    out = {}
+    missing = [a for a in spatial if a not in scene.voxel_size]
+    if missing:
+        log.warning(
+            "%s: no physical pixel size for axis %s in the metadata; using 1.0 µm (set voxel_size "
+            "to override)",
+            path,
+            "/".join(missing),
+        )
+    for a in spatial:
+        out[a] = float(scene.voxel_size.get(a, 1.0))
+    return out
+
+
+def plan_slabs(
+    scene: Scene, chunks: Sequence[int], budget_bytes: int
+) -> tuple[list[Slab], tuple[int, int, int]]:
+    """Chunk-aligned slabs covering the scene, each at most ``budget_bytes`` when possible."""
+    sizes = scene.sizes
+    spatial = {a: c for a, c in zip(scene.axes, chunks, strict=True) if a in "zyx"}
+    cz, cy, cx = spatial.get("z", 1), spatial["y"], spatial["x"]
+    per_px = sizes["c"] * scene.dtype.itemsize
+    zb = min(cz, sizes["z"])
+    yb, xb = sizes["y"], sizes["x"]
+    if zb * yb * xb * per_px > budget_bytes:
+        yb = min(sizes["y"], max(cy, budget_bytes // (zb * xb * per_px) // cy * cy))
+        if zb * yb * xb * per_px > budget_bytes:
+            xb = min(sizes["x"], max(cx, budget_bytes // (zb * yb * per_px) // cx * cx))
+    slabs = [
+        Slab(
+            t,
+            slice(z, min(z + zb, sizes["z"])),
+            slice(y, min(y + yb, sizes["y"])),
+            slice(x, min(x + xb, sizes["x"])),
+        )
+        for t in range(sizes["t"])
+        for z in range(0, sizes["z"], zb)
+        for y in range(0, sizes["y"], yb)
+        for x in range(0, sizes["x"], xb)
+    ]
+    return slabs, (zb, yb, xb)
+
+
+def _target_index(axes: str, slab: Slab) -> tuple:
+    return tuple({"t": slab.t, "c": slice(None), "z": slab.z, "y": slab.y, "x": slab.x}[a] for a in axes)
+
+
+def _squeeze(data: np.ndarray, axes: str) -> np.ndarray:
+    """(C, Z, Y, X) from a reader -> the image's axes without t."""
+    if "z" not in axes:
+        data = data[:, 0]
+    if "c" not in axes:
+        data = data[0]
+    return data
+
+
+def _read_ahead(src: Source, scene: int, slabs: list[Slab]) -> Iterator[tuple[Slab, np.ndarray]]:
+    """Yield slabs while the next one is being read in a background thread (I/O overlaps encoding)."""
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ingest-read") as pool:
+        pending = (
+            pool.submit(src.read, scene, slabs[0].t, slabs[0].z, slabs[0].y, slabs[0].x) if slabs else None
+        )
+        for i, slab in enumerate(slabs):
+            data = pending.result()
+            if i + 1 < len(slabs):
+                nxt = slabs[i + 1]
+                pending = pool.submit(src.read, scene, nxt.t, nxt.z, nxt.y, nxt.x)
+            yield slab, data
+            del data
+
+
+def write_scene(
+    src: Source, scene_index: int, out: Path, params: IngestParams, *, labels: bool, attrs: dict
+) -> None:
+    """Create one NGFF image for a scene, fill level 0 slab by slab, then the pyramid."""
+    scene = src.scenes[scene_index]
+    axes, shape = scene.axes, scene.shape
+    voxel = voxel_size(scene, params, src.path)
+    scale = [voxel.get(a, 1.0) for a in axes]
+    chunks = ome.chunk_shape(axes, shape, params.chunks)
+    level0 = ome.create_image(
+        out,
+        shape=shape,
+        dtype=scene.dtype,
+        axes=axes,
+        scale=scale,
+        chunks=chunks,
+        compression=params.compression,
+        name=scene.name,
+        channel_names=scene.channel_names or [f"C{i}" for i in range(scene.sizes["c"])],
+        n_levels=params.pyramid_levels,
+        is_label=labels,
+        attrs={**attrs, "voxel_size_um": voxel, "ingest_params": to_dict(params)},
+    )
+    # two slabs live at once (one being read, one being written): each gets half the budget
+    slabs, slab_shape = plan_slabs(scene, chunks, params.slab_mb * 2**20 // 2)
+    log.info(
+        "scene %d %r: axes %s shape %s %s, voxel %s µm, %d slab(s) of %s",
+        scene_index,
+        scene.name,
+        axes,
+        shape,
+        scene.dtype,
+        voxel,
+        len(slabs),
+        slab_shape,
+    )
+    started = time.perf_counter()
+    with progress_bar(len(slabs), f"ingest scene {scene_index}") as bar:
+        for slab, data in _read_ahead(src, scene_index, slabs):
+            level0[_target_index(axes, slab)] = _squeeze(data, axes)
+            bar.update(1)
+    level0_s = time.perf_counter() - started
+    ome.write_pyramid(out, is_label=labels)
+    log.info(
+        "scene %d: level 0 in %.1f s (%.1f MB/s), pyramid in %.1f s",
+        scene_index,
+        level0_s,
+        scene.nbytes / 1e6 / max(level0_s, 1e-9),
+        time.perf_counter() - started - level0_s,
+    )
