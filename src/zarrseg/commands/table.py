@@ -1,0 +1,35 @@
+"""Aggregate the per-cell metric tables of an experiment grid into one table, summaries and figures.
+
+Writes OUTDIR/metrics.parquet + metrics.csv (all rows), OUTDIR/summary.md + summary.csv (rows =
+method / parameter set, columns = metrics, mean ± sd over samples, in the layout of the thesis
+tables) and OUTDIR/figures/*.png (box plots per partitioner, metric-vs-parameter curves).
+
+Example:
+  zarrseg table results/exp/metrics/*.parquet -o results/exp --set box_by=partitioner
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..evaluation.tables import TableParams, aggregate
+from ._common import add_params_arguments, params_from_args
+
+HELP = "aggregate metric tables of an experiment grid into summaries and plots"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "tables", metavar="METRICS.parquet", nargs="+", help="per-cell tables from 'zarrseg evaluate'"
+    )
+    parser.add_argument(
+        "-o", "--outdir", metavar="OUTDIR", required=True, help="folder for tables and figures"
+    )
+    add_params_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = params_from_args(TableParams, args, "table")
+    out = aggregate(args.tables, args.outdir, params)
+    print(out["summary_md"].read_text(), end="")
+    return 0

@@ -1,0 +1,151 @@
+"""Figures of an experiment grid: box plots per partitioner (PlantSeg Fig. 2.4) and metric-vs-parameter curves.
+
+Drawn with matplotlib's object API on the Agg canvas (no pyplot state, no display needed), so
+it runs inside Snakemake jobs and Dask workers alike. Every PNG is written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..ome import atomic_output
+from .instance import LOWER_IS_BETTER
+from .tables import TableParams, display_name, expand_params
+
+log = logging.getLogger(__name__)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    return path
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "x"
+
+
+def _per_sample(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return table[table["metric"] == metric]
+
+
+def _box_column(table: pd.DataFrame, wanted: str) -> str:
+    if (
+        wanted in table.columns
+        and table[wanted].astype(str).nunique() >= 1
+        and wanted not in ("metric", "value")
+    ):
+        return wanted
+    return "method" if table["method"].nunique() > 1 else "cell"
+
+
+def box_plot(table: pd.DataFrame, metrics: list[str], by: str, path: Path) -> Path | None:
+    """One panel per metric, one box per value of ``by`` over samples; each box shows the parameter
+    set of that group with the best mean of the first metric (PlantSeg compares tuned partitioners)."""
+    metrics = [m for m in metrics if m in set(table["metric"])]
+    if not metrics:
+        return None
+    key = metrics[0]
+    ranking = _per_sample(table, key).groupby([by, "params"])["value"].mean().reset_index()
+    groups, chosen = [], {}
+    for value, frame in ranking.groupby(by, sort=True):
+        best = frame.loc[frame["value"].idxmin() if key in LOWER_IS_BETTER else frame["value"].idxmax()]
+        groups.append(value)
+        chosen[value] = best["params"]
+    fig = Figure(figsize=(3.2 * len(metrics), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    rng = np.random.default_rng(0)
+    for ax, metric in zip(axes, metrics, strict=True):
+        data = []
+        for g in groups:
+            rows = _per_sample(table, metric)
+            rows = rows[(rows[by] == g) & (rows["params"] == chosen[g])]
+            data.append(rows.groupby("sample")["value"].mean().to_numpy())
+        ax.boxplot(data, tick_labels=[str(g) for g in groups], widths=0.6, showfliers=False)
+        for i, values in enumerate(data, start=1):
+            ax.plot(i + rng.uniform(-0.12, 0.12, values.size), values, "o", ms=3, alpha=0.7, color="tab:blue")
+        ax.set_title(
+            display_name(metric) + (" (lower is better)" if metric in LOWER_IS_BETTER else ""), fontsize=9
+        )
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"per {by}: best parameter set by mean {display_name(key)}", fontsize=10)
+    return _save(fig, path)
+
+
+def _numeric(series: pd.Series) -> bool:
+    try:
+        pd.to_numeric(series.dropna(), errors="raise")
+    except (ValueError, TypeError):
+        return False
+    return bool(series.notna().any())
+
+
+def parameter_curves(
+    table: pd.DataFrame, metrics: list[str], param: str, hue: str | None, path: Path
+) -> Path | None:
+    """Metric vs. one swept parameter: mean over samples (error bar: sd), one line per ``hue`` value;
+    the other swept parameters are averaged per sample first."""
+    metrics = [m for m in metrics if m in set(table["metric"])]
+    if not metrics:
+        return None
+    fig = Figure(figsize=(3.4 * len(metrics), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    hues = sorted(table[hue].astype(str).unique()) if hue else [None]
+    for ax, metric in zip(axes, metrics, strict=True):
+        rows = _per_sample(table, metric).copy()
+        rows["_x"] = pd.to_numeric(rows[param])
+        for h in hues:
+            sub = rows if h is None else rows[rows[hue].astype(str) == h]
+            if sub.empty:
+                continue
+            per_sample = sub.groupby(["_x", "sample"])["value"].mean().reset_index()
+            stats = per_sample.groupby("_x")["value"].agg(["mean", "std"]).sort_index()
+            ax.errorbar(
+                stats.index,
+                stats["mean"],
+                yerr=stats["std"].fillna(0.0),
+                marker="o",
+                ms=4,
+                capsize=3,
+                label=h if h is not None else None,
+            )
+        ax.set_xlabel(param)
+        ax.set_title(
+            display_name(metric) + (" (lower is better)" if metric in LOWER_IS_BETTER else ""), fontsize=9
+        )
+        ax.grid(alpha=0.3)
+        if hue:
+            ax.legend(fontsize=7, title=hue, title_fontsize=7)
+    return _save(fig, path)
+
+
+def make_figures(table: pd.DataFrame, outdir: Path, params: TableParams | None = None) -> list[Path]:
+    """Box plot per ``box_by`` value and one curve figure per swept numeric parameter."""
+    params = params or TableParams()
+    expanded, swept = expand_params(table)
+    by = _box_column(expanded, params.box_by)
+    figures = []
+    box = box_plot(expanded, list(params.figure_metrics), by, outdir / f"box_{_slug(by)}.png")
+    if box is not None:
+        figures.append(box)
+    hue = by if by in swept else None
+    for param in swept:
+        if param == by or not _numeric(expanded[param]):
+            continue
+        curve = parameter_curves(
+            expanded, list(params.figure_metrics), param, hue, outdir / f"curve_{_slug(param)}.png"
+        )
+        if curve is not None:
+            figures.append(curve)
+    if not figures:
+        log.warning(
+            "table: none of the figure metrics %s is in the tables; no figures drawn", params.figure_metrics
+        )
+    return figures
