@@ -174,23 +174,25 @@ class BlockTiles(torch.utils.data.Dataset):
         block = self.blocks[index]
         tiles = self.plan.tiles_for(block.inner)
         box = self.plan.read_box(tiles)
-        clipped = tuple(slice(b.start, min(b.stop, n)) for b, n in zip(box, self.plan.shape, strict=True))
-        data = apply(self.view[clipped], self.stats, self.norm)
-        pad = [(0, b.stop - c.stop) for b, c in zip(box, clipped, strict=True)]
-        if any(p[1] for p in pad):
-            data = np.pad(
-                data,
-                pad,
-                mode="reflect"
-                if all(p[1] < s for p, s in zip(pad, data.shape, strict=True))
-                else "symmetric",
-            )
+        data = read_padded(self.view, box, self.plan.shape, lambda x: apply(x, self.stats, self.norm))
         return {
             "index": index,
-            "data": np.ascontiguousarray(data, dtype=np.float32),
+            "data": data,
             "origin": np.array([b.start for b in box]),
             "tiles": np.array(tiles, dtype=np.int64),
         }
+
+
+def read_padded(source, box: tuple[slice, ...], shape: tuple[int, ...], transform=None) -> np.ndarray:
+    """``source[box]`` as float32, padded by reflection where ``box`` extends past the volume end."""
+    clipped = tuple(slice(b.start, min(b.stop, n)) for b, n in zip(box, shape, strict=True))
+    data = np.asarray(source[clipped])
+    data = transform(data) if transform is not None else data
+    pad = [(0, b.stop - c.stop) for b, c in zip(box, clipped, strict=True)]
+    if any(p[1] for p in pad):
+        fits = all(p[1] < s for p, s in zip(pad, data.shape, strict=True))
+        data = np.pad(data, pad, mode="reflect" if fits else "symmetric")
+    return np.ascontiguousarray(data, dtype=np.float32)
 
 
 def _identity(item):
@@ -200,9 +202,17 @@ def _identity(item):
 class TiledPredictor:
     """Runs a model over tiles of one block at a time and blends them into the block."""
 
-    def __init__(self, loaded: LoadedModel, plan: TilePlan, device: torch.device, batch_size: int, amp: bool):
-        self.model = loaded.model.to(device).eval()
-        self.channels = loaded.config.out_channels
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        channels: int,
+        plan: TilePlan,
+        device: torch.device,
+        batch_size: int,
+        amp: bool,
+    ):
+        self.model = model.to(device).eval()
+        self.channels = channels
         self.plan, self.device, self.batch_size = plan, device, batch_size
         self.amp = amp and device.type == "cuda"
         self.forward_seconds = 0.0
@@ -248,6 +258,34 @@ class TiledPredictor:
         if not np.all(wsum > 0):  # a planning bug, never user input
             raise RuntimeError(f"block {block.id}: {int((wsum <= 0).sum())} voxels not covered by any tile")
         return acc / wsum
+
+
+def predict_array(
+    model: torch.nn.Module,
+    x: np.ndarray,
+    cfg: ModelConfig,
+    tile,
+    *,
+    overlap: float = 0.5,
+    margin: float = 0.125,
+    blend: str = "gaussian",
+    device: torch.device | None = None,
+    batch_size: int = 4,
+    amp: bool = False,
+) -> np.ndarray:
+    """Tiled, blended prediction of a normalised in-memory array (validation crops); (C, *x.shape)."""
+    plan = TilePlan.create(x.shape, tile, overlap, margin, blend, cfg)
+    full = tuple(slice(0, n) for n in x.shape)
+    block = Block(0, (0,) * x.ndim, full, full)
+    tiles = plan.tiles_for(full)
+    box = plan.read_box(tiles)
+    item = {
+        "data": read_padded(x, box, x.shape),
+        "origin": np.array([b.start for b in box]),
+        "tiles": np.array(tiles, dtype=np.int64),
+    }
+    runner = TiledPredictor(model, cfg.out_channels, plan, device or torch.device("cpu"), batch_size, amp)
+    return runner.predict_block(block, item)
 
 
 def default_block_shape(plan: TilePlan) -> list[int]:
@@ -305,7 +343,7 @@ def predict_unet(image: ome.Image, out_path: Path, params: PredictParams, loaded
         prefetch_factor=2 if workers else None,
         pin_memory=device.type == "cuda",
     )
-    runner = TiledPredictor(loaded, plan, device, params.batch_size, params.amp)
+    runner = TiledPredictor(loaded.model, cfg.out_channels, plan, device, params.batch_size, params.amp)
     log.info(
         "predict unet: %d blocks of %s, %d tiles of %s (stride %s, margin %s) on %s",
         len(blocks),

@@ -1,0 +1,93 @@
+"""Parameters of ``zarrseg train`` (config section ``train``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import ConfigError
+from ..normalize import Normalization
+from .augment import AugmentParams
+from .losses import LossParams
+from .models import ModelConfig
+from .targets import TargetParams
+
+
+@dataclass
+class DataItem:
+    """One training/validation volume: an OME-Zarr image and its instance labels."""
+
+    image: str
+    labels: str
+    roi: str | None = None  # numpy-style region of the spatial axes, e.g. "0:20" or "150:, :, :"
+    channel: int = 0
+
+
+@dataclass
+class OptimizerParams:
+    """Adam + ReduceLROnPlateau, as in the PlantSeg thesis."""
+
+    lr: float = 2e-4
+    weight_decay: float = 1e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lr_factor: float = 0.5  # ReduceLROnPlateau factor
+    lr_patience: int = 10  # validations without improvement before the LR is reduced
+    min_lr: float = 1e-6  # training stops once the LR falls below this
+
+
+@dataclass
+class TrainParams:
+    train: list[DataItem] = field(default_factory=list)
+    val: list[DataItem] = field(default_factory=list)  # empty: select best by the training loss
+    model: ModelConfig = field(default_factory=ModelConfig)
+    normalization: Normalization = field(default_factory=lambda: Normalization(method="meanstd"))
+    target: TargetParams = field(default_factory=TargetParams)
+    loss: LossParams = field(default_factory=LossParams)
+    optimizer: OptimizerParams = field(default_factory=OptimizerParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    patch_shape: list[int] | None = None  # default: [256, 256] (2D), [32, 128, 128] (3D)
+    batch_size: int = 4
+    iterations: int = 10000  # optimizer steps (upper bound)
+    epochs: int | None = None  # if set: iterations = epochs * (training voxels / patch voxels / batch)
+    validate_every: int = 200  # iterations between validations / checkpoints
+    val_threshold: float = 0.5  # boundary threshold before connected components (validation ARand)
+    early_stopping: int = 20  # validations without improvement before stopping (0: never)
+    seed: int = 0
+    supervision_fraction: float = 1.0  # fraction of training images / objects with labels used
+    supervision_unit: Literal["images", "objects"] = "images"
+    min_foreground: float = 0.05  # foreground-aware sampling: min. fraction of labelled voxels in a patch
+    sampling_retries: int = 10
+    num_workers: int = 2  # DataLoader processes preparing patches (augmentation runs there)
+    device: str = "auto"
+    amp: bool = True  # CUDA only
+    auto_batch: bool = True  # CUDA: probe, and shrink batch / patch on out-of-memory
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    tensorboard: bool = True  # also log to MODEL_DIR/tensorboard when tensorboard is installed
+
+    def validate(self) -> None:
+        if not self.train:
+            raise ConfigError("train.train needs at least one {image, labels} entry")
+        if not 0.0 < self.supervision_fraction <= 1.0:
+            raise ConfigError(
+                f"train.supervision_fraction must be in (0, 1], got {self.supervision_fraction}"
+            )
+        if self.batch_size < 1 or self.iterations < 1 or self.validate_every < 1:
+            raise ConfigError("train.batch_size, iterations and validate_every must be >= 1")
+        if self.patch_shape is not None and len(self.patch_shape) != self.model.ndim:
+            raise ConfigError(
+                f"train.patch_shape {self.patch_shape} must have model.ndim={self.model.ndim} entries"
+            )
+        expected = self.target.channels(self.model.ndim)
+        if self.model.out_channels == 1 and expected > 1:
+            self.model.out_channels = expected  # affinities: one channel per offset unless given
+        if self.model.out_channels != expected:
+            raise ConfigError(
+                f"train.model.out_channels is {self.model.out_channels} but the "
+                f"{self.target.kind} target has {expected} channel(s)"
+            )
+
+    @property
+    def patch(self) -> list[int]:
+        if self.patch_shape is not None:
+            return list(self.patch_shape)
+        return [256, 256] if self.model.ndim == 2 else [32, 128, 128]
