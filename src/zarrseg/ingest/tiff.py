@@ -30,32 +30,44 @@ class TiffSource(Source):
 
     def __init__(self, path: Path, axes: str | None = None):
         super().__init__(path)
+        quiet = logging.getLogger("tifffile")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # its warnings about broken files become our one error line
         try:
             self._tif = tifffile.TiffFile(str(path))
             series = list(self._tif.series)
         except Exception as err:  # tifffile raises TiffFileError, ValueError, struct.error, ...
             raise InputError(f"not a readable TIFF file ({type(err).__name__}: {err})", path) from err
-        self._arrays: list = []
-        self._layouts: list[ArrayLayout] = []
-        ome = self._ome_images() if self._tif.is_ome else []
-        for index, s in enumerate(series):
-            letters = canonical_axes(s.axes, tuple(s.shape), path, axes)
-            layout = ArrayLayout(letters, tuple(int(v) for v in s.shape))
-            sizes = layout.sizes()
-            voxel, names = self._metadata(s, ome[index] if index < len(ome) else None, sizes)
-            self.scenes.append(
-                Scene(
-                    index=index,
-                    name=s.name or f"series {index}",
-                    sizes=sizes,
-                    dtype=np.dtype(s.dtype),
-                    voxel_size=voxel,
-                    channel_names=names,
-                    extra={"tiff_axes": s.axes, "tiff_kind": s.kind},
+        finally:
+            quiet.setLevel(level)
+        if not len(self._tif.pages) or not series:
+            self._tif.close()
+            raise InputError("not a readable TIFF file (no image pages: truncated or corrupt)", path)
+        try:
+            self._arrays: list = []
+            self._layouts: list[ArrayLayout] = []
+            ome = self._ome_images() if self._tif.is_ome else []
+            for index, s in enumerate(series):
+                letters = canonical_axes(s.axes, tuple(s.shape), path, axes)
+                layout = ArrayLayout(letters, tuple(int(v) for v in s.shape))
+                sizes = layout.sizes()
+                voxel, names = self._metadata(s, ome[index] if index < len(ome) else None, sizes)
+                self.scenes.append(
+                    Scene(
+                        index=index,
+                        name=s.name or f"series {index}",
+                        sizes=sizes,
+                        dtype=np.dtype(s.dtype),
+                        voxel_size=voxel,
+                        channel_names=names,
+                        extra={"tiff_axes": s.axes, "tiff_kind": s.kind},
+                    )
                 )
-            )
-            self._layouts.append(layout)
-            self._arrays.append(None)
+                self._layouts.append(layout)
+                self._arrays.append(None)
+        except BaseException:
+            self._tif.close()
+            raise
 
     def _array(self, scene: int) -> zarr.Array:
         if self._arrays[scene] is None:
