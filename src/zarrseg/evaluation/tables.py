@@ -106,7 +106,7 @@ def parse_meta(items: Iterable[str]) -> dict[str, str]:
 
 
 def normalise_params(text: str | dict) -> str:
-    """A parameter set as compact JSON with sorted keys, so equal sets compare equal as strings."""
+    """A parameter set as compact JSON; key order is kept (the grid's order, used for row labels)."""
     if isinstance(text, dict):
         value = text
     else:
@@ -116,7 +116,7 @@ def normalise_params(text: str | dict) -> str:
             raise ConfigError(f"params {text!r} is not a JSON object: {err}") from err
     if not isinstance(value, dict):
         raise ConfigError(f"params {text!r} must be a JSON object")
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return json.dumps(value, separators=(",", ":"))
 
 
 def read_benchmark(path: str | Path) -> dict[str, float]:
@@ -167,8 +167,8 @@ def metrics_frame(
     ``runtime_s`` is the total over the given stages, ``max_rss_mb`` the largest peak; per-stage
     values go to ``<stage>_runtime_s`` / ``<stage>_max_rss_mb`` columns. Extra meta keys become columns.
     """
-    meta = {**META_DEFAULTS, **{k: str(v) for k, v in meta.items()}}
-    meta["params"] = normalise_params(meta["params"])
+    meta = {**META_DEFAULTS, **meta}
+    meta = {k: normalise_params(v) if k == "params" else str(v) for k, v in meta.items()}
     benchmarks = benchmarks or {}
     runtimes = [b["runtime_s"] for b in benchmarks.values() if not math.isnan(b["runtime_s"])]
     rss = [b["max_rss_mb"] for b in benchmarks.values() if not math.isnan(b["max_rss_mb"])]
@@ -364,13 +364,15 @@ def summary_markdown(
     best mean per column in bold."""
     params = params or TableParams()
     metrics, swept = summary.attrs.get("metrics", []), summary.attrs.get("swept", [])
-    label_cols = (["experiment"] if "experiment" in summary.columns else []) + ["method"] + swept
+    # a swept parameter that only repeats the method name (e.g. partitioner) is not shown twice
+    shown = [p for p in swept if not (summary[p].astype(str) == summary["method"].astype(str)).all()]
+    label_cols = (["experiment"] if "experiment" in summary.columns else []) + ["method"] + shown
     if not swept:
         label_cols.append("cell")
     best = {}
     for m in metrics:
-        col = summary[f"{m}_mean"]
-        if col.notna().any():
+        col = summary[f"{m}_mean"].round(params.digits)
+        if col.notna().any() and col.nunique() > 1:  # bold only where the rows differ
             best[m] = col.min() if m in LOWER_IS_BETTER else col.max()
     header = [
         *label_cols,
@@ -384,7 +386,8 @@ def summary_markdown(
         cells = [str(r[c]) for c in label_cols] + [str(r["n"])]
         for m in metrics:
             text = _fmt(r[f"{m}_mean"], r[f"{m}_sd"], params.digits)
-            cells.append(f"**{text}**" if m in best and r[f"{m}_mean"] == best[m] else text)
+            is_best = m in best and round(r[f"{m}_mean"], params.digits) == best[m]
+            cells.append(f"**{text}**" if is_best else text)
         cells.append(_fmt(r["runtime_s_mean"], r["runtime_s_sd"], 1))
         cells.append(_fmt(r["max_rss_mb_mean"], float("nan"), 0))
         rows.append(cells)

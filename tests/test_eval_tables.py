@@ -1,0 +1,253 @@
+"""`zarrseg evaluate` and `zarrseg table`: tidy tables, benchmarks, summaries, figures, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+from skimage.metrics import adapted_rand_error
+
+from zarrseg import ome
+from zarrseg.cli import main
+from zarrseg.errors import InputError
+from zarrseg.evaluation.tables import metrics_frame, read_benchmark, write_table
+
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def write_labels(path, array: np.ndarray, axes: str | None = None) -> str:
+    axes = axes or "zyx"[-array.ndim :]
+    level0 = ome.create_image(
+        path,
+        shape=array.shape,
+        dtype=array.dtype,
+        axes=axes,
+        scale=[1.0] * array.ndim,
+        chunks=[1 if a in "tc" else 16 for a in axes],
+        is_label=True,
+    )
+    level0[...] = array
+    return str(path)
+
+
+def bench(path, *rows: str) -> str:
+    path.write_text(BENCH_HEADER + "".join(r + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture
+def pair(tmp_path, rng):
+    gt = np.repeat(np.repeat(np.arange(1, 17).reshape(4, 4), 8, 0), 8, 1)[None].repeat(6, 0).astype(np.uint16)
+    gt[:, :2] = 0  # ignore band
+    seg = gt.astype(np.uint32) * 3
+    seg[:, 10:14] = 999  # a merge across a row of objects
+    return write_labels(tmp_path / "seg.ome.zarr", seg), write_labels(tmp_path / "gt.ome.zarr", gt), seg, gt
+
+
+def test_read_benchmark_handles_repeats_and_na(tmp_path):
+    one = read_benchmark(bench(tmp_path / "a.tsv", "12.5\t0:00:12\t350.2\t900\t300\t310\t1\t2\t95\t11"))
+    assert one == {"runtime_s": 12.5, "max_rss_mb": 350.2}
+    rep = read_benchmark(
+        bench(
+            tmp_path / "b.tsv",
+            "10\t0:00:10\t100\t1\t1\t1\t1\t1\t1\t1",
+            "20\t0:00:20\t300\t1\t1\t1\t1\t1\t1\t1",
+        )
+    )
+    assert rep == {"runtime_s": 15.0, "max_rss_mb": 300.0}
+    na = read_benchmark(bench(tmp_path / "c.tsv", "0.4\t0:00:00\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA"))
+    assert na["runtime_s"] == 0.4 and np.isnan(na["max_rss_mb"])
+    (tmp_path / "d.tsv").write_text("hello\n")
+    with pytest.raises(InputError, match="benchmark"):
+        read_benchmark(tmp_path / "d.tsv")
+
+
+def test_evaluate_cli_writes_long_table(tmp_path, pair, capsys):
+    seg_path, gt_path, seg, gt = pair
+    out = tmp_path / "res" / "metrics.parquet"
+    b1 = bench(tmp_path / "seg.tsv", "30\t0:00:30\t500\t1\t1\t1\t1\t1\t1\t1")
+    b2 = bench(tmp_path / "pred.tsv", "10\t0:00:10\t800\t1\t1\t1\t1\t1\t1\t1")
+    rc = main(
+        [
+            "evaluate",
+            seg_path,
+            "--gt",
+            gt_path,
+            "-o",
+            str(out),
+            "--meta",
+            "experiment=exp1",
+            "--meta",
+            "sample=s1",
+            "--meta",
+            "method=gasp",
+            "--meta",
+            "cell=beta-0.5",
+            "--meta",
+            'params={"segment.beta": 0.5, "segment.partitioner": "gasp"}',
+            "--meta",
+            "note=x",
+            "--benchmark",
+            f"segment={b1}",
+            "--benchmark",
+            f"predict={b2}",
+            "--set",
+            "block_shape=[4,16,16]",
+            "--set",
+            "dask.scheduler=synchronous",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    table = pd.read_parquet(out)
+    csv = pd.read_csv(out.with_suffix(".csv"))
+    assert len(table) == len(csv) and list(table.columns) == list(csv.columns)
+    assert list(table.columns[:10]) == [
+        "experiment",
+        "sample",
+        "method",
+        "cell",
+        "params",
+        "annotator",
+        "metric",
+        "value",
+        "runtime_s",
+        "max_rss_mb",
+    ]
+    row = table.set_index("metric").loc["arand"]
+    assert row["value"] == pytest.approx(adapted_rand_error(gt, seg, ignore_labels=(0,))[0], abs=1e-12)
+    assert (row["experiment"], row["sample"], row["method"], row["cell"], row["note"]) == (
+        "exp1",
+        "s1",
+        "gasp",
+        "beta-0.5",
+        "x",
+    )
+    assert json.loads(row["params"]) == {"segment.beta": 0.5, "segment.partitioner": "gasp"}
+    assert row["runtime_s"] == 40.0 and row["max_rss_mb"] == 800.0
+    assert row["segment_runtime_s"] == 30.0 and row["predict_max_rss_mb"] == 800.0
+    assert {"ap@0.50", "seg", "sbd", "voi_split", "msa"} <= set(table["metric"])
+    assert not list(tmp_path.glob("res/*.partial"))
+
+
+def test_evaluate_multi_annotator_and_clustering(tmp_path, rng):
+    gt = rng.integers(1, 4, (2, 24, 24)).astype(np.uint8)  # 2 annotators as channels, classes 1..3
+    seg = gt[0].astype(np.uint16) * 5
+    seg_path = write_labels(tmp_path / "seg.zarr", seg)
+    gt_path = write_labels(tmp_path / "gt.zarr", gt, axes="cyx")
+    out = tmp_path / "m.parquet"
+    assert main(["evaluate", seg_path, "--gt", gt_path, "-o", str(out), "--set", "kind=clustering"]) == 0
+    table = pd.read_parquet(out)
+    assert set(table["annotator"]) == {"0", "1", "mean", "best"}
+    v = table[table["metric"] == "v_measure"].set_index("annotator")["value"]
+    assert v["0"] == pytest.approx(1.0) and v["1"] < 0.1
+    assert v["best"] == v["0"] and v["mean"] == pytest.approx((v["0"] + v["1"]) / 2)
+    assert table["sample"].iloc[0] == "seg"  # default sample name: the segmentation's file name
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("missing", "does not exist"),
+        ("float", "integer label image"),
+        ("shape", "differs"),
+        ("meta", "key=value"),
+        ("bench", "benchmark file does not exist"),
+        ("metric", "unknown instance metric"),
+        ("empty", "no voxels to score"),
+    ],
+)
+def test_evaluate_bad_input_fails_before_output(tmp_path, pair, capsys, case, match):
+    seg_path, gt_path, _, gt = pair
+    args = ["evaluate", seg_path, "--gt", gt_path, "-o", str(tmp_path / "out.parquet")]
+    if case == "missing":
+        args[1] = str(tmp_path / "nope.zarr")
+    elif case == "float":
+        args[1] = write_labels(tmp_path / "f.zarr", gt.astype(np.float32))
+    elif case == "shape":
+        args[3] = write_labels(tmp_path / "small.zarr", gt[:3])
+    elif case == "meta":
+        args += ["--meta", "sample"]
+    elif case == "bench":
+        args += ["--benchmark", f"segment={tmp_path / 'none.tsv'}"]
+    elif case == "metric":
+        args += ["--set", "metrics=[arand, vio_split]"]
+    elif case == "empty":
+        args[3] = write_labels(tmp_path / "zeros.zarr", np.zeros_like(gt))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "out.csv").exists()
+
+
+def grid_tables(tmp_path) -> list[str]:
+    """Per-cell tables of a 2 partitioners x 2 betas grid on 3 samples, with known values."""
+    paths = []
+    for partitioner in ("gasp", "multicut"):
+        for beta in (0.4, 0.6):
+            for k, sample in enumerate(("a", "b", "c")):
+                base = 0.1 if partitioner == "gasp" else 0.3
+                scores = {
+                    "": {
+                        "arand": base + beta / 10 + 0.01 * k,
+                        "voi_split": 1.0 + k,
+                        "voi_merge": beta,
+                        "seg": 0.8 - 0.1 * k,
+                    }
+                }
+                meta = {
+                    "experiment": "grid",
+                    "sample": sample,
+                    "method": partitioner,
+                    "cell": f"partitioner-{partitioner}_beta-{beta:g}",
+                    "params": {
+                        "segment.partitioner": partitioner,
+                        "segment.beta": beta,
+                        "segment.sigma_seeds": 2.0,
+                    },
+                }
+                frame = metrics_frame(scores, meta, {"segment": {"runtime_s": 10.0 + k, "max_rss_mb": 100.0}})
+                path = tmp_path / "cells" / f"{sample}_{partitioner}_{beta}.parquet"
+                paths.append(str(write_table(frame, path)[0]))
+    return paths
+
+
+def test_table_cli_summary_and_figures(tmp_path, capsys):
+    paths = grid_tables(tmp_path)
+    out = tmp_path / "results"
+    assert main(["table", *paths, "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert len(pd.read_parquet(out / "metrics.parquet")) == 12 * 4
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 4 and set(summary["n"]) == {3}
+    row = summary[(summary["partitioner"] == "gasp") & (summary["beta"] == 0.4)].iloc[0]
+    expected = [0.1 + 0.04 + 0.01 * k for k in range(3)]
+    assert row["arand_mean"] == pytest.approx(np.mean(expected))
+    assert row["arand_sd"] == pytest.approx(np.std(expected, ddof=1))
+    assert row["runtime_s_mean"] == pytest.approx(11.0)
+    assert "sigma_seeds" not in summary.columns  # fixed parameters are not row labels
+    md = (out / "summary.md").read_text()
+    assert "| method | beta | n | ARand ↓ | VOI_split ↓ | VOI_merge ↓ | SEG |" in md  # partitioner = method
+    assert f"**{np.mean(expected):.3f} ± {np.std(expected, ddof=1):.3f}**" in md  # best ARand in bold
+    assert "**2.000 ± 1.000**" not in md  # equal in every row: nothing to highlight
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert figures == ["box_partitioner.png", "curve_beta.png"]
+    for name in figures:
+        image = imread(out / "figures" / name)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+        assert image[..., :3].std() > 0  # something is drawn
+
+
+def test_table_bad_input(tmp_path, capsys):
+    paths = grid_tables(tmp_path)
+    out = tmp_path / "results"
+    assert main(["table", *paths, str(tmp_path / "missing.parquet"), "-o", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    assert main(["table", str(tmp_path / "bad.parquet"), "-o", str(out)]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert main(["table", *paths, "-o", str(out), "--set", "metrics=[arand, sbd]"]) == 2
+    assert "not in the metric tables" in capsys.readouterr().err
+    assert not out.exists()
