@@ -1,0 +1,36 @@
+"""Cluster a feature volume (PCA + mean colour + K-means/HDBSCAN) into a pixel label image.
+
+Given a feature volume of 'zarrseg features', its patch tokens are clustered; given an
+OME-Zarr image instead, the colour baseline runs (K-means on the mean intensity of m x m
+patches, m = parameter colour_patch). The output is a label OME-Zarr with the image's
+geometry; labels are 1..k (0: HDBSCAN noise).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_params_arguments, params_from_args
+
+HELP = "cluster feature volumes (PCA + colour + K-means/HDBSCAN) into labels"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "features",
+        metavar="FEATURES.zarr",
+        help="feature volume of 'zarrseg features' (or an OME-Zarr image: colour baseline)",
+    )
+    parser.add_argument(
+        "--image", metavar="IMAGE", help="the image the features belong to (default: as recorded)"
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="LABELS.ome.zarr", help="output label image")
+    add_params_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..ssl.cluster import ClusterParams, cluster
+
+    params = params_from_args(ClusterParams, args, "cluster")
+    cluster(args.features, args.output, params, image=args.image)
+    return 0

@@ -1,0 +1,311 @@
+"""Cluster ViT patch features (or plain colour) into a pixel-resolution label image.
+
+Feature clustering (thesis §3.3): optional PCA of the patch tokens (20 components by default),
+concatenation of the patch's mean colour, K-means (k = 2 by default) or HDBSCAN. The models
+are fitted on a bounded random sample of patches and then applied blockwise, so the label
+image of a huge volume streams. Labels are upsampled from the patch grid to the pixels of
+the original image (nearest patch), with the image's geometry; 0 means "no cluster"
+(HDBSCAN noise), clusters are 1..k.
+
+Colour baseline (thesis §3.2): K-means on the mean intensity of m x m pixel patches of the
+image itself (m = 1: per pixel; m = 8: the ViT's patch grid), standardised with the image's
+own statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import zarr
+
+from .. import ome
+from ..blocks import Block, BlockGrid
+from ..errors import ConfigError, InputError
+from ..parallel import DaskParams, map_blocks
+from .features import open_features
+from .tiling import ImageSource, Preprocess
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClusterParams:
+    """Parameters of ``zarrseg cluster`` (config section ``cluster``)."""
+
+    method: Literal["kmeans", "hdbscan"] = "kmeans"
+    n_clusters: int = 2  # K-means k
+    pca_components: int = 20  # 0: no PCA
+    use_colour: bool = True  # concatenate the patch's mean colour to the features
+    colour_weight: float = 1.0  # colour block variance relative to the (PCA) feature block
+    colour_patch: int = 8  # colour baseline only: m of the m x m patches (1 = pixels)
+    max_fit_samples: int = 100_000  # patches used to fit PCA / K-means / HDBSCAN
+    min_cluster_size: int = 100  # HDBSCAN
+    min_samples: int | None = None  # HDBSCAN
+    seed: int = 0
+    block_shape: tuple[int, int] = (1024, 1024)  # output blocks (y, x); 3D volumes: one slice per block
+    chunks: tuple[int, int] = (512, 512)  # output chunks (y, x)
+    preprocess: Preprocess = field(default_factory=Preprocess)  # colour baseline: how the image is read
+    dask: DaskParams = field(default_factory=DaskParams)
+
+    def validate(self) -> None:
+        if self.n_clusters < 2:
+            raise ConfigError(f"cluster.n_clusters must be >= 2, got {self.n_clusters}")
+        if self.pca_components < 0 or self.colour_patch < 1 or self.max_fit_samples < 10:
+            raise ConfigError(
+                "cluster: pca_components >= 0, colour_patch >= 1, max_fit_samples >= 10 required"
+            )
+        if self.colour_weight < 0:
+            raise ConfigError("cluster.colour_weight must be >= 0")
+
+
+class Embedding:
+    """Feature vector of a patch: scaled PCA of the tokens (+ weighted, standardised mean colour)."""
+
+    def __init__(self, params: ClusterParams):
+        self.params = params
+        self.pca = None
+        self.feat_mean: np.ndarray | None = None
+        self.feat_scale = 1.0
+        self.col_mean: np.ndarray | None = None
+        self.col_std: np.ndarray | None = None
+
+    def fit(self, feats: np.ndarray | None, colour: np.ndarray | None) -> Embedding:
+        if feats is not None:
+            self.feat_mean = feats.mean(0)
+            x = feats - self.feat_mean
+            if self.params.pca_components and self.params.pca_components < feats.shape[1]:
+                from sklearn.decomposition import PCA
+
+                self.pca = PCA(self.params.pca_components, random_state=self.params.seed).fit(x)
+                x = self.pca.transform(x)
+            # Unit total variance, so colour_weight has the same meaning for any feature width.
+            self.feat_scale = 1.0 / max(float(np.sqrt(x.var(0).sum())), 1e-12)
+        if colour is not None:
+            self.col_mean, self.col_std = colour.mean(0), np.maximum(colour.std(0), 1e-6)
+        return self
+
+    def __call__(self, feats: np.ndarray | None, colour: np.ndarray | None) -> np.ndarray:
+        parts = []
+        if feats is not None:
+            x = feats.astype(np.float32) - self.feat_mean
+            x = self.pca.transform(x) if self.pca is not None else x
+            parts.append(x * self.feat_scale)
+        if colour is not None:
+            w = self.params.colour_weight / np.sqrt(colour.shape[1]) if feats is not None else 1.0
+            parts.append((colour - self.col_mean) / self.col_std * w)
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+class Clusterer:
+    """K-means or HDBSCAN fitted on a sample; ``predict`` gives labels 1..k (0: HDBSCAN noise)."""
+
+    def __init__(self, params: ClusterParams):
+        self.params = params
+        self.model = None
+
+    def fit(self, x: np.ndarray) -> Clusterer:
+        p = self.params
+        if p.method == "kmeans":
+            from sklearn.cluster import KMeans
+
+            self.model = KMeans(p.n_clusters, n_init=4, random_state=p.seed).fit(x)
+        else:
+            import hdbscan
+
+            self.model = hdbscan.HDBSCAN(
+                min_cluster_size=p.min_cluster_size, min_samples=p.min_samples, prediction_data=True
+            ).fit(x)
+            n = int(self.model.labels_.max()) + 1
+            log.info(
+                "cluster: HDBSCAN found %d clusters (%.1f %% of the sample is noise)",
+                n,
+                100 * float((self.model.labels_ < 0).mean()),
+            )
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if self.params.method == "kmeans":
+            return self.model.predict(x).astype(np.int32) + 1
+        import hdbscan
+
+        labels, _ = hdbscan.approximate_predict(self.model, x)
+        return labels.astype(np.int32) + 1
+
+
+def _sample_blocks(grid: BlockGrid, total: int, n: int, rng: np.random.Generator):
+    """Per block, the flat indices to keep so that about ``n`` of ``total`` items are sampled."""
+    frac = min(1.0, n / max(total, 1))
+    for block in grid:
+        size = int(np.prod(block.shape))
+        k = size if frac >= 1 else rng.binomial(size, frac)
+        yield block, np.sort(rng.choice(size, size=k, replace=False)) if k < size else np.arange(size)
+
+
+def _to_rows(a: np.ndarray) -> np.ndarray:
+    """(C, *spatial) -> (N, C)."""
+    return a.reshape(a.shape[0], -1).T
+
+
+class _Source:
+    """What is clustered: feature volume patches, or m x m colour patches of an image."""
+
+    def __init__(self, path: str | Path, params: ClusterParams, image: str | Path | None):
+        self.params = params
+        self.path = Path(path)
+        group = zarr.open_group(str(path), mode="r") if (Path(path) / ".zgroup").exists() else None
+        if group is not None and "zarrseg_features" in group.attrs:
+            self.kind = "features"
+            self.group, meta = open_features(path)
+            self.feats, self.colour = self.group["features"], self.group["colour"]
+            self.is_3d = bool(meta["is_3d"])
+            self.image_path = Path(image) if image else Path(meta["image"])
+            self.shape_yx = tuple(meta["image_shape_yx"])
+            # patch grid -> pixel scale: features live on the resized image
+            self.grid_yx = tuple(self.feats.shape[-2:])
+            self.axes, self.scale = meta["image_axes"], meta["image_scale"]
+            self.n_slices = int(meta["n_slices"])
+            if image is not None:
+                img = ome.open_image(image)
+                src = ImageSource(
+                    image,
+                    Preprocess(
+                        **{**meta["preprocess"], "percentiles": tuple(meta["preprocess"]["percentiles"])}
+                    ),
+                )
+                if src.shape_yx != self.shape_yx or src.n_slices != self.n_slices:
+                    raise InputError(
+                        f"image geometry {src.shape_yx} x {src.n_slices} slices differs from that of "
+                        f"the features {self.shape_yx} x {self.n_slices}",
+                        image,
+                    )
+                self.axes, self.scale = img.axes, img.scale
+        else:
+            self.kind = "colour"
+            src = ImageSource(path, params.preprocess)
+            self.src = src
+            self.image_path, self.is_3d, self.n_slices = self.path, src.is_3d, src.n_slices
+            self.shape_yx = src.shape_yx
+            m = params.colour_patch
+            self.grid_yx = (-(-self.shape_yx[0] // m), -(-self.shape_yx[1] // m))
+            self.axes, self.scale = src.image.axes, src.image.scale
+
+    def read(self, z: int, ys: slice, xs: slice) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(N, C) features and (N, c) colour of the patch box (ys, xs) of slice z (row-major)."""
+        if self.kind == "features":
+            idx = (slice(None), z, ys, xs) if self.is_3d else (slice(None), ys, xs)
+            feats = _to_rows(np.asarray(self.feats[idx]))
+            colour = _to_rows(np.asarray(self.colour[idx])) if self.params.use_colour else None
+            return feats, colour
+        m = self.params.colour_patch
+        y1, x1 = min(ys.stop * m, self.shape_yx[0]), min(xs.stop * m, self.shape_yx[1])
+        raw = self.src.read_raw(z, slice(ys.start * m, y1), slice(xs.start * m, x1))
+        ph, pw = ys.stop - ys.start, xs.stop - xs.start
+        pad = ((0, 0), (0, ph * m - raw.shape[1]), (0, pw * m - raw.shape[2]))
+        if any(p[1] for p in pad):  # last partial patch: mean of the pixels that exist
+            raw = np.pad(raw, pad, mode="edge")
+        means = raw.reshape(raw.shape[0], ph, m, pw, m).mean(axis=(2, 4))
+        return None, _to_rows(means)
+
+
+def patch_index(
+    n_pixels: int, n_patches: int, start: int, stop: int, grid_len: int | None = None
+) -> np.ndarray:
+    """Patch of each pixel in [start, stop): pixel centres mapped onto the patch grid (nearest patch)."""
+    pos = (np.arange(start, stop) + 0.5) * (n_patches / n_pixels)
+    return np.minimum(pos.astype(np.int64), (grid_len or n_patches) - 1)
+
+
+class _LabelBlock:
+    def __init__(self, source: _Source, embed: Embedding, clusterer: Clusterer, out: str, n_patches_yx):
+        self.source, self.embed, self.clusterer, self.out = source, embed, clusterer, out
+        self.n_patches_yx = n_patches_yx
+
+    def __call__(self, block: Block) -> dict:
+        src = self.source
+        z = block.inner[0].start if src.is_3d else 0
+        ys, xs = block.inner[-2], block.inner[-1]
+        py = patch_index(src.shape_yx[0], self.n_patches_yx[0], ys.start, ys.stop, src.grid_yx[0])
+        px = patch_index(src.shape_yx[1], self.n_patches_yx[1], xs.start, xs.stop, src.grid_yx[1])
+        pys, pxs = slice(int(py.min()), int(py.max()) + 1), slice(int(px.min()), int(px.max()) + 1)
+        feats, colour = src.read(z, pys, pxs)
+        labels = self.clusterer.predict(self.embed(feats, colour)).reshape(
+            pys.stop - pys.start, pxs.stop - pxs.start
+        )
+        out = labels[np.ix_(py - pys.start, px - pxs.start)]
+        arr = zarr.open_array(self.out, mode="r+")
+        arr[block.inner] = (out[None] if src.is_3d else out).astype(arr.dtype)
+        return {"counts": np.bincount(out.ravel(), minlength=self.clusterer.params.n_clusters + 1)[:64]}
+
+
+def cluster(
+    path: str | Path, out: str | Path, params: ClusterParams | None = None, image: str | Path | None = None
+) -> dict:
+    """Cluster a feature volume (or, given an OME-Zarr image, its m x m colour patches) into ``out``.
+
+    ``out`` is a label OME-Zarr (NGFF image-label) with the spatial geometry of the image.
+    Returns a summary: kind, number of clusters found, pixel count per label.
+    """
+    params = params or ClusterParams()
+    t0 = time.perf_counter()
+    src = _Source(path, params, image)
+    rng = np.random.default_rng(params.seed)
+    patch_grid = BlockGrid((src.n_slices, *src.grid_yx), (1, 256, 256))
+    total = src.n_slices * src.grid_yx[0] * src.grid_yx[1]
+    fs, cs = [], []
+    for block, keep in _sample_blocks(patch_grid, total, params.max_fit_samples, rng):
+        f, c = src.read(block.inner[0].start, *block.inner[1:])
+        fs.append(None if f is None else f[keep])
+        cs.append(None if c is None else c[keep])
+    feats = None if fs[0] is None else np.concatenate(fs).astype(np.float32)
+    colour = None if cs[0] is None else np.concatenate(cs).astype(np.float32)
+    embed = Embedding(params).fit(feats, colour)
+    x = embed(feats, colour)
+    if len(x) < params.n_clusters:
+        raise InputError(f"only {len(x)} patches to cluster, fewer than n_clusters={params.n_clusters}", path)
+    clusterer = Clusterer(params).fit(x)
+    log.info(
+        "cluster: fitted %s on %d x %d (%s) in %.1f s",
+        params.method,
+        *x.shape,
+        src.kind,
+        time.perf_counter() - t0,
+    )
+    spatial_axes = "".join(a for a in src.axes if a in "zyx")
+    spatial_scale = [s for a, s in zip(src.axes, src.scale, strict=True) if a in "zyx"]
+    if not src.is_3d and len(spatial_axes) == 3:  # a 3D image with one slice stays 3D
+        spatial_axes, spatial_scale = "yx", spatial_scale[-2:]
+    shape = (src.n_slices, *src.shape_yx) if src.is_3d else src.shape_yx
+    if src.kind == "features":
+        # The patch grid covers the *resized* image: pixel -> patch goes through the resize factor.
+        n_patches_yx: tuple[float, float] = src.grid_yx
+    else:
+        m = params.colour_patch
+        n_patches_yx = (src.shape_yx[0] / m, src.shape_yx[1] / m)
+    with ome.atomic_output(out) as tmp:
+        chunks = (1, *params.chunks) if src.is_3d else tuple(params.chunks)
+        arr = ome.create_image(
+            tmp,
+            shape=shape,
+            dtype="uint16",
+            axes=spatial_axes,
+            scale=spatial_scale,
+            chunks=chunks,
+            is_label=True,
+            name=Path(str(out)).name,
+            attrs={"stage": "cluster", "source": str(path), "kind": src.kind, "method": params.method},
+        )
+        # Blocks are whole chunks: two blocks never write the same chunk concurrently.
+        yx = tuple(-(-b // c) * c for b, c in zip(params.block_shape, params.chunks, strict=True))
+        block_shape = (1, *yx) if src.is_3d else yx
+        grid = BlockGrid(shape, block_shape)
+        fn = _LabelBlock(src, embed, clusterer, str(Path(tmp) / "0"), n_patches_yx)
+        summaries = map_blocks(fn, grid, name="cluster", dask_params=params.dask)
+        del arr
+    counts = np.sum([s["counts"] for s in summaries], axis=0)
+    log.info("cluster: %s labels written in %.1f s", out, time.perf_counter() - t0)
+    return {"kind": src.kind, "n_clusters": int((counts[1:] > 0).sum()), "counts": counts}
