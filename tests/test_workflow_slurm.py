@@ -1,0 +1,214 @@
+"""The SLURM profile, run for real: Snakemake + snakemake-executor-plugin-slurm submit the workflow's
+jobs to stand-in SLURM commands (tests/slurm_standins) that execute them on this machine.
+
+What is proven: the profile dry-runs on the default config; a real run submits every job with
+``sbatch`` and finishes it (status polled via ``sacct``, account via ``sacctmgr``, job steps via
+``srun``); the GPU rule (predict with a U-Net checkpoint) is submitted with a GPU request to the
+GPU partition while CPU rules are not; and no cluster-specific key sits in the rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from zarrseg.ome import open_image
+
+REPO = Path(__file__).resolve().parents[1]
+STANDINS = Path(__file__).resolve().parent / "slurm_standins"
+PROFILE = REPO / "profiles" / "slurm"
+STANDIN_COMMANDS = ("sbatch", "sacct", "squeue", "scancel", "srun", "sacctmgr", "scontrol", "sinfo")
+# Resource keys that only make sense on one cluster: they belong in the profile, never in rules.
+CLUSTER_KEYS = re.compile(r"\b(slurm_\w+|gpu_model|cpus_per_gpu|cpus_per_task|slurm_extra|qos)\b")
+
+
+def _env(state_dir: Path | None) -> dict[str, str]:
+    """This venv's python/zarrseg first on PATH; with ``state_dir``, the stand-in SLURM before it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
+    path = [str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")]
+    if state_dir is not None:
+        path.insert(0, str(STANDINS))
+        env["ZARRSEG_FAKE_SLURM_DIR"] = str(state_dir)
+    env.update(PATH=os.pathsep.join(path), ZARRSEG_NO_PROGRESS="1")
+    return env
+
+
+def _snakemake(
+    workdir: Path, env: dict[str, str], *args: str, timeout: int = 240
+) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--profile",
+        str(PROFILE),
+        *args,
+    ]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    shutil.copytree(REPO / "config", work / "config")
+    shutil.copytree(REPO / "data" / "sample", work / "data" / "sample")
+    return work
+
+
+@pytest.fixture
+def fake_slurm(tmp_path: Path):
+    """State directory of the stand-in SLURM; jobs still running at teardown are cancelled."""
+    for name in STANDIN_COMMANDS:
+        assert os.access(STANDINS / name, os.X_OK), f"stand-in {name} is not executable"
+    state = tmp_path / "slurm"
+    state.mkdir()
+    yield state
+    jobs = [p.name for p in (state / "jobs").glob("*") if p.is_dir()]
+    if jobs:
+        subprocess.run([str(STANDINS / "scancel"), *jobs], env=_env(state), capture_output=True, timeout=30)
+
+
+def _submissions(state: Path) -> list[dict]:
+    """Every sbatch call the stand-in recorded, with its exit status and srun steps."""
+    records = []
+    for job_dir in sorted((state / "jobs").iterdir()):
+        record = json.loads((job_dir / "submit.json").read_text())
+        exitcode = job_dir / "exitcode"
+        record["exitcode"] = exitcode.read_text().strip() if exitcode.exists() else None
+        srun = job_dir / "srun.jsonl"
+        record["srun"] = [json.loads(line) for line in srun.read_text().splitlines()] if srun.exists() else []
+        records.append(record)
+    return records
+
+
+def _rule(record: dict) -> str:
+    """The rule of a submission, from the comment the plugin sets (rule_<name>[_wildcards_...])."""
+    return record["options"]["comment"].removeprefix("rule_").split("_wildcards_")[0]
+
+
+def _write_checkpoint(path: Path) -> None:
+    """A tiny, untrained U-Net checkpoint in zarrseg's format: enough to run the GPU rule."""
+    import torch
+
+    from zarrseg.normalize import Normalization
+    from zarrseg.unet.checkpoint import save_checkpoint
+    from zarrseg.unet.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(f_maps=4, depth=2, norm="group", num_groups=2)
+    # One tile covers the 32 x 128 x 128 sample: the job stays short.
+    save_checkpoint(
+        path, build_model(config), config, Normalization(), "boundaries", {"patch_shape": [32, 128, 128]}
+    )
+
+
+def test_slurm_profile_dry_runs_on_default_config(workdir):
+    # No stand-ins on PATH: a dry run must work on a machine without SLURM (e.g. a laptop).
+    run = _snakemake(workdir, _env(None), "-n")
+    assert run.returncode == 0, run.stderr[-4000:]
+    for rule in ("ingest", "ingest_ground_truth", "predict", "segment", "evaluate", "aggregate"):
+        assert f"rule {rule}:" in run.stdout, rule
+    assert not (workdir / "results").exists()
+
+
+def test_cluster_keys_stay_in_the_profile():
+    offenders = {
+        str(path.relative_to(REPO)): sorted(set(CLUSTER_KEYS.findall(path.read_text())))
+        for path in [*sorted((REPO / "rules").glob("*.smk")), REPO / "workflow" / "Snakefile"]
+        if CLUSTER_KEYS.search(path.read_text())
+    }
+    assert not offenders, (
+        f"cluster-specific resource keys in rules (move them to profiles/slurm): {offenders}"
+    )
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    partitions = yaml.safe_load((PROFILE / profile["slurm-partition-config"]).read_text())["partitions"]
+    assert any(limits.get("max_gpu", 0) > 0 for limits in partitions.values()), (
+        "no GPU partition for GPU rules"
+    )
+
+
+def test_slurm_profile_runs_jobs_and_requests_a_gpu_for_the_gpu_rule(workdir, fake_slurm, tmp_path):
+    checkpoint = tmp_path / "tiny_unet.pt"
+    _write_checkpoint(checkpoint)
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    config["predict"] = {"method": "unet", "checkpoint": str(checkpoint), "num_workers": 0, "device": "cpu"}
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    image = "results/ingest/ovule/image.ome.zarr"
+    ground_truth = "results/ingest/ovule/ground_truth.ome.zarr"
+    boundaries = "results/default/ovule/predict/base/boundaries.ome.zarr"
+    # The image is staged beforehand, so that the CPU job (ingest_ground_truth) and the GPU job
+    # (predict) run side by side: one round of the plugin's slowing status polls instead of two.
+    from zarrseg.ingest import IngestParams, ingest
+
+    ingest(str(workdir / "data" / "sample" / "ovule.ome.tif"), str(workdir / image), IngestParams())
+
+    run = _snakemake(
+        workdir,
+        _env(fake_slurm),
+        ground_truth,
+        boundaries,
+        # Poll every second instead of the plugin's cluster-friendly 40 s; keep SLURM logs to show.
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "1",
+        "--slurm-keep-successful-logs",
+        "--retries",
+        "0",
+    )
+    submissions = _submissions(fake_slurm)
+    logs = "\n".join(p.read_text()[-2000:] for p in (workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert run.returncode == 0, f"{run.stderr[-4000:]}\n--- SLURM job logs ---\n{logs}"
+
+    # Every job went through sbatch and completed there; the outputs are real images.
+    by_rule = {_rule(r): r for r in submissions}
+    assert sorted(by_rule) == ["ingest_ground_truth", "predict"] and len(submissions) == 2, list(
+        map(_rule, submissions)
+    )
+    assert all(r["exitcode"] == "0" for r in submissions), [(r["job_id"], r["exitcode"]) for r in submissions]
+    raw = open_image(workdir / image)
+    prediction = open_image(workdir / boundaries)
+    assert (
+        prediction.data.shape[-3:]
+        == raw.data.shape[-3:]
+        == open_image(workdir / ground_truth).data.shape[-3:]
+    )
+    values = np.asarray(prediction.data[:])
+    assert np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0 and values.std() > 0
+
+    # The GPU rule asks SLURM for a GPU (batch job and job step) on the GPU partition ...
+    gpu_job = by_rule["predict"]["options"]
+    assert gpu_job.get("gpus") == "1" or "gpu" in gpu_job.get("gres", ""), gpu_job
+    assert gpu_job["partition"] == "gpu", gpu_job
+    assert "cpus-per-gpu" in gpu_job and "cpus-per-task" not in gpu_job, gpu_job
+    assert any("--gpus=1" in step["options"] for step in by_rule["predict"]["srun"]), by_rule["predict"][
+        "srun"
+    ]
+    # ... while the CPU rule asks for none, goes to the CPU partition and gets its rule's threads.
+    cpu_job = by_rule["ingest_ground_truth"]["options"]
+    assert "gpus" not in cpu_job and "gpu" not in cpu_job.get("gres", ""), cpu_job
+    assert cpu_job["partition"] == "cpu" and cpu_job["cpus-per-task"] == "1", cpu_job
+    assert not any(
+        o.startswith("--gpus") for step in by_rule["ingest_ground_truth"]["srun"] for o in step["options"]
+    )
+    # Memory and wall time come from the rules' resources; the account from sacctmgr.
+    assert cpu_job["mem"] == "2000" and cpu_job["time"] == "60" and gpu_job["mem"] == "4000", (
+        cpu_job,
+        gpu_job,
+    )
+    assert cpu_job["account"] == gpu_job["account"] == "zarrseg_test"
+    # All jobs belong to this run (one SLURM job name) and ran in the workflow's directory.
+    assert len({r["options"]["job-name"] for r in submissions}) == 1
+    assert {Path(r["options"]["chdir"]).resolve() for r in submissions} == {workdir.resolve()}
