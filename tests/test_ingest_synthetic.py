@@ -325,3 +325,30 @@ def test_params_from_config_storage_section():
         load_params(IngestParams, {"chunk": [1, 2, 3]}, where="ingest")
     with pytest.raises(ConfigError, match="voxel_size"):
         load_params(IngestParams, {"voxel_size": [0, 1, 1]}, where="ingest")
+
+
+@pytest.mark.parametrize("labels", [False, True])
+def test_streamed_pyramid_equals_ome_write_pyramid(tmp_path, rng, labels):
+    """Levels built from the slabs in memory equal ome.write_pyramid run on the finished level 0."""
+    truth = rng.integers(0, 5000, (2, 3, 2, 133, 261), dtype=np.uint16)  # T Z C Y X, odd sizes
+    path = tmp_path / "hyper.tif"
+    tifffile.imwrite(path, truth, imagej=True, metadata={"axes": "TZCYX"})
+    params = IngestParams(chunks=[3, 64, 128], pyramid_levels=4)
+    image = ome.open_image(ingest(path, tmp_path / "a.ome.zarr", params, labels=labels))
+    assert len(image.level_paths) == 4
+    ref_path = tmp_path / "ref.ome.zarr"
+    level0 = ome.create_image(
+        ref_path,
+        shape=image.shape,
+        dtype=image.data.dtype,
+        axes=image.axes,
+        scale=image.scale,
+        chunks=image.data.chunks,
+        n_levels=4,
+        is_label=labels,
+    )
+    level0[...] = image.data[...]
+    ome.write_pyramid(ref_path, is_label=labels)
+    ref = ome.open_image(ref_path)
+    for level in range(1, 4):
+        np.testing.assert_array_equal(image.level(level)[...], ref.level(level)[...])

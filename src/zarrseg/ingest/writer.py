@@ -248,7 +248,7 @@ def write_scene(
     voxel = voxel_size(scene, params, src.path)
     scale = [voxel.get(a, 1.0) for a in axes]
     chunks = ome.chunk_shape(axes, shape, params.chunks)
-    level0 = ome.create_image(
+    ome.create_image(
         out,
         shape=shape,
         dtype=scene.dtype,
@@ -276,16 +276,67 @@ def write_scene(
         slab_shape,
     )
     started = time.perf_counter()
+    image = ome.open_image(out, mode="r+")
+    levels = [image.level(i) for i in range(len(image.level_paths))]
+    ratios = _level_ratios(levels)
+    # Lower levels straight from the slab in memory (no second pass over level 0) when every
+    # slab starts on a full downsampling window of the coarsest level; else ome.write_pyramid.
+    window = int(np.prod([r[axes.index("y")] for r in ratios])) if ratios else 1
+    streamed = all(s.y.start % window == 0 and s.x.start % window == 0 for s in slabs)
     with progress_bar(len(slabs), f"ingest scene {scene_index}") as bar:
         for slab, data in _read_ahead(src, scene_index, slabs):
-            level0[_target_index(axes, slab)] = _squeeze(data, axes)
+            box = _target_index(axes, slab)
+            block = _squeeze(data, axes)
+            levels[0][box] = block
+            if streamed:
+                _write_lower_levels(levels, ratios, axes, box, block, labels)
             bar.update(1)
     level0_s = time.perf_counter() - started
-    ome.write_pyramid(out, is_label=labels)
+    if not streamed and len(levels) > 1:
+        ome.write_pyramid(out, is_label=labels)
     log.info(
-        "scene %d: level 0 in %.1f s (%.1f MB/s), pyramid in %.1f s",
+        "scene %d: %.1f MB in %.1f s (%.1f MB/s), pyramid of %d level(s) %s",
         scene_index,
-        level0_s,
-        scene.nbytes / 1e6 / max(level0_s, 1e-9),
-        time.perf_counter() - started - level0_s,
+        scene.nbytes / 1e6,
+        time.perf_counter() - started,
+        scene.nbytes / 1e6 / max(time.perf_counter() - started, 1e-9),
+        len(levels),
+        "streamed with level 0"
+        if streamed
+        else f"by ome.write_pyramid in {time.perf_counter() - started - level0_s:.1f} s",
     )
+
+
+def _level_ratios(levels: list) -> list[tuple[int, ...]]:
+    """Per-axis integer ratio between consecutive levels (as ``ome.write_pyramid`` computes it)."""
+    return [
+        tuple(max(1, -(-p // t)) for p, t in zip(prev.shape, cur.shape, strict=True))
+        for prev, cur in zip(levels, levels[1:], strict=False)
+    ]
+
+
+def _write_lower_levels(
+    levels: list, ratios: list, axes: str, box: tuple, block: np.ndarray, labels: bool
+) -> None:
+    """Downsample a level-0 slab level by level with ``ome.downsample`` and write each result.
+
+    The slab covers whole downsampling windows (or the image border, edge-padded exactly like
+    ``ome.write_pyramid``), so the result equals the blockwise pyramid of the finished level 0.
+    Only y/x are downsampled, so we go one (y, x) plane at a time to bound temporary memory.
+    """
+    block_axes = axes.replace("t", "")
+    iy, ix = block_axes.index("y"), block_axes.index("x")
+    for level, ratio in enumerate(ratios, start=1):
+        ry, rx = ratio[axes.index("y")], ratio[axes.index("x")]
+        planes = block.reshape(-1, *block.shape[iy:])
+        out = np.empty((planes.shape[0], -(-planes.shape[1] // ry), -(-planes.shape[2] // rx)), block.dtype)
+        for i, plane in enumerate(planes):
+            out[i] = ome.downsample(plane, (ry, rx), labels)
+        block = out.reshape(*block.shape[:iy], *out.shape[1:])
+        box = tuple(
+            slice(index.start // ratio[k], index.start // ratio[k] + block.shape[iy if a == "y" else ix])
+            if a in "yx"
+            else index
+            for k, (a, index) in enumerate(zip(axes, box, strict=True))
+        )
+        levels[level][box] = block
