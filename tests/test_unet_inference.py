@@ -212,3 +212,36 @@ def test_checkpoint_round_trip_and_torchscript(tmp_path):
         np.testing.assert_array_equal(loaded.model(x).numpy(), model(x).numpy())
         scripted = torch.jit.load(str(export_torchscript(tmp_path / "m.pt", tmp_path / "m.ts", [4, 8, 8])))
         np.testing.assert_allclose(scripted(x).numpy(), model(x).numpy(), atol=1e-6)
+
+
+def test_2d_model_over_a_stack_is_slicewise(tmp_path, rng):
+    cfg = ModelConfig(ndim=2, f_maps=4, depth=3, norm="batch")
+    model = _checkpoint(tmp_path / "m.pt", cfg, patch=[64, 64])
+    data = (rng.random((3, 96, 128)) * 200).astype(np.uint8)
+    img = _image(tmp_path / "img.ome.zarr", data, "zyx", (1, 64, 64))
+    out = tmp_path / "pred.ome.zarr"
+    assert (
+        main(
+            [
+                "predict",
+                str(img),
+                "-o",
+                str(out),
+                "--checkpoint",
+                str(tmp_path / "m.pt"),
+                "--set",
+                "method=unet",
+                "--set",
+                "margin=0.25",
+                "--set",
+                "num_workers=0",
+            ]
+        )
+        == 0
+    )
+    got = ome.open_image(out).data[...]
+    norm = Normalization(method="meanstd")
+    x = apply(data, array_stats(data, norm), norm)  # statistics of the whole stack, as predict computes them
+    with torch.no_grad():
+        ref = torch.sigmoid(model(torch.from_numpy(x)[:, None])).numpy()[:, 0]
+    np.testing.assert_allclose(got, ref, atol=1e-4)

@@ -86,10 +86,13 @@ class TilePlan:
     @classmethod
     def create(cls, shape, tile, overlap: float, margin: float, blend: str, cfg: ModelConfig) -> TilePlan:
         shape = tuple(int(s) for s in shape)
+        div = cfg.divisor
+        tile = list(tile)
+        if cfg.ndim == 2 and len(shape) == 3:  # a 2D model over a stack: tiles one slice thick
+            div, tile = (1, *div), [1, *tile[-2:]]
         tile_in = tuple(int(t) for t in tile)[-len(shape) :]
         if len(tile_in) != len(shape):
             raise ConfigError(f"predict.tile_shape {list(tile)} does not fit a {len(shape)}D image")
-        div = cfg.divisor
         # never larger than the volume (rounded up to the divisor), always a multiple of the divisor
         tile_eff = tuple(
             int(math.ceil(min(t, s) / d) * d) for t, s, d in zip(tile_in, shape, div, strict=True)
@@ -213,6 +216,9 @@ class TiledPredictor:
     ):
         self.model = model.to(device).eval()
         self.channels = channels
+        self.slicewise = (
+            getattr(model, "config", None) is not None and model.config.ndim == len(plan.shape) - 1
+        )
         self.plan, self.device, self.batch_size = plan, device, batch_size
         self.amp = amp and device.type == "cuda"
         self.forward_seconds = 0.0
@@ -223,7 +229,10 @@ class TiledPredictor:
         t0 = time.perf_counter()
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            y = torch.sigmoid(self.model(x)).float()
+            if self.slicewise:  # (B, 1, 1, H, W) -> 2D model -> back
+                y = torch.sigmoid(self.model(x[:, :, 0])).float()[:, :, None]
+            else:
+                y = torch.sigmoid(self.model(x)).float()
         out = y.cpu().numpy()
         self.forward_seconds += time.perf_counter() - t0
         self.n_tiles += len(batch)

@@ -33,10 +33,12 @@ def predict(
         from .checkpoint import load_checkpoint
 
         model = load_checkpoint(checkpoint)
-        if model.config.ndim != view.ndim:
+        if model.config.ndim > view.ndim:
             raise InputError(
                 f"the checkpoint is a {model.config.ndim}D model but the image is {view.ndim}D", checkpoint
             )
+        if model.config.ndim < view.ndim:
+            log.info("predict: 2D model applied slice by slice to the %s stack", view.spatial_axes)
     elif checkpoint is not None:
         log.warning("predict: --checkpoint is ignored by the 'intensity' method")
     with ome.atomic_output(out_path) as tmp:

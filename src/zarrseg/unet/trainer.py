@@ -226,13 +226,17 @@ class Trainer:
                 running += float(loss.detach())
                 n_running += 1
                 bar.update(1)
-                if self.iteration % self.params.validate_every == 0 or self.iteration == total:
+                over_time = (
+                    self.params.max_minutes is not None
+                    and time.perf_counter() - t0 > 60 * self.params.max_minutes
+                )
+                if self.iteration % self.params.validate_every == 0 or self.iteration == total or over_time:
                     train_loss = running / max(n_running, 1)
                     running, n_running = 0.0, 0
                     stop = self._validate_and_checkpoint(train_loss, time.perf_counter() - t0, writer)
                     bar.set_postfix(loss=f"{train_loss:.4f}", best=f"{self.best:.4f}")
-                    if stop:
-                        stop_reason = stop
+                    if stop or over_time:
+                        stop_reason = stop or "max_minutes"
                         break
         if writer is not None:
             writer.close()
