@@ -145,39 +145,37 @@ def test_slurm_profile_runs_jobs_and_requests_a_gpu_for_the_gpu_rule(workdir, fa
     config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
     config["predict"] = {"method": "unet", "checkpoint": str(checkpoint), "num_workers": 0, "device": "cpu"}
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    # A second sample whose file is not an image: its job must fail on the "cluster", be reported
+    # FAILED by sacct, and surface zarrseg's one-line error, without stopping the other jobs.
+    (workdir / "data" / "sample" / "broken.tif").write_bytes(b"this is not a TIFF file\n" * 8)
+    with open(workdir / "config" / "samples.tsv", "a") as sheet:
+        sheet.write("broken\tdata/sample/broken.tif\t\t0\t0\n")
     image = "results/ingest/ovule/image.ome.zarr"
     ground_truth = "results/ingest/ovule/ground_truth.ome.zarr"
     boundaries = "results/default/ovule/predict/base/boundaries.ome.zarr"
-    # The image is staged beforehand, so that the CPU job (ingest_ground_truth) and the GPU job
-    # (predict) run side by side: one round of the plugin's slowing status polls instead of two.
+    broken = "results/ingest/broken/image.ome.zarr"
+    # The image is staged beforehand, so that the CPU jobs and the GPU job (predict) run side by
+    # side: one round of the plugin's ever slower status polls instead of two.
     from zarrseg.ingest import IngestParams, ingest
 
     ingest(str(workdir / "data" / "sample" / "ovule.ome.tif"), str(workdir / image), IngestParams())
 
     run = _snakemake(
-        workdir,
-        _env(fake_slurm),
-        ground_truth,
-        boundaries,
+        workdir, _env(fake_slurm), ground_truth, boundaries, broken, "--keep-going",
         # Poll every second instead of the plugin's cluster-friendly 40 s; keep SLURM logs to show.
-        "--slurm-init-seconds-before-status-checks",
-        "1",
-        "--seconds-between-status-checks",
-        "1",
-        "--slurm-keep-successful-logs",
-        "--retries",
-        "0",
-    )
+        "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
+        "--slurm-keep-successful-logs", "--retries", "0",
+    )  # fmt: skip
+    output = run.stdout + run.stderr
     submissions = _submissions(fake_slurm)
-    logs = "\n".join(p.read_text()[-2000:] for p in (workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
-    assert run.returncode == 0, f"{run.stderr[-4000:]}\n--- SLURM job logs ---\n{logs}"
-
-    # Every job went through sbatch and completed there; the outputs are real images.
     by_rule = {_rule(r): r for r in submissions}
-    assert sorted(by_rule) == ["ingest_ground_truth", "predict"] and len(submissions) == 2, list(
-        map(_rule, submissions)
-    )
-    assert all(r["exitcode"] == "0" for r in submissions), [(r["job_id"], r["exitcode"]) for r in submissions]
+    logs = "\n".join(p.read_text()[-2000:] for p in (workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+    context = f"{output[-4000:]}\n--- SLURM job logs ---\n{logs}"
+
+    # Every job went through sbatch; the good ones completed there and wrote real images ...
+    assert sorted(by_rule) == ["ingest", "ingest_ground_truth", "predict"], [_rule(r) for r in submissions]
+    assert len(submissions) == 3, context
+    assert by_rule["predict"]["exitcode"] == by_rule["ingest_ground_truth"]["exitcode"] == "0", context
     raw = open_image(workdir / image)
     prediction = open_image(workdir / boundaries)
     assert (
@@ -187,6 +185,10 @@ def test_slurm_profile_runs_jobs_and_requests_a_gpu_for_the_gpu_rule(workdir, fa
     )
     values = np.asarray(prediction.data[:])
     assert np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0 and values.std() > 0
+    # ... and the broken one failed the run, reported by sacct and named in zarrseg's error.
+    assert run.returncode != 0 and by_rule["ingest"]["exitcode"] not in (None, "0"), context
+    assert "FAILED" in output and "broken.tif" in output, context
+    assert not (workdir / broken).exists()
 
     # The GPU rule asks SLURM for a GPU (batch job and job step) on the GPU partition ...
     gpu_job = by_rule["predict"]["options"]
@@ -196,13 +198,12 @@ def test_slurm_profile_runs_jobs_and_requests_a_gpu_for_the_gpu_rule(workdir, fa
     assert any("--gpus=1" in step["options"] for step in by_rule["predict"]["srun"]), by_rule["predict"][
         "srun"
     ]
-    # ... while the CPU rule asks for none, goes to the CPU partition and gets its rule's threads.
-    cpu_job = by_rule["ingest_ground_truth"]["options"]
-    assert "gpus" not in cpu_job and "gpu" not in cpu_job.get("gres", ""), cpu_job
-    assert cpu_job["partition"] == "cpu" and cpu_job["cpus-per-task"] == "1", cpu_job
-    assert not any(
-        o.startswith("--gpus") for step in by_rule["ingest_ground_truth"]["srun"] for o in step["options"]
-    )
+    # ... while CPU rules ask for none, go to the CPU partition and get their rule's threads.
+    for rule in ("ingest_ground_truth", "ingest"):
+        cpu_job = by_rule[rule]["options"]
+        assert "gpus" not in cpu_job and "gpu" not in cpu_job.get("gres", ""), cpu_job
+        assert cpu_job["partition"] == "cpu" and cpu_job["cpus-per-task"] == "1", cpu_job
+        assert not any(o.startswith("--gpus") for step in by_rule[rule]["srun"] for o in step["options"])
     # Memory and wall time come from the rules' resources; the account from sacctmgr.
     assert cpu_job["mem"] == "2000" and cpu_job["time"] == "60" and gpu_job["mem"] == "4000", (
         cpu_job,
