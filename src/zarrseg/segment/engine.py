@@ -1,0 +1,281 @@
+"""The ``segment`` stage: boundary map OME-Zarr -> label OME-Zarr, blockwise and resumable.
+
+Everything is written inside ``<output>.partial`` (``ome.atomic_output(resume=True)``): the
+label image itself, and a ``_work`` folder with the intermediate supervoxel array, the
+per-block done markers of every stage and the small global tables (node ids, graph, node
+labels). A killed run resumes where it stopped when rerun with the same input and
+parameters (the number of workers may change); with other parameters it starts over.
+``_work`` is removed before the output is renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from .. import ome
+from ..blocks import BlockGrid, check_halo
+from ..errors import ConfigError, InputError
+from ..parallel import dask_client, map_blocks
+from ..params import to_dict
+from . import graph as graph_mod
+from .io import ArrayRef, ImageReader, check_boundary_dtype
+from .params import SegmentParams
+from .partition import partition
+from .supervoxels import SupervoxelTask, relabel
+from .watershed import WatershedSettings
+from .write import NodeView, WriteTask
+
+log = logging.getLogger(__name__)
+
+WORK = "_work"
+_SV_COMPRESSION = ome.Compression(codec="lz4", level=1, shuffle="shuffle")
+
+
+def _open_inputs(boundaries_path, mask_path, channel):
+    image = ome.open_image(boundaries_path)
+    view = ome.SpatialView.of(image, channel=channel)
+    if view.ndim not in (2, 3):
+        raise InputError(
+            f"boundary map must be 2D or 3D (spatial axes {view.spatial_axes!r})", boundaries_path
+        )
+    check_boundary_dtype(view.dtype, boundaries_path)
+    if mask_path is not None:
+        mimage = ome.open_image(mask_path)
+        mview = ome.SpatialView.of(mimage)
+        if mview.shape != view.shape:
+            raise InputError(
+                f"mask shape {mview.shape} differs from the boundary map's {view.shape}", mask_path
+            )
+        if mview.dtype.kind not in "uib":
+            raise InputError(
+                f"mask must be integer or boolean (nonzero = foreground), got {mview.dtype}", mask_path
+            )
+    return image, view
+
+
+def _settings(params: SegmentParams, image: ome.Image, ndim: int) -> WatershedSettings:
+    pitch = params.pixel_pitch
+    if pitch == "auto":
+        pitch = list(image.spatial_scale)
+    if pitch is not None:
+        pitch = list(pitch)[-ndim:]
+        if len(pitch) != ndim:
+            raise ConfigError(f"segment.pixel_pitch {params.pixel_pitch} does not match the {ndim}-d input")
+    return WatershedSettings(
+        params.threshold,
+        params.sigma_seeds,
+        params.sigma_weights,
+        params.min_size,
+        params.alpha,
+        None if pitch is None else tuple(float(p) for p in pitch),
+        params.stacked_2d,
+    )
+
+
+def _fingerprint(params: SegmentParams, boundaries_path, mask_path, channel, shape) -> dict:
+    p = to_dict(params)
+    p.pop("dask", None)  # the number of workers does not change the result
+    return {
+        "params": p,
+        "boundaries": str(Path(boundaries_path).resolve()),
+        "channel": channel,
+        "mask": None if mask_path is None else str(Path(mask_path).resolve()),
+        "shape": list(shape),
+    }
+
+
+def _prepare(
+    tmp: Path,
+    fingerprint: dict,
+    image: ome.Image,
+    view: ome.SpatialView,
+    params: SegmentParams,
+    grid: BlockGrid,
+) -> bool:
+    """Create the partial output, or keep it when it belongs to the same run. Returns True when resuming."""
+    fp_path = tmp / WORK / "fingerprint.json"
+    if fp_path.exists():
+        try:
+            if json.loads(fp_path.read_text()) == fingerprint:
+                return True
+        except json.JSONDecodeError:
+            pass
+        log.info("segment: %s belongs to another run, starting over", tmp)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    ndim = view.ndim
+    ome.create_image(
+        tmp,
+        shape=view.shape,
+        dtype=np.uint64,
+        axes=view.spatial_axes,
+        scale=image.spatial_scale,
+        chunks=params.spatial("chunks", ndim),
+        compression=params.compression,
+        n_levels=params.n_levels,
+        is_label=True,
+        name=Path(str(tmp)).name.removesuffix(".partial"),
+    )
+    work = zarr.open_group(str(tmp / WORK), mode="w", zarr_format=2)
+    ome.create_array(work, "supervoxels", view.shape, np.uint64, grid.block_shape, _SV_COMPRESSION)
+    fp_path.write_text(json.dumps(fingerprint))
+    return False
+
+
+def _set_output_dtype(tmp: Path, dtype: np.dtype, params: SegmentParams) -> None:
+    """Labels are uint32 when the ids fit; the image was created as uint64 before that was known."""
+    group = zarr.open_group(str(tmp), mode="r+", zarr_format=2)
+    paths = [d["path"] for d in group.attrs["multiscales"][0]["datasets"]]
+    if np.dtype(group[paths[0]].dtype) == dtype:
+        return
+    for p in paths:
+        arr = group[p]
+        ome.create_array(group, p, arr.shape, dtype, arr.chunks, params.compression)
+
+
+@contextlib.contextmanager
+def _stage(name: str, timings: dict):
+    t0 = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - t0, 3)
+    log.info("segment: stage %s took %.2f s", name, timings[name])
+
+
+def segment(
+    boundaries_path: str | Path,
+    output_path: str | Path,
+    params: SegmentParams | None = None,
+    mask_path: str | Path | None = None,
+    channel: int = 0,
+) -> dict:
+    """Segment a boundary map into a label OME-Zarr at ``output_path``; return a summary dict."""
+    params = params or SegmentParams()
+    params.validate()
+    image, view = _open_inputs(boundaries_path, mask_path, channel)
+    ndim = view.ndim
+    block_shape, halo = params.spatial("block_shape", ndim), params.spatial("halo", ndim)
+    check_halo(block_shape, halo)
+    settings = _settings(params, image, ndim)
+    grid = BlockGrid(view.shape, block_shape, halo)
+    chunks = params.spatial("chunks", ndim)
+    write_grid = BlockGrid(view.shape, [-(-b // c) * c for b, c in zip(block_shape, chunks, strict=True)])
+    fingerprint = _fingerprint(params, boundaries_path, mask_path, channel, view.shape)
+    boundaries = ImageReader(str(boundaries_path), channel)
+    mask = None if mask_path is None else ImageReader(str(mask_path), 0)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    log.info(
+        "segment: %s %s -> %s, %d blocks of %s (halo %s), partitioner %s",
+        boundaries_path,
+        view.shape,
+        output_path,
+        len(grid),
+        grid.block_shape,
+        grid.halo,
+        params.partitioner,
+    )
+
+    with ome.atomic_output(output_path, resume=True) as tmp:
+        resumed = _prepare(tmp, fingerprint, image, view, params, grid)
+        if resumed:
+            log.info("segment: resuming %s", tmp)
+        work = tmp / WORK
+        sv = ArrayRef(str(work / "supervoxels"))
+        done = work / "done"
+        with dask_client(params.dask) as client:
+            kw = {"dask_params": params.dask, "client": client}
+            summaries: dict[int, dict] = {}
+            with _stage("supervoxels", timings):
+                for colour in (0, 1):
+                    blocks = [b for b in grid if b.colour == colour]
+                    task = SupervoxelTask(boundaries, mask, sv, grid, settings, colour)
+                    out = map_blocks(
+                        task, blocks, name=f"supervoxels {colour + 1}/2", done_dir=done / f"sv{colour}", **kw
+                    )
+                    summaries.update({b.id: s for b, s in zip(blocks, out, strict=True)})
+            ids_path, node_of_path = work / "sparse_ids.npy", work / "node_of.npy"
+            sizes_path, z_path = work / "node_sizes.npy", work / "node_z.npy"
+            if not node_of_path.exists():
+                sparse_ids, node_of, node_sizes, node_z = relabel([summaries[i] for i in sorted(summaries)])
+                if node_z is not None:
+                    np.save(z_path, node_z)
+                np.save(sizes_path, node_sizes)
+                np.save(ids_path, sparse_ids)
+                np.save(node_of_path, node_of)  # written last: marks the relabel as done
+            skipped = int(sum(int(s.get("skipped", 0)) for s in summaries.values()))
+            del summaries
+            node_sizes = np.load(sizes_path)
+            node_z = None
+            if z_path.exists():
+                node_z = np.concatenate([[-1], np.load(z_path)])
+            n_nodes = len(node_sizes) + 1
+            log.info("segment: %d supervoxels (%d fully masked blocks skipped)", n_nodes - 1, skipped)
+
+            graph_path = work / "graph.npz"
+            with _stage("graph", timings):
+                if graph_path.exists():
+                    g = graph_mod.Graph.load(graph_path)
+                else:
+                    task = graph_mod.GraphTask(boundaries, sv, str(work))
+                    out = map_blocks(task, grid.with_halo(1), name="graph", done_dir=done / "graph", **kw)
+                    g = graph_mod.merge(out, n_nodes)
+                    del out
+                    g.save(graph_path)
+            log.info("segment: graph with %d nodes, %d edges", g.n_nodes, len(g.uv))
+
+            labels_path = work / "node_labels.npy"
+            with _stage("partition", timings):
+                if not labels_path.exists():
+                    seg_view = (
+                        NodeView(sv, np.load(ids_path), np.load(node_of_path))
+                        if params.blockwise_solver
+                        else None
+                    )
+                    labels = partition(g, params, node_sizes, node_z, seg_view, n_threads=params.dask.workers)
+                    np.save(labels_path, labels)
+            labels = np.load(labels_path)
+            n_segments = int(labels.max()) if len(labels) else 0
+            dtype = np.dtype(np.uint32 if n_segments < 2**32 else np.uint64)
+            del g
+
+            with _stage("write", timings):
+                if not (done / "write").exists():
+                    _set_output_dtype(tmp, dtype, params)
+                task = WriteTask(sv, ArrayRef(str(tmp / "0")), str(work), str(labels_path), dtype.str)
+                map_blocks(task, write_grid, name="write", done_dir=done / "write", **kw)
+                if params.n_levels != 1:
+                    ome.write_pyramid(tmp, is_label=True)
+
+        summary = {
+            "n_supervoxels": n_nodes - 1,
+            "n_segments": n_segments,
+            "n_blocks": len(grid),
+            "skipped_blocks": skipped,
+            "dtype": dtype.name,
+            "timings_s": timings,
+            "total_s": round(time.perf_counter() - t_start, 3),
+            "resumed": resumed,
+        }
+        group = zarr.open_group(str(tmp), mode="r+", zarr_format=2)
+        attrs = dict(group.attrs["zarrseg"])
+        attrs.update(
+            {
+                "stage": "segment",
+                "params": fingerprint["params"],
+                "source": str(boundaries_path),
+                "mask": None if mask_path is None else str(mask_path),
+                "summary": summary,
+            }
+        )
+        group.attrs["zarrseg"] = attrs
+        shutil.rmtree(work)
+    log.info("segment: %d segments written to %s in %.1f s", n_segments, output_path, summary["total_s"])
+    return summary

@@ -1,0 +1,117 @@
+"""Reading the boundary map, mask and intermediate arrays of the segmentation stage.
+
+Boundary maps are read as float32 in [0, 1]: float inputs are used as they are, uint8 and
+uint16 intensity images are divided by their dtype maximum (255 / 65535), so an ingested
+membrane-stain image can be segmented directly; any other dtype is an input error.
+Readers are small picklable objects that (re)open their Zarr array lazily, so blocks can
+run in threads, local processes or on distributed workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from .. import ome
+from ..errors import InputError
+
+SCALED_DTYPES = {np.dtype("uint8"): 255.0, np.dtype("uint16"): 65535.0}
+
+
+def check_boundary_dtype(dtype: np.dtype, path: str | Path) -> None:
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f" and dtype not in SCALED_DTYPES:
+        raise InputError(
+            f"boundary map has dtype {dtype}; expected float (probabilities) or uint8/uint16", path
+        )
+
+
+def to_float(data: np.ndarray) -> np.ndarray:
+    """Boundary values as float32 in [0, 1] (integer intensities scaled by their dtype maximum)."""
+    scale = SCALED_DTYPES.get(data.dtype)
+    if scale is not None:
+        return (data.astype(np.float32) / np.float32(scale)).astype(np.float32)
+    return data.astype(np.float32, copy=False)
+
+
+@dataclass
+class ImageReader:
+    """One channel of an OME-Zarr image as a spatial volume, reopened lazily in each process."""
+
+    path: str
+    channel: int = 0
+    _view: ome.SpatialView | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "channel": self.channel, "_view": None}
+
+    @property
+    def view(self) -> ome.SpatialView:
+        if self._view is None:
+            self._view = ome.SpatialView.of(ome.open_image(self.path), channel=self.channel)
+        return self._view
+
+    def __getitem__(self, box: tuple[slice, ...]) -> np.ndarray:
+        return self.view[box]
+
+    def read_float(self, box: tuple[slice, ...]) -> np.ndarray:
+        return to_float(self.view[box])
+
+    def read_mask(self, box: tuple[slice, ...]) -> np.ndarray:
+        return self.view[box] != 0
+
+
+@dataclass
+class ArrayRef:
+    """A plain Zarr array by path (the intermediate supervoxel array), reopened lazily."""
+
+    path: str
+    _array: zarr.Array | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "_array": None}
+
+    @property
+    def array(self) -> zarr.Array:
+        if self._array is None:
+            self._array = zarr.open_array(self.path, mode="r+")
+        return self._array
+
+    def __getitem__(self, box: tuple[slice, ...]) -> np.ndarray:
+        return np.asarray(self.array[tuple(box)])
+
+    def __setitem__(self, box: tuple[slice, ...], value: np.ndarray) -> None:
+        self.array[tuple(box)] = value
+
+
+@lru_cache(maxsize=4)
+def load_npy(path: str, mtime: float) -> np.ndarray:
+    """A small global table (node ids, node labels), loaded once per process."""
+    del mtime  # part of the cache key only: a rewritten file is reloaded
+    return np.load(path, allow_pickle=False)
+
+
+def cached_table(path: str | Path) -> np.ndarray:
+    path = str(path)
+    return load_npy(path, Path(path).stat().st_mtime)
+
+
+def to_nodes(sparse: np.ndarray, sparse_ids: np.ndarray, node_of: np.ndarray) -> np.ndarray:
+    """Map globally unique (sparse) supervoxel ids to consecutive node ids 1..N (0 stays 0)."""
+    flat = sparse.ravel()
+    pos = np.searchsorted(sparse_ids, flat)
+    np.minimum(pos, max(len(sparse_ids) - 1, 0), out=pos)
+    out = node_of[pos] if len(node_of) else np.zeros(len(flat), np.uint64)
+    out[flat == 0] = 0
+    out = out.reshape(sparse.shape)
+    return out.astype(np.uint32) if len(node_of) < 2**32 - 1 else out
+
+
+def nodes_of_block(sparse: np.ndarray, tables: str | Path) -> np.ndarray:
+    """``to_nodes`` with the stage's node tables (``sparse_ids.npy``, ``node_of.npy`` in ``tables``)."""
+    tables = Path(tables)
+    return to_nodes(sparse, cached_table(tables / "sparse_ids.npy"), cached_table(tables / "node_of.npy"))

@@ -1,0 +1,185 @@
+"""Blockwise supervoxels without seams: halo + two checkerboard passes + globally unique ids.
+
+Pass 1 runs the DT-watershed on the blocks of colour 0 (``Block.colour``) and writes their
+inner boxes. Pass 2 runs the blocks of colour 1; every face neighbour of such a block is of
+colour 0 and finished, so each local supervoxel that crosses a face takes the id of the
+neighbour's supervoxel it overlaps best in the halo (mutual best overlap): the supervoxel
+continues across the face under one id instead of being cut there. Only voxels of colour-0
+blocks are compared, so what a pass-2 block reads never depends on other pass-2 blocks
+running at the same time (deterministic for any number of workers).
+
+Ids are ``(block.id << ID_SHIFT) + local id``: unique without coordination, then mapped to
+consecutive node ids 1..N from the ids each block reports (``relabel``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import bioimage_cpp as bic
+import numpy as np
+
+from ..blocks import Block, BlockGrid
+from .io import ArrayRef, ImageReader
+from .watershed import WatershedSettings, dt_watershed
+
+ID_SHIFT = 40  # up to 2**40 local ids per block, 2**24 blocks
+
+
+def colour_mask(grid: BlockGrid, box: tuple[slice, ...], colour: int) -> np.ndarray:
+    """Boolean array over ``box``: True where the voxel's block has checkerboard ``colour``."""
+    parity = np.zeros([s.stop - s.start for s in box], dtype=np.int64)
+    for axis, (s, b) in enumerate(zip(box, grid.block_shape, strict=True)):
+        pos = np.arange(s.start, s.stop) // b
+        shape = [1] * len(box)
+        shape[axis] = -1
+        parity = parity + pos.reshape(shape)
+    return (parity % 2) == colour
+
+
+def mutual_best(labels: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(local, fixed, overlap) for mutually best-overlapping pairs of segments where both are set."""
+    zone = (fixed != 0) & (labels != 0)
+    if not zone.any():
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    pairs, counts = np.unique(np.stack([labels[zone], fixed[zone]], axis=1), axis=0, return_counts=True)
+    a, f = pairs[:, 0], pairs[:, 1]
+    best_f = np.lexsort((f, -counts, a))  # per local segment: largest overlap first
+    best_f = best_f[np.r_[True, a[best_f][1:] != a[best_f][:-1]]]
+    best_a = np.lexsort((a, -counts, f))
+    best_a = best_a[np.r_[True, f[best_a][1:] != f[best_a][:-1]]]
+    mutual = np.intersect1d(best_f, best_a)
+    return a[mutual], f[mutual], counts[mutual]
+
+
+def match_to_neighbours(
+    grid: BlockGrid, block: Block, labels: np.ndarray, fixed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Match local segments to each finished (colour-0) neighbour's supervoxels in the halo.
+
+    Both sides ran the same DT-watershed over the overlap, so a supervoxel crossing a face
+    appears in both; mutual best overlap, per neighbour, identifies it. Returns (local ids,
+    their neighbour id, equivalences (k, 2)): when one local segment matches supervoxels of
+    several neighbours, those were cut between two same-colour blocks that share only an
+    edge, and are declared the same supervoxel.
+    """
+    found = []
+    for offset in itertools.product((-1, 0, 1), repeat=block.ndim):
+        pos = [p + o for p, o in zip(block.position, offset, strict=True)]
+        if not any(offset) or any(q < 0 or q >= g for q, g in zip(pos, grid.grid_shape, strict=True)):
+            continue
+        other = grid.block_at(pos)
+        if other.colour != 0:
+            continue
+        box = tuple(
+            slice(max(i.start, o.start) - o.start, min(i.stop, o.stop) - o.start)
+            for i, o in zip(other.inner, block.outer, strict=True)
+        )
+        if any(s.stop <= s.start for s in box):
+            continue
+        found.append(mutual_best(labels[box], fixed[box]))
+    if not found:
+        empty = np.zeros(0, np.uint64)
+        return empty, empty, np.zeros((0, 2), np.uint64)
+    a = np.concatenate([f[0] for f in found])
+    f = np.concatenate([f[1] for f in found])
+    c = np.concatenate([f[2] for f in found])
+    order = np.lexsort((f, -c, a))
+    a, f = a[order], f[order]
+    first = np.r_[True, a[1:] != a[:-1]]
+    primary = f[first]
+    group = np.cumsum(first) - 1
+    equiv = np.stack([primary[group][~first], f[~first]], axis=1).astype(np.uint64)
+    return a[first], primary, equiv
+
+
+@dataclass
+class SupervoxelTask:
+    """One block of one checkerboard pass (picklable: paths and settings only)."""
+
+    boundaries: ImageReader
+    mask: ImageReader | None
+    output: ArrayRef
+    grid: BlockGrid
+    settings: WatershedSettings
+    colour: int
+
+    def __call__(self, block: Block) -> dict:
+        if self.mask is not None:
+            mask = self.mask.read_mask(block.outer)
+            if not mask[block.local].any():  # fully masked: nothing to segment, output stays 0
+                return {
+                    "ids": np.zeros(0, np.uint64),
+                    "counts": np.zeros(0, np.int64),
+                    "skipped": 1,
+                    "equiv": np.zeros((0, 2), np.uint64),
+                }
+        else:
+            mask = None
+        labels = dt_watershed(self.boundaries.read_float(block.outer), self.settings, mask=mask)
+        inner = labels[block.local]
+        out = np.where(inner > 0, (np.uint64(block.id) << np.uint64(ID_SHIFT)) + inner, np.uint64(0))
+        if self.colour == 1:  # continue the finished neighbours' supervoxels across the faces
+            fixed = self.output[block.outer]
+            fixed[~colour_mask(self.grid, block.outer, 0)] = 0
+            local, target, equiv = match_to_neighbours(self.grid, block, labels, fixed)
+            if len(local):
+                pos = np.clip(np.searchsorted(local, inner), 0, len(local) - 1)
+                hit = local[pos] == inner
+                out[hit] = target[pos[hit]]
+        self.output[block.inner] = out
+        ids, counts = np.unique(out, return_counts=True)
+        keep = ids != 0
+        summary = {
+            "ids": ids[keep],
+            "counts": counts[keep].astype(np.int64),
+            "skipped": 0,
+            "equiv": equiv if self.colour == 1 else np.zeros((0, 2), np.uint64),
+        }
+        if self.settings.stacked_2d and out.ndim == 3:  # slice of each supervoxel (z-edges for costs)
+            zs = np.broadcast_to(
+                np.arange(block.inner[0].start, block.inner[0].stop)[:, None, None], out.shape
+            )
+            z = np.zeros(len(ids), np.int64)
+            z[np.searchsorted(ids, out.ravel())] = zs.ravel()
+            summary["z"] = z[keep]
+        return summary
+
+
+def relabel(summaries: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Global node tables from the block summaries.
+
+    Returns ``sparse_ids`` (sorted unique ids found in the volume), ``node_of`` (consecutive
+    node id 1..N of each sparse id; equivalent ids share a node), voxel count per node and,
+    in stacked-2D mode, the slice of each node.
+    """
+    found = [s for s in summaries if len(s["ids"])]
+    if not found:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64), None
+    sparse_ids, inverse = np.unique(np.concatenate([s["ids"] for s in found]), return_inverse=True)
+    counts = np.concatenate([s["counts"] for s in found])
+    equiv = np.concatenate(
+        [np.asarray(s.get("equiv", np.zeros((0, 2))), np.uint64).reshape(-1, 2) for s in summaries]
+    )
+    root = np.arange(len(sparse_ids), dtype=np.uint64)
+    if len(equiv):
+        pos = np.searchsorted(sparse_ids, equiv)
+        valid = (pos < len(sparse_ids)).all(axis=1)
+        pos = pos[valid]
+        valid = (sparse_ids[pos] == equiv[valid]).all(axis=1)
+        ufd = bic.utils.UnionFind(len(sparse_ids))
+        ufd.merge(np.ascontiguousarray(pos[valid], dtype=np.uint64))
+        root = ufd.find(root)
+    _, first, node_of = np.unique(root, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)  # node ids in order of the smallest sparse id of each node
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    node_of = (rank[node_of] + 1).astype(np.uint64)
+    sizes = np.bincount(node_of[inverse].astype(np.int64) - 1, weights=counts, minlength=len(first)).astype(
+        np.int64
+    )
+    node_z = None
+    if all("z" in s for s in found):
+        node_z = np.zeros(len(first), np.int64)
+        node_z[node_of[inverse].astype(np.int64) - 1] = np.concatenate([s["z"] for s in found])
+    return sparse_ids.astype(np.uint64), node_of, sizes, node_z
