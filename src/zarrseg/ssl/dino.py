@@ -258,11 +258,10 @@ def pretrain(params: PretrainParams, out_dir: str | Path) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     peak_lr = params.lr * params.batch_size / 256
     history: list[dict] = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with ome.atomic_output(out_dir) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         (tmp / "params.yaml").write_text(yaml.safe_dump(to_dict(params), sort_keys=False))
-        step = 0
         for step in range(params.steps):
             lr = cosine(step, params.steps, peak_lr, params.min_lr, params.warmup_steps)
             wd = cosine(step, params.steps, params.weight_decay[0], params.weight_decay[1])
@@ -298,7 +297,8 @@ def pretrain(params: PretrainParams, out_dir: str | Path) -> dict:
                 for ps, pt in zip(student.parameters(), teacher.parameters(), strict=True):
                     pt.mul_(m).add_(ps.detach(), alpha=1 - m)
             elapsed = time.perf_counter() - t0
-            history.append({"step": step, "loss": loss.item(), "lr": lr, "momentum": m, "seconds": elapsed})
+            history.append({"step": step, "loss": loss.item(), "lr": lr, "momentum": m, "seconds": elapsed,
+                            "cpu_seconds": time.process_time() - c0})
             if step % 10 == 0:
                 log.info(
                     "pretrain step %d/%d loss %.4f lr %.2e (%.0f s)",
