@@ -21,7 +21,7 @@ class IngestParams:
     voxel_size: list[float] | None = None  # (z, y, x) or (y, x) in µm; overrides the file's metadata
     reader: Literal["auto", "pylibczirw", "tifffile", "h5py"] = "auto"
     axes: str | None = None  # TIFF/HDF5 only: one letter of 'tczyx' per source axis, e.g. "zcyx"
-    slab_mb: int = 256  # memory budget (MB) of one slab read from the source and written to Zarr
+    slab_mb: int = 128  # memory budget (MB) for the slabs in flight (one being read, one being written)
 
     def validate(self) -> None:
         if not 1 <= len(self.chunks) <= 3 or any(int(c) < 1 for c in self.chunks):

@@ -315,6 +315,23 @@ def _level_ratios(levels: list) -> list[tuple[int, ...]]:
     ]
 
 
+def _mean_2x2(plane: np.ndarray) -> np.ndarray:
+    """``ome.downsample(plane, (2, 2), False)`` for integer planes, ~5x faster.
+
+    numpy's mean over a reshaped (h, 2, w, 2) view walks memory with large strides; summing
+    the four strided views is exact in float64 for integers up to 32 bits, so the rounded
+    result is bit-identical (tested against ``ome.write_pyramid``).
+    """
+    if plane.shape[0] % 2 or plane.shape[1] % 2:
+        plane = np.pad(plane, ((0, plane.shape[0] % 2), (0, plane.shape[1] % 2)), mode="edge")
+    total = plane[0::2, 0::2].astype(np.float64)
+    total += plane[1::2, 0::2]
+    total += plane[0::2, 1::2]
+    total += plane[1::2, 1::2]
+    total *= 0.25
+    return np.round(total, out=total).astype(plane.dtype)
+
+
 def _write_lower_levels(
     levels: list, ratios: list, axes: str, box: tuple, block: np.ndarray, labels: bool
 ) -> None:
@@ -330,8 +347,9 @@ def _write_lower_levels(
         ry, rx = ratio[axes.index("y")], ratio[axes.index("x")]
         planes = block.reshape(-1, *block.shape[iy:])
         out = np.empty((planes.shape[0], -(-planes.shape[1] // ry), -(-planes.shape[2] // rx)), block.dtype)
+        fast = not labels and (ry, rx) == (2, 2) and block.dtype.kind in "ui" and block.dtype.itemsize <= 4
         for i, plane in enumerate(planes):
-            out[i] = ome.downsample(plane, (ry, rx), labels)
+            out[i] = _mean_2x2(plane) if fast else ome.downsample(plane, (ry, rx), labels)
         block = out.reshape(*block.shape[:iy], *out.shape[1:])
         box = tuple(
             slice(index.start // ratio[k], index.start // ratio[k] + block.shape[iy if a == "y" else ix])
