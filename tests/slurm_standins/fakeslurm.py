@@ -290,13 +290,13 @@ def squeue(argv: list[str]) -> int:
 
 
 def scancel(argv: list[str]) -> int:
+    """Stop unfinished jobs: their process group (each job runs in its own session)."""
     for job_id in (a for a in argv if not a.startswith("-")):
         job_dir = state_dir() / job_id.split("_")[0]
         pid_file = job_dir / "pid"
-        if not pid_file.exists():
-            continue
-        if not (job_dir / "exitcode").exists():
-            (job_dir / "exitcode").write_text("CANCELLED\n")
+        if not pid_file.exists() or job_state(job_dir) not in ("PENDING", "RUNNING"):
+            continue  # finished jobs are left alone (their pid may belong to someone else now)
+        (job_dir / "exitcode").write_text("CANCELLED\n")
         try:
             os.killpg(int(pid_file.read_text()), signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
