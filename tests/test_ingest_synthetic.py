@@ -352,3 +352,22 @@ def test_streamed_pyramid_equals_ome_write_pyramid(tmp_path, rng, labels):
     ref = ome.open_image(ref_path)
     for level in range(1, 4):
         np.testing.assert_array_equal(image.level(level)[...], ref.level(level)[...])
+
+
+def test_czi_scenes_become_images_and_can_be_selected(tmp_path, rng, capsys):
+    a = rng.integers(0, 255, (30, 40), dtype=np.uint8)
+    b = rng.integers(0, 255, (20, 24), dtype=np.uint8)
+    path = tmp_path / "scenes.czi"
+    with pyczi.create_czi(str(path), exist_ok=True) as w:
+        w.write(a, location=(0, 0), scene=0)
+        w.write(b, location=(500, -300), scene=1)
+    out = ingest(path, tmp_path / "all.ome.zarr")
+    assert zarr.open_group(str(out), mode="r")["OME"].attrs["series"] == ["0", "1"]
+    np.testing.assert_array_equal(ome.open_image(out).data[...], a)  # the container opens as scene 0
+    np.testing.assert_array_equal(ome.open_image(out / "1").data[...], b)
+    from zarrseg.cli import main
+
+    assert main(["ingest", str(path), "-o", str(tmp_path / "one.ome.zarr"), "--scene", "1"]) == 0
+    image = ome.open_image(tmp_path / "one.ome.zarr")
+    np.testing.assert_array_equal(image.data[...], b)
+    assert image.attrs["zarrseg"]["scene"] == 1 and image.attrs["zarrseg"]["czi_origin_yx"] == [-300, 500]

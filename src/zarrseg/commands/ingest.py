@@ -13,8 +13,20 @@ from ._common import add_params_arguments, params_from_args
 
 HELP = "stage CZI / TIFF / OME-TIFF / HDF5 into chunked, compressed OME-Zarr"
 
+PARAMETERS = """\
+parameters (config sections 'storage' + 'ingest'; --set key=value):
+  chunks=[32,256,256]      spatial chunk shape (z, y, x); 2D images use the last two
+  compression={codec: zstd, level: 5, shuffle: bitshuffle}   Blosc compressor of every array
+  pyramid_levels=null      number of levels; null: halve Y/X until both are < 512 px
+  voxel_size=null          (z, y, x) or (y, x) in µm, overrides the file's metadata
+  reader=auto              auto | pylibczirw | tifffile | h5py
+  axes=null                TIFF/HDF5 only: one of t/c/z/y/x per source axis, e.g. zcyx
+  slab_mb=128              memory budget (MB) of the slabs in flight; peak RSS ~ 3x this
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = PARAMETERS
     parser.add_argument("input", metavar="INPUT", help="CZI, TIFF/OME-TIFF/ImageJ TIFF, or FILE.h5:DATASET")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT.ome.zarr", help="output container")
     parser.add_argument(
