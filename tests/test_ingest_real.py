@@ -211,3 +211,23 @@ def test_hdf5_shared_datasets(tmp_path, spec, labels):
     if element is not None:
         assert image.spatial_scale == pytest.approx(tuple(float(v) for v in element))
     assert ("image-label" in image.attrs) == labels
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    "parts,axes,labels",
+    [
+        (("plantseg_crops", "rgb_3D_0.tiff"), None, False),  # ImageJ hyperstack, deflate
+        (("plantseg_crops", "rgb_3D_0_segm.tiff"), None, True),
+        (("plantseg_crops", "rgb_3D_c_raw.tif"), "czyx", False),  # shaped 'QQYX': needs the axes parameter
+        (("isbi2012_em_membrane", "train-volume_from_png.tif"), None, False),  # plain pages -> z
+        (("dsb2018_sample", "img2d.tif"), None, False),
+    ],
+)
+def test_other_shared_tiffs(tmp_path, parts, axes, labels):
+    path = shared_path(*parts)
+    image = ome.open_image(ingest(path, tmp_path / "out.ome.zarr", IngestParams(axes=axes), labels=labels))
+    ref = tifffile.imread(path)
+    np.testing.assert_array_equal(image.data[...], np.squeeze(ref))
+    assert image.axes == {2: "yx", 3: "zyx", 4: "czyx"}[np.squeeze(ref).ndim]
+    assert ("image-label" in image.attrs) == labels
