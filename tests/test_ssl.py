@@ -299,6 +299,10 @@ def test_finetune_trains_only_last_blocks_and_decoder(tmp_path, rng):
     assert torch.equal(before["blocks.0.attn.qkv.weight"], after["blocks.0.attn.qkv.weight"])  # frozen
     assert not torch.equal(before["blocks.1.attn.qkv.weight"], after["blocks.1.attn.qkv.weight"])  # trained
     assert (tmp_path / "ft" / "decoder.pt").exists()
+    # a CPU-time budget stops training early and still leaves a usable checkpoint
+    params.max_cpu_minutes, params.steps = 1e-6, 50
+    assert finetune(params, tmp_path / "ft2")["steps"] == 1
+    assert (tmp_path / "ft2" / "checkpoint.pt").exists()
 
 
 # --- clustering -----------------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ class PretrainParams:
     clip_grad: float = 3.0
     freeze_last_layer_steps: int = 100
     max_minutes: float | None = None  # stop (and save) after this wall time even if steps remain
+    max_cpu_minutes: float | None = None  # stop (and save) after this CPU time of the process (all threads)
     checkpoint_every: int = 500
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA
@@ -297,8 +298,16 @@ def pretrain(params: PretrainParams, out_dir: str | Path) -> dict:
                 for ps, pt in zip(student.parameters(), teacher.parameters(), strict=True):
                     pt.mul_(m).add_(ps.detach(), alpha=1 - m)
             elapsed = time.perf_counter() - t0
-            history.append({"step": step, "loss": loss.item(), "lr": lr, "momentum": m, "seconds": elapsed,
-                            "cpu_seconds": time.process_time() - c0})
+            history.append(
+                {
+                    "step": step,
+                    "loss": loss.item(),
+                    "lr": lr,
+                    "momentum": m,
+                    "seconds": elapsed,
+                    "cpu_seconds": time.process_time() - c0,
+                }
+            )
             if step % 10 == 0:
                 log.info(
                     "pretrain step %d/%d loss %.4f lr %.2e (%.0f s)",
@@ -308,12 +317,12 @@ def pretrain(params: PretrainParams, out_dir: str | Path) -> dict:
                     lr,
                     elapsed,
                 )
-            last = params.max_minutes is not None and elapsed > params.max_minutes * 60
+            last = over_budget(params.max_minutes, params.max_cpu_minutes, elapsed, time.process_time() - c0)
             if (step + 1) % params.checkpoint_every == 0 or last or step + 1 == params.steps:
                 _save(tmp, teacher.backbone, spec, history, step + 1)
             if last:
                 log.warning(
-                    "pretrain: stopped after %.1f min (max_minutes) at step %d of %d",
+                    "pretrain: time budget used up after %.1f min at step %d of %d",
                     elapsed / 60,
                     step + 1,
                     params.steps,
@@ -325,6 +334,13 @@ def pretrain(params: PretrainParams, out_dir: str | Path) -> dict:
         "last_loss": history[-1]["loss"],
         "seconds": time.perf_counter() - t0,
     }
+
+
+def over_budget(max_minutes: float | None, max_cpu_minutes: float | None, wall: float, cpu: float) -> bool:
+    """True once the wall-time or CPU-time budget (minutes; None: unlimited) is used up."""
+    return (max_minutes is not None and wall > max_minutes * 60) or (
+        max_cpu_minutes is not None and cpu > max_cpu_minutes * 60
+    )
 
 
 def _save(folder: Path, backbone: nn.Module, spec: ViTSpec, history: list[dict], steps: int) -> None:

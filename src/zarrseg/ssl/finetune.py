@@ -24,6 +24,7 @@ from torch import nn
 from .. import ome
 from ..errors import ConfigError
 from ..params import to_dict
+from .dino import over_budget
 from .sampling import TileSampler
 from .tiling import Preprocess
 from .vit import ViTSpec, load_vit, patch_tokens, save_checkpoint, select_device
@@ -47,7 +48,8 @@ class FinetuneParams:
     steps: int = 2000
     lr: float = 1e-4
     weight_decay: float = 0.05
-    max_minutes: float | None = None
+    max_minutes: float | None = None  # wall-time budget
+    max_cpu_minutes: float | None = None  # CPU-time budget of the process (all threads)
     checkpoint_every: int = 500
     device: str = "auto"
     amp: bool = True
@@ -140,7 +142,7 @@ def finetune(params: FinetuneParams, out_dir: str | Path) -> dict:
     use_amp = params.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history: list[dict] = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with ome.atomic_output(out_dir) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         (tmp / "params.yaml").write_text(yaml.safe_dump(to_dict(params), sort_keys=False))
@@ -157,10 +159,17 @@ def finetune(params: FinetuneParams, out_dir: str | Path) -> dict:
             scaler.update()
             sched.step()
             elapsed = time.perf_counter() - t0
-            history.append({"step": step, "loss": loss.item(), "seconds": elapsed})
+            history.append(
+                {
+                    "step": step,
+                    "loss": loss.item(),
+                    "seconds": elapsed,
+                    "cpu_seconds": time.process_time() - c0,
+                }
+            )
             if step % 10 == 0:
                 log.info("finetune step %d/%d L1 %.4f (%.0f s)", step, params.steps, loss.item(), elapsed)
-            last = params.max_minutes is not None and elapsed > params.max_minutes * 60
+            last = over_budget(params.max_minutes, params.max_cpu_minutes, elapsed, time.process_time() - c0)
             if (step + 1) % params.checkpoint_every == 0 or last or step + 1 == params.steps:
                 save_checkpoint(
                     tmp / "checkpoint.pt", vit, spec, steps=step + 1, method="finetune-l1", init=source
@@ -173,9 +182,7 @@ def finetune(params: FinetuneParams, out_dir: str | Path) -> dict:
                     writer.writeheader()
                     writer.writerows(history)
             if last:
-                log.warning(
-                    "finetune: stopped after %.1f min (max_minutes) at step %d", elapsed / 60, step + 1
-                )
+                log.warning("finetune: time budget used up after %.1f min at step %d", elapsed / 60, step + 1)
                 break
     return {
         "steps": len(history),

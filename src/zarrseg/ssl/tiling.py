@@ -151,7 +151,7 @@ class ImageSource:
         box = tuple(slice(0, s, step) for s in shape)
         lows, highs, means, stds = [], [], [], []
         for view in self.views:
-            sample = np.asarray(view.array[view._index(box)], dtype=np.float32)
+            sample = view[box].astype(np.float32)
             lo, hi = np.percentile(sample, self.prep.percentiles)
             hi = hi if hi > lo else lo + 1.0
             scaled = np.clip((sample - lo) / (hi - lo), 0, 1)
