@@ -216,6 +216,9 @@ def test_3d_volume_slice_by_slice_and_attention_png(tmp_path, rng):
 
     head = iio.imread(tmp_path / "attn" / "z0_y0_x0_head0.png")
     assert head.shape == (32, 32) and head.max() == 255  # per-head map, normalised to the full range
+    cluster(out, tmp_path / "lab.ome.zarr", from_dict(ClusterParams, {"pca_components": 4}))
+    labels = ome.open_image(tmp_path / "lab.ome.zarr")
+    assert labels.axes == "zyx" and labels.shape == data.shape and set(np.unique(labels.data[...])) <= {1, 2}
 
 
 def test_features_cli_errors_before_output(tmp_path, capsys):
@@ -362,3 +365,26 @@ def test_hdbscan_option_and_bad_input(tmp_path, rng):
     assert not (tmp_path / "x.ome.zarr").exists()
     with pytest.raises(ConfigError, match="n_clusters"):
         from_dict(ClusterParams, {"n_clusters": 1})
+
+
+def test_hub_weights_only_on_request_and_fail_cleanly_offline(monkeypatch):
+    import timm
+
+    calls = []
+    real = timm.create_model
+
+    def spy(name, pretrained=False, **kw):
+        calls.append(pretrained)
+        if pretrained:
+            raise OSError("offline")  # what a download attempt gives on a node without network
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", spy)
+    with pytest.warns(vitmod.RandomInitWarning):
+        vitmod.load_vit(vitmod.ViTSpec(**TINY))
+    assert calls == [False]  # no weights asked for: no download attempted
+    with pytest.raises(InputError, match="--checkpoint"):
+        vitmod.load_vit(vitmod.ViTSpec(), weights="hub")
+    assert calls[-1] is True
+    with pytest.raises(ConfigError, match="ViT-S/8"):
+        vitmod.load_vit(vitmod.ViTSpec(**TINY), weights="hub")
