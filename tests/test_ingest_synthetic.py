@@ -371,3 +371,23 @@ def test_czi_scenes_become_images_and_can_be_selected(tmp_path, rng, capsys):
     image = ome.open_image(tmp_path / "one.ome.zarr")
     np.testing.assert_array_equal(image.data[...], b)
     assert image.attrs["zarrseg"]["scene"] == 1 and image.attrs["zarrseg"]["czi_origin_yx"] == [-300, 500]
+
+
+def test_big_endian_tiff_becomes_native(tmp_path, rng):
+    truth = rng.integers(0, 60000, (3, 20, 30), dtype=np.uint16)
+    path = tmp_path / "be.tif"
+    tifffile.imwrite(path, truth, byteorder=">", metadata={"axes": "ZYX"}, photometric="minisblack")
+    image = ome.open_image(ingest(path, tmp_path / "be.ome.zarr"))
+    assert image.data.dtype == np.dtype("<u2")
+    np.testing.assert_array_equal(image.data[...], truth)
+
+
+def test_refuses_to_overwrite_a_foreign_folder(tmp_path, rng):
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(path, np.zeros((8, 8), np.uint8))
+    precious = tmp_path / "my_data"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        ingest(path, precious)
+    assert (precious / "notes.txt").read_text() == "keep me"

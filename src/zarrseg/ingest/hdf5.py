@@ -71,7 +71,7 @@ class Hdf5Source(Source):
                     index=0,
                     name=self.dataset_name.strip("/"),
                     sizes=self._layout.sizes(),
-                    dtype=np.dtype(node.dtype),
+                    dtype=np.dtype(node.dtype).newbyteorder("="),
                     voxel_size=voxel,
                     extra={"hdf5_dataset": self.dataset_name},
                 )

@@ -41,6 +41,8 @@ class ArrayLayout:
                 index.append({"c": slice(None), "z": z, "y": y, "x": x}[letter])
                 out_letters.append(letter)
         data = np.asarray(array[tuple(index)])
+        if not data.dtype.isnative:  # big-endian TIFF/HDF5: Zarr gets native-endian pixels
+            data = data.astype(data.dtype.newbyteorder("="))
         for letter in "czyx":
             if letter not in out_letters:
                 data = data[np.newaxis]

@@ -57,7 +57,7 @@ class TiffSource(Source):
                         index=index,
                         name=s.name or f"series {index}",
                         sizes=sizes,
-                        dtype=np.dtype(s.dtype),
+                        dtype=np.dtype(s.dtype).newbyteorder("="),
                         voxel_size=voxel,
                         channel_names=names,
                         extra={"tiff_axes": s.axes, "tiff_kind": s.kind},

@@ -66,6 +66,7 @@ def ingest(
                     raise InputError(f"--labels needs an integer image, got {src.scenes[index].dtype}", path)
         stat = path.stat()
         request = {"params": to_dict(params), "labels": labels, "scenes": selected, "dataset": dataset}
+        _refuse_foreign_output(output)
         if _is_up_to_date(output, path, stat, request):
             log.info("%s is up to date with %s; nothing to do", output, path)
             return output
@@ -136,6 +137,24 @@ def _select_scenes(src: Source, scenes: Sequence[int] | None) -> list[int]:
 def sha256_file(path: Path, block: int = 8 << 20) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest() if block else ""
+
+
+def _refuse_foreign_output(output: Path) -> None:
+    """Never replace something at OUTPUT that an ingest did not write (e.g. a mistyped data folder)."""
+    if not output.exists() and not output.is_symlink():
+        return
+    if output.is_dir() and not any(output.iterdir()):
+        return
+    try:
+        attrs = dict(zarr.open_group(str(output), mode="r", zarr_format=2).attrs)
+    except Exception:
+        attrs = {}
+    if LAYOUT_KEY not in attrs or "zarrseg" not in attrs:
+        raise InputError(
+            "output exists and is not a zarrseg ingest container; refusing to overwrite it "
+            "(remove it or choose another output)",
+            output,
+        )
 
 
 def _is_up_to_date(output: Path, path: Path, stat: os.stat_result, request: dict) -> bool:
