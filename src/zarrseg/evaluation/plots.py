@@ -87,34 +87,52 @@ def _numeric(series: pd.Series) -> bool:
     return bool(series.notna().any())
 
 
+def _best_setting(rows: pd.DataFrame, key: str, others: list[str]) -> dict:
+    """Values of ``others`` in the parameter set with the best mean ``key`` metric among ``rows``."""
+    ranked = rows[rows["metric"] == key].groupby("params")["value"].mean()
+    if ranked.empty:
+        return {}
+    best = ranked.idxmin() if key in LOWER_IS_BETTER else ranked.idxmax()
+    first = rows[rows["params"] == best].iloc[0]
+    return {o: first[o] for o in others}
+
+
 def parameter_curves(
-    table: pd.DataFrame, metrics: list[str], param: str, hue: str | None, path: Path
+    table: pd.DataFrame, metrics: list[str], param: str, hue: str | None, path: Path, swept: list[str]
 ) -> Path | None:
-    """Metric vs. one swept parameter: mean over samples (error bar: sd), one line per ``hue`` value;
-    the other swept parameters are averaged per sample first."""
+    """Metric vs. one swept parameter, mean over samples (error bar: sd), one line per ``hue`` value.
+
+    The other swept parameters stay at the best setting of each line (by the first metric), so a
+    curve is a one-parameter sweep through that line's optimum, as in a sensitivity analysis.
+    """
     metrics = [m for m in metrics if m in set(table["metric"])]
     if not metrics:
         return None
+    others = [o for o in swept if o not in (param, hue)]
     fig = Figure(figsize=(3.4 * len(metrics), 3.4), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     hues = sorted(table[hue].astype(str).unique()) if hue else [None]
+    x_all = np.sort(pd.to_numeric(table[param]).dropna().unique())
+    dodge = 0.008 * (x_all[-1] - x_all[0] if x_all.size > 1 else 1.0)
     for ax, metric in zip(axes, metrics, strict=True):
-        rows = _per_sample(table, metric).copy()
-        rows["_x"] = pd.to_numeric(rows[param])
-        for h in hues:
-            sub = rows if h is None else rows[rows[hue].astype(str) == h]
+        for k, h in enumerate(hues):
+            sub = table if h is None else table[table[hue].astype(str) == h]
+            for name, value in _best_setting(sub, metrics[0], others).items():
+                sub = sub[sub[name].astype(str) == str(value)]
+            sub = _per_sample(sub, metric)
             if sub.empty:
                 continue
-            per_sample = sub.groupby(["_x", "sample"])["value"].mean().reset_index()
-            stats = per_sample.groupby("_x")["value"].agg(["mean", "std"]).sort_index()
+            per_sample = sub.assign(_x=pd.to_numeric(sub[param])).groupby(["_x", "sample"])["value"].mean()
+            stats = per_sample.reset_index().groupby("_x")["value"].agg(["mean", "std"]).sort_index()
+            offset = (k - (len(hues) - 1) / 2) * dodge
             ax.errorbar(
-                stats.index,
+                stats.index + offset,
                 stats["mean"],
                 yerr=stats["std"].fillna(0.0),
                 marker="o",
                 ms=4,
                 capsize=3,
-                label=h if h is not None else None,
+                label=h,
             )
         ax.set_xlabel(param)
         ax.set_title(
@@ -123,6 +141,11 @@ def parameter_curves(
         ax.grid(alpha=0.3)
         if hue:
             ax.legend(fontsize=7, title=hue, title_fontsize=7)
+    if others:
+        fig.suptitle(
+            f"{', '.join(others)} at the best setting of each line (by mean {display_name(metrics[0])})",
+            fontsize=9,
+        )
     return _save(fig, path)
 
 
@@ -140,7 +163,7 @@ def make_figures(table: pd.DataFrame, outdir: Path, params: TableParams | None =
         if param == by or not _numeric(expanded[param]):
             continue
         curve = parameter_curves(
-            expanded, list(params.figure_metrics), param, hue, outdir / f"curve_{_slug(param)}.png"
+            expanded, list(params.figure_metrics), param, hue, outdir / f"curve_{_slug(param)}.png", swept
         )
         if curve is not None:
             figures.append(curve)
