@@ -79,6 +79,15 @@ def test_czi_pixels_and_voxel_size(tmp_path_factory, name):
                     expected = distances.get(axis, 0) * 1e6
                     assert scale == pytest.approx(expected if expected > 0 else 1.0)
             assert image.units["x"] == "micrometer"
+            if "t" in image.axes:  # seconds between timepoints from T/Positions (interval or offsets)
+                t_meta = (meta["Information"]["Image"]["Dimensions"].get("T") or {}).get("Positions") or {}
+                step = 0.0
+                if "Interval" in t_meta:
+                    step = float(t_meta["Interval"]["Increment"])
+                elif "List" in t_meta:
+                    offsets = [float(v) for v in t_meta["List"]["Offsets"].split()]
+                    step = (offsets[-1] - offsets[0]) / (len(offsets) - 1)
+                assert image.scale[0] == pytest.approx(step if step > 0 else 1.0)
 
 
 @pytest.mark.shared_data

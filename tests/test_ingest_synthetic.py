@@ -110,12 +110,13 @@ def test_imagej_hyperstack_axes_and_calibration(tmp_path, rng):
         truth,
         imagej=True,
         resolution=(1 / 0.2, 1 / 0.1),
-        metadata={"axes": "TZCYX", "spacing": 0.7, "unit": "um"},
+        metadata={"axes": "TZCYX", "spacing": 0.7, "unit": "um", "finterval": 2.5},
     )
     image = ome.open_image(ingest(path, tmp_path / "out.ome.zarr"))
     assert image.axes == "tczyx"
     np.testing.assert_array_equal(image.data[...], truth.transpose(0, 2, 1, 3, 4))
     assert image.spatial_scale == pytest.approx((0.7, 0.1, 0.2))
+    assert image.scale[0] == pytest.approx(2.5)  # seconds per frame
 
 
 def test_ome_tiff_units_and_channel_names(tmp_path, rng):

@@ -85,6 +85,9 @@ class CziSource(Source):
         self._n_c = n_c
         meta = ET.fromstring(self._czi.raw_metadata)
         voxel = _scaling(meta)
+        interval = _time_increment(meta)
+        if interval is not None:
+            voxel["t"] = interval
         names = _channel_names(meta, n_c)
         if self.samples == 3:  # BGR samples become R, G, B channels
             names = [f"{n} {rgb}" if n_c > 1 else rgb for n in names for rgb in "RGB"]
@@ -221,6 +224,23 @@ def _scaling(meta: ET.Element) -> dict[str, float]:
             if metres > 0:
                 voxel[axis] = metres * 1e6
     return voxel
+
+
+def _time_increment(meta: ET.Element) -> float | None:
+    """Seconds between timepoints: T/Positions/Interval/Increment, else the mean step of T/Positions/List."""
+    positions = meta.find("Metadata/Information/Image/Dimensions/T/Positions")
+    if positions is None:
+        return None
+    try:
+        increment = positions.findtext("Interval/Increment")
+        if increment:
+            return float(increment) if float(increment) > 0 else None
+        offsets = [float(v) for v in (positions.findtext("List/Offsets") or "").split()]
+    except ValueError:
+        return None
+    if len(offsets) > 1 and offsets[-1] > offsets[0]:
+        return (offsets[-1] - offsets[0]) / (len(offsets) - 1)
+    return None
 
 
 def _channel_names(meta: ET.Element, n_c: int) -> list[str]:

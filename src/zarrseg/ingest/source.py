@@ -52,7 +52,7 @@ class Scene:
     name: str
     sizes: dict[str, int]  # t, c, z, y, x -> size (all five present, 1 when absent)
     dtype: np.dtype
-    voxel_size: dict[str, float] = field(default_factory=dict)  # z/y/x -> µm, only those found in metadata
+    voxel_size: dict[str, float] = field(default_factory=dict)  # z/y/x -> µm (t -> s), those in the metadata
     channel_names: list[str] | None = None
     extra: dict = field(default_factory=dict)  # reader-specific provenance (e.g. CZI scene origin)
 

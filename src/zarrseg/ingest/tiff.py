@@ -21,7 +21,7 @@ from .source import UNIT_TO_UM, Scene, Source, canonical_axes
 
 log = logging.getLogger(__name__)
 
-CM_PER_INCH = 2.54
+TIME_TO_S = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class TiffSource(Source):
@@ -122,6 +122,11 @@ def _ome_metadata(image: ET.Element, sizes: dict[str, int]) -> tuple[dict[str, f
             continue
         if float(value) > 0:
             voxel[axis] = float(value) * factor
+    increment = pixels.get("TimeIncrement")
+    if increment and float(increment) > 0:
+        factor = TIME_TO_S.get(pixels.get("TimeIncrementUnit", "s"))
+        if factor is not None:
+            voxel["t"] = float(increment) * factor
     names = [
         ch.get("Name") or ch.get("ID", f"C{i}")
         for i, ch in enumerate(el for el in pixels if el.tag.endswith("Channel"))
@@ -134,9 +139,11 @@ def _ome_metadata(image: ET.Element, sizes: dict[str, int]) -> tuple[dict[str, f
 def _imagej_metadata(meta: dict, page) -> dict[str, float]:
     unit = str(meta.get("unit", "")).strip().lower()
     factor = UNIT_TO_UM.get(unit)
-    if factor is None:  # 'pixel', '' or unknown: ImageJ calibration absent
-        return _resolution_metadata(page)
-    voxel = {}
+    voxel: dict[str, float] = {}
+    if meta.get("finterval"):  # ImageJ frame interval, seconds
+        voxel["t"] = float(meta["finterval"])
+    if factor is None:  # 'pixel', '' or unknown: ImageJ spatial calibration absent
+        return {**voxel, **_resolution_metadata(page)}
     for axis, tag in (("x", "XResolution"), ("y", "YResolution")):
         size = _pixel_size(page, tag)
         if size is not None:

@@ -265,7 +265,7 @@ def write_scene(
     scene = src.scenes[scene_index]
     axes, shape = scene.axes, scene.shape
     voxel = voxel_size(scene, params, src.path)
-    scale = [voxel.get(a, 1.0) for a in axes]
+    scale = [voxel.get(a, scene.voxel_size.get("t", 1.0) if a == "t" else 1.0) for a in axes]
     chunks = ome.chunk_shape(axes, shape, params.chunks)
     ome.create_image(
         out,
