@@ -36,11 +36,8 @@ def _per_sample(table: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def _box_column(table: pd.DataFrame, wanted: str) -> str:
-    if (
-        wanted in table.columns
-        and table[wanted].astype(str).nunique() >= 1
-        and wanted not in ("metric", "value")
-    ):
+    """``wanted`` (a parameter or column) if the tables have it, else the method (or the cell)."""
+    if wanted in table.columns and wanted not in ("metric", "value"):
         return wanted
     return "method" if table["method"].nunique() > 1 else "cell"
 
