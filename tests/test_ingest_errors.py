@@ -137,3 +137,13 @@ def test_corrupt_tiff_and_hdf5_headers(tmp_path, capsys, content):
     path = tmp_path / ("bad.tif" if content.startswith(b"II") else "bad.h5")
     path.write_bytes(content)
     _assert_clean_failure(capsys, tmp_path, str(path), str(path), "not a readable")
+
+
+def test_truncated_uncompressed_tiff(tmp_path, capsys):
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(
+        path, np.ones((6, 64, 64), np.uint16), metadata={"axes": "ZYX"}, photometric="minisblack"
+    )
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 5000])
+    _assert_clean_failure(capsys, tmp_path, str(path), str(path), "truncated")

@@ -392,3 +392,21 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path, rng):
     with pytest.raises(InputError, match="refusing to overwrite"):
         ingest(path, precious)
     assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_contiguous_tiff_reads_exact_byte_ranges(tmp_path, rng):
+    """Uncompressed contiguous stacks bypass strip decoding; bands in y and x still give the exact pixels."""
+    from zarrseg.ingest.tiff import ContiguousArray
+
+    truth = rng.integers(0, 60000, (4, 130, 4100), dtype=np.uint16)
+    path = tmp_path / "raw.tif"
+    tifffile.imwrite(path, truth, byteorder=">", metadata={"axes": "ZYX"}, photometric="minisblack")
+    with TiffSource(path) as src:
+        assert isinstance(src._array(0), ContiguousArray)
+        np.testing.assert_array_equal(
+            src.read(0, 0, slice(1, 3), slice(5, 70), slice(100, 2000))[0], truth[1:3, 5:70, 100:2000]
+        )
+    image = ome.open_image(
+        ingest(path, tmp_path / "raw.ome.zarr", IngestParams(chunks=[2, 64, 64], slab_mb=1))
+    )
+    np.testing.assert_array_equal(image.data[...], truth)

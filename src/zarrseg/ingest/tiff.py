@@ -7,8 +7,13 @@ a lazily decoded chunk, so a box read decodes only the segments it touches.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import math
+import os
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,19 +35,21 @@ class TiffSource(Source):
 
     def __init__(self, path: Path, axes: str | None = None):
         super().__init__(path)
-        quiet = logging.getLogger("tifffile")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)  # its warnings about broken files become our one error line
-        try:
-            self._tif = tifffile.TiffFile(str(path))
-            series = list(self._tif.series)
-        except Exception as err:  # tifffile raises TiffFileError, ValueError, struct.error, ...
-            raise InputError(f"not a readable TIFF file ({type(err).__name__}: {err})", path) from err
-        finally:
-            quiet.setLevel(level)
-        if not len(self._tif.pages) or not series:
+        with _tifffile_log() as messages:
+            try:
+                self._tif = tifffile.TiffFile(str(path))
+                series = list(self._tif.series)
+                n_pages = len(self._tif.pages)  # walks the whole IFD chain
+            except Exception as err:  # tifffile raises TiffFileError, ValueError, struct.error, ...
+                raise InputError(f"not a readable TIFF file ({type(err).__name__}: {err})", path) from err
+        problems = [m for level, m in messages if level >= logging.ERROR]
+        if problems or not n_pages or not series:
             self._tif.close()
-            raise InputError("not a readable TIFF file (no image pages: truncated or corrupt)", path)
+            why = problems[0] if problems else "no image pages"
+            raise InputError(f"not a readable TIFF file ({why}): truncated or corrupt", path)
+        for _level, message in messages:
+            log.info("%s: tifffile: %s", path, message)
+        self._check_complete()
         try:
             self._arrays: list = []
             self._layouts: list[ArrayLayout] = []
@@ -69,21 +76,46 @@ class TiffSource(Source):
             self._tif.close()
             raise
 
-    def _array(self, scene: int) -> zarr.Array:
+    def _array(self, scene: int):
         if self._arrays[scene] is None:
-            store = self._tif.series[scene].aszarr(level=0)
-            self._arrays[scene] = zarr.open_array(store, mode="r", zarr_format=2)
+            series = self._tif.series[scene]
+            if series.dataoffset is not None:  # uncompressed and contiguous: read byte ranges directly
+                dtype = np.dtype(series.dtype).newbyteorder(self._tif.byteorder)
+                self._arrays[scene] = ContiguousArray(
+                    self.path, series.dataoffset, tuple(series.shape), dtype
+                )
+            else:
+                store = series.aszarr(level=0)
+                self._arrays[scene] = zarr.open_array(store, mode="r", zarr_format=2)
         return self._arrays[scene]
 
     def read(self, scene: int, t: int, z: slice, y: slice, x: slice) -> np.ndarray:
-        try:
-            return self._layouts[scene].read(self._array(scene), t, z, y, x)
-        except InputError:
-            raise
-        except Exception as err:
-            raise InputError(f"cannot decode TIFF pixels ({type(err).__name__}: {err})", self.path) from err
+        with _tifffile_log() as messages:
+            try:
+                data = self._layouts[scene].read(self._array(scene), t, z, y, x)
+            except InputError:
+                raise
+            except Exception as err:
+                raise InputError(f"cannot decode TIFF pixels ({type(err).__name__}: {err})", self.path) from err
+        problems = [m for level, m in messages if level >= logging.ERROR]
+        if problems:
+            raise InputError(f"cannot decode TIFF pixels ({problems[0]})", self.path)
+        return data
+
+    def _check_complete(self) -> None:
+        """Every strip/tile must lie inside the file: a truncated TIFF fails before any output exists."""
+        size = self.path.stat().st_size
+        for page in self._tif.pages:
+            ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False) if n]
+            if ends and max(ends) > size:
+                self._tif.close()
+                raise InputError(f"truncated TIFF: pixel data of page {page.index} ends at byte {max(ends)} but the "
+                                 f"file has {size} bytes", self.path)
 
     def close(self) -> None:
+        for array in getattr(self, "_arrays", []):
+            if isinstance(array, ContiguousArray):
+                array.close()
         self._tif.close()
 
     # -- metadata ---------------------------------------------------------------------------------
@@ -104,6 +136,72 @@ class TiffSource(Source):
         if self._tif.is_imagej:
             return _imagej_metadata(self._tif.imagej_metadata or {}, series.keyframe), None
         return _resolution_metadata(series.keyframe), None
+
+
+@contextlib.contextmanager
+def _tifffile_log() -> Iterator[list[tuple[int, str]]]:
+    """Collect tifffile's log records instead of printing them: broken files become one error line."""
+    logger = logging.getLogger("tifffile")
+    messages: list[tuple[int, str]] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append((record.levelno, " ".join(record.getMessage().split())))
+
+    handler, propagate = Collect(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+class ContiguousArray:
+    """Box reads from an uncompressed, contiguous TIFF series (``series.dataoffset`` is set).
+
+    tifffile's zarr store decodes whole strips, so reading a y-band of a single-strip page
+    reads the page again for every band; here each box is a few ``preadv`` calls of exactly
+    the bytes it covers (ImageJ and tifffile write large uncompressed stacks this way).
+    Reads go into fresh buffers (not a memory map), so they do not accumulate in our RSS.
+    """
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype):
+        self.path, self.offset, self.shape, self.dtype = path, offset, shape, dtype
+        self.ndim = len(shape)
+        self._fd = os.open(path, os.O_RDONLY)
+        self._strides = [math.prod(shape[i + 1 :]) for i in range(self.ndim)]
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        ranges = []
+        for k, n in zip(key, self.shape, strict=True):
+            if isinstance(k, slice):
+                start, stop, step = k.indices(n)
+                if step != 1:
+                    raise ValueError("only unit steps")
+                ranges.append(range(start, stop))
+            else:
+                ranges.append(range(int(k), int(k) + 1))
+        out = np.empty([len(r) for r in ranges], self.dtype)
+        partial = [i for i, (r, n) in enumerate(zip(ranges, self.shape, strict=True)) if len(r) != n]
+        split = partial[-1] if partial else 0  # axes after `split` are whole: one contiguous run each
+        for index in itertools.product(*ranges[:split]):
+            start = sum(i * st for i, st in zip(index, self._strides, strict=False))
+            start += ranges[split].start * self._strides[split]
+            target = out[tuple(i - r.start for i, r in zip(index, ranges, strict=False))]
+            got = os.preadv(self._fd, [target], self.offset + start * self.dtype.itemsize)
+            if got != target.nbytes:
+                raise InputError(
+                    f"truncated TIFF: pixel data ends early at byte {self.offset + start * self.dtype.itemsize + got}",
+                    self.path,
+                )
+        return out.reshape([len(r) for r, k in zip(ranges, key, strict=True) if isinstance(k, slice)])
 
 
 def _ome_metadata(image: ET.Element, sizes: dict[str, int]) -> tuple[dict[str, float], list[str] | None]:
