@@ -96,7 +96,9 @@ class TiffSource(Source):
             except InputError:
                 raise
             except Exception as err:
-                raise InputError(f"cannot decode TIFF pixels ({type(err).__name__}: {err})", self.path) from err
+                raise InputError(
+                    f"cannot decode TIFF pixels ({type(err).__name__}: {err})", self.path
+                ) from err
         problems = [m for level, m in messages if level >= logging.ERROR]
         if problems:
             raise InputError(f"cannot decode TIFF pixels ({problems[0]})", self.path)
@@ -109,8 +111,11 @@ class TiffSource(Source):
             ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False) if n]
             if ends and max(ends) > size:
                 self._tif.close()
-                raise InputError(f"truncated TIFF: pixel data of page {page.index} ends at byte {max(ends)} but the "
-                                 f"file has {size} bytes", self.path)
+                raise InputError(
+                    f"truncated TIFF: pixel data of page {page.index} ends at byte {max(ends)} but the "
+                    f"file has {size} bytes",
+                    self.path,
+                )
 
     def close(self) -> None:
         for array in getattr(self, "_arrays", []):

@@ -1,17 +1,21 @@
 """Stream a ``Source`` into a bioformats2raw container of NGFF 0.4 images, atomically.
 
-Memory is bounded by one slab (``slab_mb``): a z-range of one chunk depth, as many full chunk
-rows in y and x as fit, all channels of one timepoint. Slabs are chunk-aligned, so every Zarr
-chunk is encoded exactly once and never read back; reading the next slab overlaps with
-compressing the previous one. The pyramid is then filled by ``ome.write_pyramid``.
+Memory is bounded by the slabs in flight (``slab_mb``): a z-range of one chunk depth, as many
+full chunk rows in y and x as fit, all channels of one timepoint. Slabs are chunk-aligned, so
+every level-0 chunk is encoded exactly once and never read back; reading the next slab
+overlaps with compressing the previous one, and the source's sha256 is computed alongside.
+The lower pyramid levels are downsampled from each slab while it is in memory (identical to
+``ome.write_pyramid`` on the finished level 0, which is the fallback for unaligned slabs).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -71,9 +75,10 @@ def ingest(
             log.info("%s is up to date with %s; nothing to do", output, path)
             return output
         started = time.perf_counter()
+        stop = threading.Event()
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sha256") as pool:
-            digest = pool.submit(sha256_file, path)  # hashes while we convert
-            with ome.atomic_output(output) as tmp:
+            digest = pool.submit(sha256_file, path, stop)  # hashes while we convert
+            with _stop_on_error(stop), ome.atomic_output(output) as tmp:
                 root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
                 root.attrs[LAYOUT_KEY] = 3
                 root.create_group("OME").attrs["series"] = [str(k) for k in range(len(selected))]
@@ -134,9 +139,27 @@ def _select_scenes(src: Source, scenes: Sequence[int] | None) -> list[int]:
     return out
 
 
-def sha256_file(path: Path, block: int = 8 << 20) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest() if block else ""
+def sha256_file(path: Path, stop: threading.Event | None = None, block: int = 8 << 20) -> str:
+    """Hex sha256 of a file, read in blocks; returns "" early when ``stop`` is set (ingest failed)."""
+    digest = hashlib.sha256()
+    buffer = bytearray(block)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buffer):
+            if stop is not None and stop.is_set():
+                return ""
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _stop_on_error(stop: threading.Event) -> Iterator[None]:
+    """Tell the background hash to give up when the conversion fails, so the error is not delayed."""
+    try:
+        yield
+    except BaseException:
+        stop.set()
+        raise
 
 
 def _refuse_foreign_output(output: Path) -> None:
@@ -168,11 +191,12 @@ def _is_up_to_date(output: Path, path: Path, stat: os.stat_result, request: dict
     meta = attrs.get("zarrseg", {})
     if LAYOUT_KEY not in attrs or meta.get("request") != request or "source_sha256" not in meta:
         return False
-    if meta.get("source_size") == stat.st_size and meta.get("source_mtime_ns") == stat.st_mtime_ns:
+    same_file = meta.get("source") == str(path.resolve()) and meta.get("source_mtime_ns") == stat.st_mtime_ns
+    if same_file and meta.get("source_size") == stat.st_size:
         return True
     if meta.get("source_size") != stat.st_size:
         return False
-    log.info("%s: modification time changed; comparing sha256", path)
+    log.info("%s: other path or modification time than the existing output's source; comparing sha256", path)
     return sha256_file(path) == meta["source_sha256"]
 
 
