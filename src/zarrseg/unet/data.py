@@ -231,7 +231,7 @@ def open_volumes(items: list[DataItem], params: TrainParams, where: str) -> list
     for vol in vols:
         nd = params.model.ndim
         small = [s for s, p in zip(vol.roi_shape[-nd:], params.patch, strict=True) if s < p]
-        if small:
+        if small and where == "train.train":
             log.warning(
                 "%s: ROI %s is smaller than patch_shape %s; patches are padded",
                 vol.item.image,

@@ -50,6 +50,7 @@ class TrainParams:
     iterations: int = 10000  # optimizer steps (upper bound)
     epochs: int | None = None  # if set: iterations = epochs * (training voxels / patch voxels / batch)
     max_minutes: float | None = None  # wall-clock budget: stop (after a final validation) when exceeded
+    max_cpu_minutes: float | None = None  # CPU-time budget of the training process (all its threads)
     validate_every: int = 200  # iterations between validations / checkpoints
     val_threshold: float = 0.5  # boundary threshold before connected components (validation ARand)
     early_stopping: int = 20  # validations without improvement before stopping (0: never)

@@ -205,7 +205,7 @@ class Trainer:
         self._probe_memory()
         total = self._iterations()
         writer = self._tensorboard()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         running, n_running = 0.0, 0
         stop_reason = "iterations"
         self.model.train()
@@ -226,21 +226,24 @@ class Trainer:
                 running += float(loss.detach())
                 n_running += 1
                 bar.update(1)
-                over_time = (
-                    self.params.max_minutes is not None
-                    and time.perf_counter() - t0 > 60 * self.params.max_minutes
-                )
+                over_time = self._over_budget(t0, cpu0)
                 if self.iteration % self.params.validate_every == 0 or self.iteration == total or over_time:
                     train_loss = running / max(n_running, 1)
                     running, n_running = 0.0, 0
                     stop = self._validate_and_checkpoint(train_loss, time.perf_counter() - t0, writer)
                     bar.set_postfix(loss=f"{train_loss:.4f}", best=f"{self.best:.4f}")
                     if stop or over_time:
-                        stop_reason = stop or "max_minutes"
+                        stop_reason = stop or "time budget"
                         break
         if writer is not None:
             writer.close()
         return self._summary(stop_reason, time.perf_counter() - t0)
+
+    def _over_budget(self, t0: float, cpu0: float) -> bool:
+        p = self.params
+        wall = p.max_minutes is not None and time.perf_counter() - t0 > 60 * p.max_minutes
+        cpu = p.max_cpu_minutes is not None and time.process_time() - cpu0 > 60 * p.max_cpu_minutes
+        return wall or cpu
 
     def _summary(self, reason: str, seconds: float) -> dict:
         log.info(
