@@ -4,7 +4,9 @@ jobs to stand-in SLURM commands (tests/slurm_standins) that execute them on this
 What is proven: the profile dry-runs on the default config; a real run submits every job with
 ``sbatch`` and finishes it (status polled via ``sacct``, account via ``sacctmgr``, job steps via
 ``srun``); the GPU rule (predict with a U-Net checkpoint) is submitted with a GPU request to the
-GPU partition while CPU rules are not; and no cluster-specific key sits in the rules.
+GPU partition while CPU rules are not; a failing job fails the run with the stage's error; no
+cluster-specific key sits in the rules; and the multi-node option (``dask.scheduler: slurm``)
+runs blocks in dask-jobqueue worker jobs.
 """
 
 from __future__ import annotations
@@ -213,3 +215,59 @@ def test_slurm_profile_runs_jobs_and_requests_a_gpu_for_the_gpu_rule(workdir, fa
     # All jobs belong to this run (one SLURM job name) and ran in the workflow's directory.
     assert len({r["options"]["job-name"] for r in submissions}) == 1
     assert {Path(r["options"]["chdir"]).resolve() for r in submissions} == {workdir.resolve()}
+
+
+# Run in a separate process (killed on timeout): the block function lives in a module the
+# dask workers (SLURM jobs started by the stand-in sbatch) can import from PYTHONPATH.
+BLOCK_MODULE = """
+import os
+import numpy as np
+
+def summary(block):
+    coords = np.indices(block.shape).sum(axis=0) + sum(block.begin)
+    return {"job": np.int64(os.environ.get("SLURM_JOB_ID", "-1")), "sum": np.int64(coords.sum())}
+"""
+DRIVER = """
+import json, sys
+from blockfn import summary
+from zarrseg.blocks import BlockGrid
+from zarrseg.parallel import DaskParams, map_blocks
+
+params = DaskParams(**json.loads(sys.argv[1]))
+out = map_blocks(summary, BlockGrid((20, 30), (10, 10)), name="fan-out", dask_params=params, done_dir="done")
+print(json.dumps([{k: int(v) for k, v in s.items()} for s in out]))
+"""
+
+
+def test_blockwise_run_fans_out_over_dask_jobqueue_slurm_jobs(fake_slurm, tmp_path):
+    # The profile's multi-node option (config `dask: {scheduler: slurm, ...}`): map_blocks starts a
+    # dask-jobqueue SLURMCluster whose workers are SLURM jobs, here run by the stand-in sbatch.
+    from zarrseg.blocks import BlockGrid
+
+    (tmp_path / "blockfn.py").write_text(BLOCK_MODULE)
+    logs = tmp_path / "dask-logs"
+    params = {
+        "scheduler": "slurm", "slurm_jobs": 2,
+        "slurm": {"queue": "cpu", "cores": 1, "processes": 1, "memory": "1GB", "walltime": "00:10:00",
+                  "log_directory": str(logs), "job_extra_directives": ["--account=zarrseg_test"]},
+    }  # fmt: skip
+    env = _env(fake_slurm)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO / "src"), env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(params)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=180)  # fmt: skip
+    worker_logs = "\n".join(p.read_text()[-1500:] for p in logs.glob("*"))
+    assert run.returncode == 0, f"{run.stderr[-3000:]}\n--- worker logs ---\n{worker_logs}"
+
+    summaries = json.loads(run.stdout.strip().splitlines()[-1])
+    grid = BlockGrid((20, 30), (10, 10))
+    expected = [int((np.indices(b.shape).sum(axis=0) + sum(b.begin)).sum()) for b in grid]
+    assert [s["sum"] for s in summaries] == expected
+    submissions = _submissions(fake_slurm)
+    assert len(submissions) == 2  # one sbatch per worker job
+    ran_on = {s["job"] for s in summaries}
+    assert ran_on and ran_on <= {int(r["job_id"]) for r in submissions}, ran_on  # blocks ran in SLURM jobs
+    for record in submissions:  # the #SBATCH directives dask-jobqueue wrote reached sbatch
+        options = record["options"]
+        assert options["partition"] == "cpu" and options["cpus-per-task"] == "1", options
+        assert options["account"] == "zarrseg_test" and options["time"] == "00:10:00", options
+    assert any(logs.glob("dask-worker-*.err")), "worker logs go where log_directory says"

@@ -1,16 +1,18 @@
 """Stand-in SLURM commands that run jobs on this machine, for testing the SLURM profile.
 
-Why: the workflow's SLURM profile (snakemake-executor-plugin-slurm) must be proven by a real run,
-and CI has no cluster. These stand-ins speak exactly the parts of the SLURM command-line
-interface that the plugin (2.8) and its job-step plugin call, and nothing more:
+Why: the workflow's SLURM profile (snakemake-executor-plugin-slurm) and the multi-node Dask
+option (dask-jobqueue's SLURMCluster) must be proven by real runs, and CI has no cluster. These
+stand-ins speak exactly the parts of the SLURM command line that the plugin (2.8), its job-step
+plugin and dask-jobqueue call, and fail loudly on anything else:
 
-- ``sbatch``: parses the options, records argv + job script, starts the script in the background
-  (own session, so it outlives sbatch) and prints the job id (``--parsable``) or
+- ``sbatch``: parses the command-line options and the script's ``#SBATCH`` lines, records argv,
+  options and script, starts the script under its ``#!`` interpreter in the background (own
+  session, so it outlives sbatch) and prints the job id (``--parsable``) or
   ``Submitted batch job N``.
 - ``sacct`` / ``squeue``: ``<id>|<STATE>`` lines (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
   for jobs with the queried ``--name``; the account guess and failure-reason queries.
 - ``sacctmgr``: the user's account. ``scontrol show config``: MinJobAge / MaxArraySize.
-- ``sinfo -o %P``: partitions. ``scancel``: kills a job's process group.
+- ``sinfo -o %P``: partitions. ``scancel``: kills an unfinished job's process group.
 - ``srun``: records its options, then executes its command (options stripped).
 
 State lives under ``$ZARRSEG_FAKE_SLURM_DIR/jobs/<id>/``: ``submit.json`` (argv, parsed options,
@@ -20,6 +22,7 @@ Only the standard library is used, so any python3 runs it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -142,10 +145,27 @@ def new_job_dir(jobs: Path) -> tuple[str, Path]:
             job_id += 1
 
 
+def script_options(script: str) -> dict[str, str | bool]:
+    """Options from the script's leading ``#SBATCH`` lines (parsing stops at the first command)."""
+    options: dict[str, str | bool] = {}
+    for line in script.splitlines()[1:]:
+        line = line.strip()
+        if line.startswith("#SBATCH"):
+            options.update(parse_sbatch(shlex.split(line[len("#SBATCH") :]))[0])
+        elif line and not line.startswith("#"):
+            break
+    return options
+
+
+def _log_path(template: str, job_id: str, options: dict, workdir: Path) -> Path:
+    name = (
+        template.replace("%J", job_id).replace("%j", job_id).replace("%x", str(options.get("job-name", "")))
+    )
+    return Path(name) if Path(name).is_absolute() else workdir / name
+
+
 def sbatch(argv: list[str]) -> int:
     options, positional = parse_sbatch(argv)
-    if "array" in options:
-        raise UsageError("the stand-in sbatch does not run job arrays")
     if "wrap" in options:
         if positional:
             raise UsageError("script arguments not permitted with --wrap option")
@@ -155,18 +175,21 @@ def sbatch(argv: list[str]) -> int:
         script = sys.stdin.read() if source in ("-", "/dev/stdin") else Path(source).read_text()
     else:
         script = sys.stdin.read()
-    if not script.strip():
-        raise UsageError("batch script is empty")
+    if not script.startswith("#!"):
+        raise UsageError(
+            "This does not look like a batch script.  The first line must start with #! followed by the path to an interpreter."
+        )
+    options = {**script_options(script), **options}  # the command line wins, as in sbatch
+    if "array" in options:
+        raise UsageError("the stand-in sbatch does not run job arrays")
 
     job_id, job_dir = new_job_dir(state_dir())
     workdir = Path(str(options.get("chdir", os.getcwd())))
-    output = (
-        str(options.get("output", "slurm-%j.out"))
-        .replace("%j", job_id)
-        .replace("%x", str(options.get("job-name", "")))
-    )
-    output_path = Path(output) if Path(output).is_absolute() else workdir / output
-    (job_dir / "script.sh").write_text(script)
+    output_path = _log_path(str(options.get("output", "slurm-%j.out")), job_id, options, workdir)
+    error_path = _log_path(str(options["error"]), job_id, options, workdir) if "error" in options else None
+    script_path = job_dir / "script.sh"
+    script_path.write_text(script)
+    script_path.chmod(0o755)
     record = {"job_id": job_id, "argv": argv, "options": options, "script": script, "cwd": os.getcwd()}
     (job_dir / "submit.json").write_text(json.dumps(record, indent=1))
 
@@ -189,23 +212,19 @@ def sbatch(argv: list[str]) -> int:
     ):
         if option in options:
             env[variable] = str(options[option])
-    # The job's exit status is written (atomically) by the shell that ran it; sacct reads it.
-    runner = 'sh "$1"; status=$?; echo $status > "$2.tmp"; mv "$2.tmp" "$2"'
-    with open(output_path, "ab") as log:
+    # The script runs under its #! interpreter; the shell around it writes the job's exit status
+    # (atomically) for sacct.
+    runner = '"$1"; status=$?; echo $status > "$2.tmp"; mv "$2.tmp" "$2"'
+    with contextlib.ExitStack() as files:
+        stdout = files.enter_context(open(output_path, "ab"))
+        stderr = files.enter_context(open(error_path, "ab")) if error_path else subprocess.STDOUT
         process = subprocess.Popen(
-            [
-                "/bin/sh",
-                "-c",
-                runner,
-                "fake-slurm-job",
-                str(job_dir / "script.sh"),
-                str(job_dir / "exitcode"),
-            ],
+            ["/bin/sh", "-c", runner, "fake-slurm-job", str(script_path), str(job_dir / "exitcode")],
             cwd=workdir,
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=stdout,
+            stderr=stderr,
             start_new_session=True,
         )
     (job_dir / "pid").write_text(str(process.pid))
