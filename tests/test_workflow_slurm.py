@@ -115,13 +115,17 @@ def _write_checkpoint(path: Path) -> None:
     )
 
 
-def test_slurm_profile_dry_runs_on_default_config(workdir):
-    # No stand-ins on PATH: a dry run must work on a machine without SLURM (e.g. a laptop).
-    run = _snakemake(workdir, _env(None), "-n")
+def test_slurm_profile_dry_runs_on_default_config(tmp_path):
+    # The README's command, literally, in a copy of the workflow tree; no stand-ins on PATH: a dry
+    # run must work on a machine without SLURM (e.g. a laptop before copying to the cluster).
+    for part in ("workflow", "rules", "config", "profiles", "data/sample"):
+        shutil.copytree(REPO / part, tmp_path / part)
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "-n"]
+    run = subprocess.run(cmd, cwd=tmp_path, env=_env(None), capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-4000:]
     for rule in ("ingest", "ingest_ground_truth", "predict", "segment", "evaluate", "aggregate"):
         assert f"rule {rule}:" in run.stdout, rule
-    assert not (workdir / "results").exists()
+    assert not (tmp_path / "results").exists()
 
 
 def test_cluster_keys_stay_in_the_profile():
