@@ -232,6 +232,9 @@ def test_table_cli_summary_and_figures(tmp_path, capsys):
     assert "| method | beta | n | ARand ↓ | VOI_split ↓ | VOI_merge ↓ | SEG |" in md  # partitioner = method
     assert f"**{np.mean(expected):.3f} ± {np.std(expected, ddof=1):.3f}**" in md  # best ARand in bold
     assert "**2.000 ± 1.000**" not in md  # equal in every row: nothing to highlight
+    best = pd.read_csv(out / "best.csv")  # one row per method: its best beta by mean ARand
+    assert list(best["method"]) == ["gasp", "multicut"] and list(best["beta"]) == [0.4, 0.4]
+    assert "best parameter set per method by mean ARand" in (out / "best.md").read_text()
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert figures == ["box_partitioner.png", "curve_beta.png"]
     for name in figures:

@@ -42,13 +42,15 @@ def _box_column(table: pd.DataFrame, wanted: str) -> str:
     return "method" if table["method"].nunique() > 1 else "cell"
 
 
-def box_plot(table: pd.DataFrame, metrics: list[str], by: str, path: Path) -> Path | None:
+def box_plot(
+    table: pd.DataFrame, metrics: list[str], by: str, path: Path, key: str | None = None
+) -> Path | None:
     """One panel per metric, one box per value of ``by`` over samples; each box shows the parameter
     set of that group with the best mean of the first metric (PlantSeg compares tuned partitioners)."""
     metrics = [m for m in metrics if m in set(table["metric"])]
     if not metrics:
         return None
-    key = metrics[0]
+    key = key or metrics[0]
     ranking = _per_sample(table, key).groupby([by, "params"])["value"].mean().reset_index()
     groups, chosen = [], {}
     for value, frame in ranking.groupby(by, sort=True):
@@ -95,7 +97,13 @@ def _best_setting(rows: pd.DataFrame, key: str, others: list[str]) -> dict:
 
 
 def parameter_curves(
-    table: pd.DataFrame, metrics: list[str], param: str, hue: str | None, path: Path, swept: list[str]
+    table: pd.DataFrame,
+    metrics: list[str],
+    param: str,
+    hue: str | None,
+    path: Path,
+    swept: list[str],
+    key: str | None = None,
 ) -> Path | None:
     """Metric vs. one swept parameter, mean over samples (error bar: sd), one line per ``hue`` value.
 
@@ -106,6 +114,7 @@ def parameter_curves(
     if not metrics:
         return None
     others = [o for o in swept if o not in (param, hue)]
+    key = key or metrics[0]
     fig = Figure(figsize=(3.4 * len(metrics), 3.4), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     hues = sorted(table[hue].astype(str).unique()) if hue else [None]
@@ -114,7 +123,7 @@ def parameter_curves(
     for ax, metric in zip(axes, metrics, strict=True):
         for k, h in enumerate(hues):
             sub = table if h is None else table[table[hue].astype(str) == h]
-            for name, value in _best_setting(sub, metrics[0], others).items():
+            for name, value in _best_setting(sub, key, others).items():
                 sub = sub[sub[name].astype(str) == str(value)]
             sub = _per_sample(sub, metric)
             if sub.empty:
@@ -140,7 +149,7 @@ def parameter_curves(
             ax.legend(fontsize=7, title=hue, title_fontsize=7)
     if others:
         fig.suptitle(
-            f"{', '.join(others)} at the best setting of each line (by mean {display_name(metrics[0])})",
+            f"{', '.join(others)} at the best setting of each line (by mean {display_name(key)})",
             fontsize=9,
         )
     return _save(fig, path)
@@ -151,8 +160,9 @@ def make_figures(table: pd.DataFrame, outdir: Path, params: TableParams | None =
     params = params or TableParams()
     expanded, swept = expand_params(table)
     by = _box_column(expanded, params.box_by)
+    key = params.rank_by if params.rank_by in set(expanded["metric"]) else None
     figures = []
-    box = box_plot(expanded, list(params.figure_metrics), by, outdir / f"box_{_slug(by)}.png")
+    box = box_plot(expanded, list(params.figure_metrics), by, outdir / f"box_{_slug(by)}.png", key)
     if box is not None:
         figures.append(box)
     hue = by if by in swept else None
@@ -160,7 +170,13 @@ def make_figures(table: pd.DataFrame, outdir: Path, params: TableParams | None =
         if param == by or not _numeric(expanded[param]):
             continue
         curve = parameter_curves(
-            expanded, list(params.figure_metrics), param, hue, outdir / f"curve_{_slug(param)}.png", swept
+            expanded,
+            list(params.figure_metrics),
+            param,
+            hue,
+            outdir / f"curve_{_slug(param)}.png",
+            swept,
+            key,
         )
         if curve is not None:
             figures.append(curve)

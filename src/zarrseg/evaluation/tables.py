@@ -280,6 +280,7 @@ class TableParams:
     annotator: Literal["mean", "best"] = "mean"  # which multi-annotator aggregate the summary uses
     figure_metrics: list[str] = field(default_factory=lambda: ["arand", "voi_split", "voi_merge"])
     box_by: str = "partitioner"  # parameter (or column) whose values get one box each
+    rank_by: str = "arand"  # metric that picks each method's best parameter set (best.md, box plots)
     digits: int = 3
 
     def validate(self) -> None:
@@ -401,8 +402,40 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
-def write_summary(summary: pd.DataFrame, markdown: str, outdir: Path) -> tuple[Path, Path]:
-    md, csv = outdir / "summary.md", outdir / "summary.csv"
+def ranking_metric(summary: pd.DataFrame, wanted: str) -> str:
+    """``wanted`` if the summary has it, else its first metric column."""
+    metrics = summary.attrs.get("metrics", [])
+    if f"{wanted}_mean" in summary.columns or not metrics:
+        return wanted
+    return metrics[0]
+
+
+def best_per_method(summary: pd.DataFrame, rank_by: str) -> pd.DataFrame:
+    """One row per method (and experiment): its parameter set with the best mean ``rank_by``.
+
+    The thesis layout for comparing methods that were each tuned (PlantSeg Table 2.1).
+    """
+    metric = ranking_metric(summary, rank_by)
+    col = f"{metric}_mean"
+    keys = [k for k in ("experiment", "method") if k in summary.columns]
+    if col not in summary.columns or summary[col].isna().all():
+        return summary.iloc[0:0].copy()
+    ranked = summary.dropna(subset=[col])
+    pick = (
+        ranked.groupby(keys, sort=True)[col].idxmin()
+        if metric in LOWER_IS_BETTER
+        else ranked.groupby(keys, sort=True)[col].idxmax()
+    )
+    best = summary.loc[pick.to_numpy()].reset_index(drop=True)
+    best.attrs.update(summary.attrs)
+    best.attrs["rank_by"] = metric
+    return best
+
+
+def write_summary(
+    summary: pd.DataFrame, markdown: str, outdir: Path, name: str = "summary"
+) -> tuple[Path, Path]:
+    md, csv = outdir / f"{name}.md", outdir / f"{name}.csv"
     with atomic_output(md) as tmp:
         tmp.write_text(markdown)
     with atomic_output(csv) as tmp:
@@ -427,6 +460,11 @@ def aggregate(
     summary = summarize(table, params)
     title = ", ".join(sorted(table["experiment"].unique()))
     md, scsv = write_summary(summary, summary_markdown(summary, params, title=f"Experiment {title}"), outdir)
+    best = best_per_method(summary, params.rank_by)
+    best_title = f"Experiment {title}: best parameter set per method by mean {display_name(best.attrs.get('rank_by', ''))}"
+    best_md, best_csv = write_summary(
+        best, summary_markdown(best, params, title=best_title), outdir, name="best"
+    )
     figures = make_figures(_selected(table, params.annotator), outdir / "figures", params)
     log.info("table: %d rows from %d tables -> %s (%d figures)", len(table), len(paths), outdir, len(figures))
     return {
@@ -434,6 +472,8 @@ def aggregate(
         "metrics_csv": csv,
         "summary_md": md,
         "summary_csv": scsv,
+        "best_md": best_md,
+        "best_csv": best_csv,
         "figures": figures,
         "summary": summary,
     }
