@@ -166,7 +166,6 @@ class BlockTiles(torch.utils.data.Dataset):
         plan: TilePlan,
         stats: VolumeStats,
         norm: Normalization,
-        channels: int = 1,
     ):
         self.view, self.blocks, self.plan, self.stats, self.norm = view, blocks, plan, stats, norm
 
@@ -223,9 +222,11 @@ class TiledPredictor:
         self.amp = amp and device.type == "cuda"
         self.forward_seconds = 0.0
         self.n_tiles = 0
+        self._weights: dict = {}
 
     @torch.inference_mode()
-    def forward(self, batch: np.ndarray) -> np.ndarray:
+    def forward(self, batch: np.ndarray) -> torch.Tensor:
+        """Sigmoid outputs of a batch of tiles, left on the device (blending happens there too)."""
         t0 = time.perf_counter()
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
@@ -233,15 +234,26 @@ class TiledPredictor:
                 y = torch.sigmoid(self.model(x[:, :, 0])).float()[:, :, None]
             else:
                 y = torch.sigmoid(self.model(x)).float()
-        out = y.cpu().numpy()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         self.forward_seconds += time.perf_counter() - t0
         self.n_tiles += len(batch)
-        return out
+        return y
 
+    def _weight(self, start: tuple[int, ...]) -> torch.Tensor:
+        key = tuple(
+            (s == 0, s + t >= n) for s, t, n in zip(start, self.plan.tile, self.plan.shape, strict=True)
+        )
+        if key not in self._weights:
+            self._weights[key] = torch.from_numpy(self.plan.weight(start)).to(self.device)
+        return self._weights[key]
+
+    @torch.inference_mode()
     def predict_block(self, block: Block, item: dict) -> np.ndarray:
+        """Blend every tile of ``item`` into ``block``: sum(w * p) / sum(w), accumulated on the device."""
         data, origin, tiles = item["data"], np.asarray(item["origin"]), np.asarray(item["tiles"])
-        acc = np.zeros((self.channels, *block.shape), dtype=np.float32)
-        wsum = np.zeros(block.shape, dtype=np.float32)
+        acc = torch.zeros((self.channels, *block.shape), dtype=torch.float32, device=self.device)
+        wsum = torch.zeros(block.shape, dtype=torch.float32, device=self.device)
         tile = self.plan.tile
         for i in range(0, len(tiles), self.batch_size):
             chunk = tiles[i : i + self.batch_size]
@@ -254,19 +266,18 @@ class TiledPredictor:
             preds = self.forward(batch)
             for start, pred in zip(chunk, preds, strict=True):
                 start = tuple(int(s) for s in start)
-                w = self.plan.weight(start)
                 tsl, bsl = [], []
                 for s, t, b in zip(start, tile, block.inner, strict=True):
                     lo, hi = max(s, b.start), min(s + t, b.stop)
                     tsl.append(slice(lo - s, hi - s))
                     bsl.append(slice(lo - b.start, hi - b.start))
                 tsl, bsl = tuple(tsl), tuple(bsl)
-                wt = w[tsl]
+                wt = self._weight(start)[tsl]
                 acc[(slice(None), *bsl)] += pred[(slice(None), *tsl)] * wt
                 wsum[bsl] += wt
-        if not np.all(wsum > 0):  # a planning bug, never user input
+        if not bool((wsum > 0).all()):  # a planning bug, never user input
             raise RuntimeError(f"block {block.id}: {int((wsum <= 0).sum())} voxels not covered by any tile")
-        return acc / wsum
+        return (acc / wsum).cpu().numpy()
 
 
 def predict_array(
