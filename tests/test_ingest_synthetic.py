@@ -410,3 +410,25 @@ def test_contiguous_tiff_reads_exact_byte_ranges(tmp_path, rng):
         ingest(path, tmp_path / "raw.ome.zarr", IngestParams(chunks=[2, 64, 64], slab_mb=1))
     )
     np.testing.assert_array_equal(image.data[...], truth)
+
+
+def test_container_lists_its_images_in_ome_xml(tmp_path, rng):
+    """bioformats2raw readers find every scene (with its name and pixel sizes) from OME/METADATA.ome.xml."""
+    import xml.etree.ElementTree as ET
+
+    from ome_zarr.utils import find_multiscales
+
+    path = tmp_path / "two.czi"
+    with pyczi.create_czi(str(path), exist_ok=True) as w:
+        w.write(rng.integers(0, 9, (12, 16), dtype=np.uint16), location=(0, 0), scene=0)
+        w.write(rng.integers(0, 9, (10, 14), dtype=np.uint16), location=(100, 100), scene=1)
+        w.write_metadata(scale_x=0.2e-6, scale_y=0.2e-6)
+    out = ingest(path, tmp_path / "two.ome.zarr")
+    found = find_multiscales(out)
+    assert [Path(p).name for p, _name, _dir in found] == ["0", "1"]
+    pixels = ET.parse(out / "OME" / "METADATA.ome.xml").getroot().findall(".//{*}Pixels")
+    assert [(p.get("SizeX"), p.get("SizeY"), p.get("Type")) for p in pixels] == [
+        ("16", "12", "uint16"),
+        ("14", "10", "uint16"),
+    ]
+    assert float(pixels[1].get("PhysicalSizeX")) == pytest.approx(0.2)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .. import ome
+from .. import __version__, ome
 from ..errors import InputError
 from ..parallel import progress_bar
 from ..params import to_dict
@@ -94,6 +94,7 @@ def ingest(
                         **src.scenes[index].extra,
                     }
                     write_scene(src, index, tmp / str(k), params, labels=labels, attrs=base)
+                _write_ome_xml(tmp, len(selected))
                 sha = digest.result()
                 for k in range(len(selected)):
                     group = zarr.open_group(str(tmp / str(k)), mode="r+", zarr_format=2)
@@ -121,6 +122,67 @@ def ingest(
             total / 1e6 / max(seconds, 1e-9),
         )
     return output
+
+
+OME_NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
+OME_TYPES = {
+    "u1": "uint8",
+    "u2": "uint16",
+    "u4": "uint32",
+    "i1": "int8",
+    "i2": "int16",
+    "i4": "int32",
+    "f4": "float",
+    "f8": "double",
+}
+
+
+def _write_ome_xml(container: Path, n_images: int) -> None:
+    """``OME/METADATA.ome.xml`` (bioformats2raw layout): one Image per series, for tools that list
+    the images of a container from it (Bio-Formats, ``ome_zarr.utils.find_multiscales``).
+
+    Skipped when a pixel type has no OME equivalent (64-bit integers); the Zarr metadata is complete anyway.
+    """
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("OME", {"xmlns": OME_NS, "Creator": f"zarrseg {__version__}"})
+    for k in range(n_images):
+        image = ome.open_image(container / str(k))
+        kind = OME_TYPES.get(np.dtype(image.data.dtype).str[1:])
+        if kind is None:
+            log.info("no OME-XML written: pixel type %s has no OME equivalent", image.data.dtype)
+            return
+        sizes = dict(zip(image.axes, image.shape, strict=True))
+        scale = dict(zip(image.axes, image.scale, strict=True))
+        node = ET.SubElement(
+            root, "Image", {"ID": f"Image:{k}", "Name": str(image.attrs["multiscales"][0]["name"])}
+        )
+        pixels = ET.SubElement(
+            node,
+            "Pixels",
+            {
+                "ID": f"Pixels:{k}",
+                "DimensionOrder": "XYZCT",
+                "Type": kind,
+                "BigEndian": "false",
+                **{f"Size{a.upper()}": str(sizes.get(a, 1)) for a in "xyzct"},
+                **{f"PhysicalSize{a.upper()}": repr(float(scale[a])) for a in "xyz" if a in scale},
+                **{f"PhysicalSize{a.upper()}Unit": "µm" for a in "xyz" if a in scale},
+                **(
+                    {"TimeIncrement": repr(float(scale["t"])), "TimeIncrementUnit": "s"}
+                    if "t" in scale
+                    else {}
+                ),
+            },
+        )
+        for c, name in enumerate(image.channel_names or [None] * sizes.get("c", 1)):
+            ET.SubElement(
+                pixels,
+                "Channel",
+                {"ID": f"Channel:{k}:{c}", "SamplesPerPixel": "1", **({"Name": name} if name else {})},
+            )
+        ET.SubElement(pixels, "MetadataOnly")
+    ET.ElementTree(root).write(container / "OME" / "METADATA.ome.xml", encoding="utf-8", xml_declaration=True)
 
 
 def _select_scenes(src: Source, scenes: Sequence[int] | None) -> list[int]:
