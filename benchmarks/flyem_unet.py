@@ -127,7 +127,8 @@ def main() -> None:
         t0 = time.process_time()
         cli(["train", "-o", str(model_dir), "--params", json.dumps(train_params(work, args.minutes)), "-v"])
         print(f"training CPU time: {(time.process_time() - t0) / 60:.1f} min")
-    results = {}
+    results_path = work / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
     if "predict" in steps:
         t0 = time.perf_counter()
         cli(
@@ -164,7 +165,7 @@ def main() -> None:
                 )
             results[f"inverted_raw_beta{beta}"] = score(work / "raw.ome.zarr", work, "raw", beta)
     print(json.dumps(results, indent=1))
-    (work / "results.json").write_text(json.dumps(results, indent=1))
+    results_path.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -131,7 +131,8 @@ def main() -> None:
         t0 = time.process_time()
         cli(["train", "-o", str(model_dir), "--params", json.dumps(train_params(work, args.minutes)), "-v"])
         print(f"training CPU time: {(time.process_time() - t0) / 60:.1f} min")
-    results = {}
+    results_path = work / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
     if "predict" in steps:
         t0 = time.perf_counter()
         cli(
@@ -162,7 +163,7 @@ def main() -> None:
         s = score_slices(work / "raw.ome.zarr", work, "raw", SEGMENT)
         results["inverted_raw"] = {k: float(np.mean([x[k] for x in s])) for k in s[0]}
     print(json.dumps(results, indent=1))
-    (work / "results.json").write_text(json.dumps(results, indent=1))
+    results_path.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
