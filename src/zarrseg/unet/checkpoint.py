@@ -39,6 +39,7 @@ class LoadedModel:
     metrics: dict = field(default_factory=dict)
     zarrseg_version: str = ""
     raw: dict = field(default_factory=dict)  # the whole checkpoint dict (resume)
+    path: str = ""
 
 
 def save_checkpoint(
@@ -113,6 +114,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         metrics=payload.get("metrics", {}),
         zarrseg_version=payload.get("zarrseg_version", ""),
         raw=payload,
+        path=str(path),
     )
 
 

@@ -344,6 +344,8 @@ def predict_unet(image: ome.Image, out_path: Path, params: PredictParams, loaded
             "method": "unet",
             "source": str(image.path),
             "target": loaded.target,
+            "checkpoint": loaded.path,
+            "checkpoint_zarrseg_version": loaded.zarrseg_version,
             "tile_shape": list(plan.tile),
             "stride": list(plan.stride),
             "margin": list(plan.margin),
