@@ -216,7 +216,7 @@ def test_small_slabs_stream_and_pyramid_means(tmp_path, rng):
     tifffile.imwrite(path, truth, metadata={"axes": "ZYX"}, tile=(64, 64), photometric="minisblack")
     params = IngestParams(chunks=[2, 64, 64], slab_mb=1, pyramid_levels=2)
     with TiffSource(path) as src:
-        slabs, (zb, yb, xb) = plan_slabs(src.scenes[0], (2, 64, 64), params.slab_mb * 2**20 // 2)
+        slabs, (_cb, zb, yb, xb) = plan_slabs(src.scenes[0], (2, 64, 64), params.slab_mb * 2**20 // 2)
     assert (zb, yb, xb) == (2, 64, 2048) and len(slabs) == 2 * 4 * 2
     assert {(s.z.start, s.y.start, s.x.start) for s in slabs} == {
         (z, y, x) for z in (0, 2) for y in (0, 64, 128, 192) for x in (0, 2048)
@@ -404,7 +404,8 @@ def test_contiguous_tiff_reads_exact_byte_ranges(tmp_path, rng):
     with TiffSource(path) as src:
         assert isinstance(src._array(0), ContiguousArray)
         np.testing.assert_array_equal(
-            src.read(0, 0, slice(1, 3), slice(5, 70), slice(100, 2000))[0], truth[1:3, 5:70, 100:2000]
+            src.read(0, 0, slice(0, 1), slice(1, 3), slice(5, 70), slice(100, 2000))[0],
+            truth[1:3, 5:70, 100:2000],
         )
     image = ome.open_image(
         ingest(path, tmp_path / "raw.ome.zarr", IngestParams(chunks=[2, 64, 64], slab_mb=1))
@@ -432,3 +433,40 @@ def test_container_lists_its_images_in_ome_xml(tmp_path, rng):
         ("14", "10", "uint16"),
     ]
     assert float(pixels[1].get("PhysicalSizeX")) == pytest.approx(0.2)
+
+
+def test_many_channels_are_split_across_slabs(tmp_path, rng):
+    """When even one chunk row of all channels exceeds the budget, slabs take fewer channels."""
+    truth = rng.integers(0, 60000, (6, 4, 300, 300), dtype=np.uint16)  # C Z Y X
+    path = tmp_path / "multi.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("raw", data=truth)
+    params = IngestParams(chunks=[4, 64, 64], slab_mb=1, pyramid_levels=2)
+    from zarrseg.ingest.hdf5 import Hdf5Source
+
+    with Hdf5Source(path, "raw") as src:
+        scene = src.scenes[0]
+        chunks = ome.chunk_shape(scene.axes, scene.shape, params.chunks)
+        slabs, (cb, zb, yb, xb) = plan_slabs(scene, chunks, params.slab_mb * 2**20 // 2)
+    assert (cb, zb, yb, xb) == (3, 4, 64, 300)
+    assert cb * zb * yb * xb * 2 <= 2**19 and {(s.c.start, s.c.stop) for s in slabs} == {(0, 3), (3, 6)}
+    image = ome.open_image(ingest(f"{path}:raw", tmp_path / "out.ome.zarr", params))
+    np.testing.assert_array_equal(image.data[...], truth)
+    expected = (
+        truth.astype(np.float64).reshape(6, 4, 150, 2, 150, 2).mean(axis=(3, 5)).round().astype(np.uint16)
+    )
+    np.testing.assert_array_equal(image.level(1)[...], expected)
+
+
+def test_czi_rgb_channel_subsets(tmp_path, rng):
+    """Reading any channel range of a BGR CZI gives the matching R/G/B planes."""
+    from zarrseg.ingest.czi import CziSource
+
+    truth = rng.integers(0, 255, (2, 1, 20, 30, 3), dtype=np.uint8)  # C Z Y X BGR
+    path = tmp_path / "rgb.czi"
+    write_czi(path, {(0, c, 0): truth[c, 0] for c in range(2)}, [(0, 0, slice(None), slice(None))])
+    rgb = np.moveaxis(truth[..., ::-1], -1, 1).reshape(6, 1, 20, 30)
+    with CziSource(path) as src:
+        for start, stop in [(0, 6), (1, 2), (2, 5), (5, 6)]:
+            got = src.read(0, 0, slice(start, stop), slice(0, 1), slice(0, 20), slice(0, 30))
+            np.testing.assert_array_equal(got, rgb[start:stop])

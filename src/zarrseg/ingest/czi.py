@@ -129,14 +129,15 @@ class CziSource(Source):
             )
         self._t0, self._z0 = box["T"][0], box["Z"][0]
 
-    def read(self, scene: int, t: int, z: slice, y: slice, x: slice) -> np.ndarray:
+    def read(self, scene: int, t: int, c: slice, z: slice, y: slice, x: slice) -> np.ndarray:
         key, rect = self._rects[scene]
         ny, nx = y.stop - y.start, x.stop - x.start
-        out = np.empty((self._n_c * self.samples, z.stop - z.start, ny, nx), dtype=self.scenes[scene].dtype)
+        out = np.empty((c.stop - c.start, z.stop - z.start, ny, nx), dtype=self.scenes[scene].dtype)
         roi = (rect.x + x.start, rect.y + y.start, nx, ny)
-        for c in range(self._n_c):
+        # output channel k is CZI channel k // samples; BGR memory order -> channels R, G, B
+        for channel in range(c.start // self.samples, (c.stop - 1) // self.samples + 1):
             for k, zi in enumerate(range(z.start, z.stop)):
-                plane = {"T": self._t0 + t, "Z": self._z0 + zi, "C": c}
+                plane = {"T": self._t0 + t, "Z": self._z0 + zi, "C": channel}
                 try:
                     tile = self._czi.read(roi=roi, plane=plane, scene=key, pixel_type=self.pixel_type)
                 except Exception as err:
@@ -145,10 +146,10 @@ class CziSource(Source):
                         "truncated or corrupt",
                         self.path,
                     ) from err
-                if self.samples == 1:
-                    out[c, k] = tile[..., 0]
-                else:  # memory order B, G, R -> channels R, G, B
-                    out[c * 3 : (c + 1) * 3, k] = np.moveaxis(tile[..., ::-1], -1, 0)
+                for sample in range(self.samples):
+                    index = channel * self.samples + sample
+                    if c.start <= index < c.stop:
+                        out[index - c.start, k] = tile[..., self.samples - 1 - sample]
         return out
 
     def close(self) -> None:

@@ -95,9 +95,9 @@ class Hdf5Source(Source):
             )
         return names[0]
 
-    def read(self, scene: int, t: int, z: slice, y: slice, x: slice) -> np.ndarray:
+    def read(self, scene: int, t: int, c: slice, z: slice, y: slice, x: slice) -> np.ndarray:
         try:
-            return self._layout.read(self._ds, t, z, y, x)
+            return self._layout.read(self._ds, t, c, z, y, x)
         except OSError as err:
             raise InputError(
                 f"cannot read dataset {self.dataset_name!r} ({' '.join(str(err).split())})", self.path

@@ -1,7 +1,7 @@
 """Index an N-d source array (TIFF via zarr, HDF5 dataset) with canonical t/z/y/x boxes.
 
 Both array-like readers keep the file's own axis order; ``ArrayLayout`` turns a request
-``(t, z, y, x)`` into one lazy indexing call on the source (only the needed strips/tiles or
+``(t, c, z, y, x)`` into one lazy indexing call on the source (only the needed strips/tiles or
 HDF5 chunks are decoded) and returns ``(C, Z, Y, X)``.
 """
 
@@ -29,7 +29,7 @@ class ArrayLayout:
     def _kept(self, i: int) -> bool:
         return self.letters[i] != "-" and (self.shape[i] > 1 or self.letters[i] in "yx")
 
-    def read(self, array, t: int, z: slice, y: slice, x: slice) -> np.ndarray:
+    def read(self, array, t: int, c: slice, z: slice, y: slice, x: slice) -> np.ndarray:
         index: list = []
         out_letters: list[str] = []
         for i, letter in enumerate(self.letters):
@@ -38,7 +38,7 @@ class ArrayLayout:
             elif letter == "t":
                 index.append(t)
             else:
-                index.append({"c": slice(None), "z": z, "y": y, "x": x}[letter])
+                index.append({"c": c, "z": z, "y": y, "x": x}[letter])
                 out_letters.append(letter)
         data = np.asarray(array[tuple(index)])
         if not data.dtype.isnative:  # big-endian TIFF/HDF5: Zarr gets native-endian pixels

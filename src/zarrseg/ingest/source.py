@@ -1,8 +1,8 @@
 """What every reader hands the writer: scenes with axes, shape, dtype, voxel size and slab reads.
 
 Readers translate their file format into ``Scene`` descriptions (canonical axes: a subset of
-``tczyx`` in that order) and answer ``read(scene, t, z, y, x)`` with an array ``(C, Z, Y, X)``
-for one timepoint and a box of the scene, so the writer never needs to know the format.
+``tczyx`` in that order) and answer ``read(scene, t, c, z, y, x)`` with an array ``(C, Z, Y, X)``
+for one timepoint, a channel range and a box of the scene, so the writer never needs to know the format.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ class Source(abc.ABC):
         self.scenes: list[Scene] = []
 
     @abc.abstractmethod
-    def read(self, scene: int, t: int, z: slice, y: slice, x: slice) -> np.ndarray:
-        """Pixels of all channels of timepoint ``t`` inside the box, shape ``(C, Z, Y, X)``."""
+    def read(self, scene: int, t: int, c: slice, z: slice, y: slice, x: slice) -> np.ndarray:
+        """Pixels of channels ``c`` of timepoint ``t`` inside the box, shape ``(C, Z, Y, X)``."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -89,10 +89,10 @@ class TiffSource(Source):
                 self._arrays[scene] = zarr.open_array(store, mode="r", zarr_format=2)
         return self._arrays[scene]
 
-    def read(self, scene: int, t: int, z: slice, y: slice, x: slice) -> np.ndarray:
+    def read(self, scene: int, t: int, c: slice, z: slice, y: slice, x: slice) -> np.ndarray:
         with _tifffile_log() as messages:
             try:
-                data = self._layouts[scene].read(self._array(scene), t, z, y, x)
+                data = self._layouts[scene].read(self._array(scene), t, c, z, y, x)
             except InputError:
                 raise
             except Exception as err:

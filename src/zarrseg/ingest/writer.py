@@ -40,6 +40,7 @@ LAYOUT_KEY = "bioformats2raw.layout"
 @dataclass(frozen=True)
 class Slab:
     t: int
+    c: slice
     z: slice
     y: slice
     x: slice
@@ -289,35 +290,57 @@ def voxel_size(scene: Scene, params: IngestParams, path: Path) -> dict[str, floa
 
 def plan_slabs(
     scene: Scene, chunks: Sequence[int], budget_bytes: int
-) -> tuple[list[Slab], tuple[int, int, int]]:
-    """Chunk-aligned slabs covering the scene, each at most ``budget_bytes`` when possible."""
+) -> tuple[list[Slab], tuple[int, int, int, int]]:
+    """Chunk-aligned slabs covering the scene, each at most ``budget_bytes`` when possible.
+
+    A slab is one chunk deep in z; it is narrowed, while too large, first to bands of whole
+    chunk rows in y (keeps reads of interleaved RGB and whole-row strips efficient), then to
+    fewer channels (chunks are 1 channel deep, so any channel range is aligned), then to
+    bands of whole chunk columns in x. Returns the slabs and the slab shape (c, z, y, x).
+    """
     sizes = scene.sizes
     spatial = {a: c for a, c in zip(scene.axes, chunks, strict=True) if a in "zyx"}
     cz, cy, cx = spatial.get("z", 1), spatial["y"], spatial["x"]
-    per_px = sizes["c"] * scene.dtype.itemsize
+    item = scene.dtype.itemsize
     zb = min(cz, sizes["z"])
-    yb, xb = sizes["y"], sizes["x"]
-    if zb * yb * xb * per_px > budget_bytes:
-        yb = min(sizes["y"], max(cy, budget_bytes // (zb * xb * per_px) // cy * cy))
-        if zb * yb * xb * per_px > budget_bytes:
-            xb = min(sizes["x"], max(cx, budget_bytes // (zb * yb * per_px) // cx * cx))
+    cb, yb, xb = sizes["c"], sizes["y"], sizes["x"]
+
+    def nbytes() -> int:
+        return cb * zb * yb * xb * item
+
+    if nbytes() > budget_bytes:
+        yb = min(sizes["y"], max(cy, budget_bytes // (cb * zb * xb * item) // cy * cy))
+    if nbytes() > budget_bytes:
+        cb = min(sizes["c"], max(1, budget_bytes // (zb * yb * xb * item)))
+    if nbytes() > budget_bytes:
+        xb = min(sizes["x"], max(cx, budget_bytes // (cb * zb * yb * item) // cx * cx))
     slabs = [
         Slab(
             t,
+            slice(c, min(c + cb, sizes["c"])),
             slice(z, min(z + zb, sizes["z"])),
             slice(y, min(y + yb, sizes["y"])),
             slice(x, min(x + xb, sizes["x"])),
         )
         for t in range(sizes["t"])
+        for c in range(0, sizes["c"], cb)
         for z in range(0, sizes["z"], zb)
         for y in range(0, sizes["y"], yb)
         for x in range(0, sizes["x"], xb)
     ]
-    return slabs, (zb, yb, xb)
+    if nbytes() > budget_bytes:
+        log.warning(
+            "one slab (%s) needs %.0f MB, more than the budget of %.0f MB (slab_mb / 2); "
+            "smaller chunks would reduce it",
+            (cb, zb, yb, xb),
+            nbytes() / 2**20,
+            budget_bytes / 2**20,
+        )
+    return slabs, (cb, zb, yb, xb)
 
 
 def _target_index(axes: str, slab: Slab) -> tuple:
-    return tuple({"t": slab.t, "c": slice(None), "z": slab.z, "y": slab.y, "x": slab.x}[a] for a in axes)
+    return tuple({"t": slab.t, "c": slab.c, "z": slab.z, "y": slab.y, "x": slab.x}[a] for a in axes)
 
 
 def _squeeze(data: np.ndarray, axes: str) -> np.ndarray:
@@ -333,13 +356,15 @@ def _read_ahead(src: Source, scene: int, slabs: list[Slab]) -> Iterator[tuple[Sl
     """Yield slabs while the next one is being read in a background thread (I/O overlaps encoding)."""
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ingest-read") as pool:
         pending = (
-            pool.submit(src.read, scene, slabs[0].t, slabs[0].z, slabs[0].y, slabs[0].x) if slabs else None
+            pool.submit(src.read, scene, slabs[0].t, slabs[0].c, slabs[0].z, slabs[0].y, slabs[0].x)
+            if slabs
+            else None
         )
         for i, slab in enumerate(slabs):
             data = pending.result()
             if i + 1 < len(slabs):
                 nxt = slabs[i + 1]
-                pending = pool.submit(src.read, scene, nxt.t, nxt.z, nxt.y, nxt.x)
+                pending = pool.submit(src.read, scene, nxt.t, nxt.c, nxt.z, nxt.y, nxt.x)
             yield slab, data
             del data
 
