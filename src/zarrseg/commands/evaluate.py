@@ -11,6 +11,19 @@ Example:
       --meta experiment=exp --meta sample=s1 --meta method=segment --meta cell=beta-0.5 \\
       --meta params='{"segment.beta": 0.5}' --benchmark segment=benchmarks/segment/s1.tsv \\
       --set kind=instance --set ignore_label=0
+
+Parameters (config section 'evaluate'; --params / --set key=value):
+  kind            instance | semantic | clustering (default instance)
+                  instance: ARand (+ precision/recall), RI, ARI, VOI split/merge, SEG, SBD, DiC,
+                  AP/precision/recall/F1 at each IoU threshold, mSA; semantic: binary-mask IoU, Dice,
+                  precision, recall; clustering: RI, ARI, AMI, FMI, homogeneity, completeness,
+                  V-measure, Hungarian-matched IoU
+  ignore_label    ground-truth label not scored (instance/clustering; also the background of object
+                  metrics) or the background class (semantic); null: none (default 0)
+  iou_thresholds  matching thresholds (default 0.5, 0.55, ..., 0.95)
+  metrics         "all" or a list of names; "ap" selects every ap@threshold (default all)
+  block_shape     (z, y, x) block read at a time; 2D images use (y, x) (default [64, 512, 512])
+  dask            scheduler / n_workers / address (the config's dask section)
 """
 
 from __future__ import annotations

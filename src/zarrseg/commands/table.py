@@ -6,6 +6,16 @@ tables) and OUTDIR/figures/*.png (box plots per partitioner, metric-vs-parameter
 
 Example:
   zarrseg table results/exp/metrics/*.parquet -o results/exp --set box_by=partitioner
+
+Also OUTDIR/best.md + best.csv: each method at its best parameter set (by rank_by).
+
+Parameters (config section 'table'; --params / --set key=value):
+  metrics         summary columns: "headline" (the thesis-table metrics present), "all" or names
+  annotator       mean | best: which multi-annotator aggregate summaries use (default mean)
+  figure_metrics  metrics drawn in the figures (default [arand, voi_split, voi_merge])
+  box_by          parameter or column with one box per value (default partitioner)
+  rank_by         metric that picks each method's best parameter set (default arand)
+  digits          decimals in summary.md (default 3)
 """
 
 from __future__ import annotations
