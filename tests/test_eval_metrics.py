@@ -151,6 +151,19 @@ def test_clustering_metrics_on_gala_fragments(shared_data):
     check_clustering(ws, gt, 0)
 
 
+def test_clustering_metrics_on_bsds_annotators(shared_data):
+    """Real multi-annotator data: each BSDS annotator scored against another, and mean/best."""
+    from scipy.io import loadmat
+
+    truth = loadmat(shared_path("bsds300_test", "groundTruth", "101085.mat"))["groundTruth"]
+    annotators = [truth[0, k]["Segmentation"][0, 0].astype(np.int64) for k in range(truth.shape[1])]
+    seg = annotators[0]
+    scores = [check_clustering(seg, gt, None) for gt in annotators[1:3]]
+    combined = combine_annotators(scores)
+    assert combined["best"]["v_measure"] == max(s["v_measure"] for s in scores)
+    assert combined["mean"]["ami"] == pytest.approx(np.mean([s["ami"] for s in scores]))
+
+
 def test_binary_metrics_match_sklearn_and_elf(rng):
     gt = (blobs(rng, (30, 40), 8) % 2).astype(np.uint8)
     seg = gt.copy() * 255
