@@ -147,6 +147,33 @@ def test_evaluate_multi_annotator_and_clustering(tmp_path, rng):
     assert table["sample"].iloc[0] == "seg"  # default sample name: the segmentation's file name
 
 
+def test_evaluate_semantic_with_mask(tmp_path, rng):
+    from sklearn.metrics import f1_score, jaccard_score
+
+    gt = (rng.random((4, 32, 32)) < 0.4).astype(np.uint8)
+    seg = np.where(rng.random(gt.shape) < 0.15, 1 - gt, gt).astype(np.uint8) * 255  # 0/255 mask
+    mask = np.zeros(gt.shape, np.uint8)
+    mask[:, 4:28, 4:28] = 1
+    out = tmp_path / "sem.parquet"
+    args = [
+        "evaluate",
+        write_labels(tmp_path / "s.zarr", seg),
+        "--gt",
+        write_labels(tmp_path / "g.zarr", gt),
+        "--mask",
+        write_labels(tmp_path / "m.zarr", mask),
+        "-o",
+        str(out),
+        "--set",
+        "kind=semantic",
+    ]
+    assert main(args) == 0
+    values = pd.read_parquet(out).set_index("metric")["value"]
+    keep = mask != 0
+    assert values["iou"] == pytest.approx(jaccard_score(gt[keep] != 0, seg[keep] != 0), abs=1e-12)
+    assert values["dice"] == pytest.approx(f1_score(gt[keep] != 0, seg[keep] != 0), abs=1e-12)
+
+
 @pytest.mark.parametrize(
     "case,match",
     [
