@@ -146,5 +146,5 @@ def test_experiment_with_its_own_sample_sheet(tmp_path):
 
 def test_shared_sample_sheet_resolves(shared_data):
     samples = read_sample_sheet(REPO / "config" / "samples_shared.tsv", REPO)
-    assert {"gala_train", "gala_test", "ovule"} <= {s.name for s in samples}
+    assert {"gala_train", "gala_test", "plantseg_ovule"} <= {s.name for s in samples}
     assert all(s.ground_truth for s in samples)
