@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -146,7 +147,8 @@ def _stage(name: str, timings: dict):
     t0 = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - t0, 3)
-    log.info("segment: stage %s took %.2f s", name, timings[name])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    log.info("segment: stage %s took %.2f s (peak RSS so far %.0f MB)", name, timings[name], peak)
 
 
 def segment(

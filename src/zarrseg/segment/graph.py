@@ -16,7 +16,7 @@ import bioimage_cpp as bic
 import numpy as np
 
 from ..blocks import Block
-from .io import ArrayRef, ImageReader, nodes_of_block
+from .io import ArrayRef, ImageReader, bounded_malloc, nodes_of_block
 
 dist = bic.graph.distributed
 
@@ -28,6 +28,7 @@ class GraphTask:
     tables: str
 
     def __call__(self, block: Block) -> dict:
+        bounded_malloc()
         sparse = self.supervoxels[block.outer]
         if not sparse[block.local].any():
             return {"edges": np.zeros((0, 2), np.uint64), "stats": np.zeros((0, 5))}

@@ -88,6 +88,26 @@ class ArrayRef:
         self.array[tuple(box)] = value
 
 
+@lru_cache(maxsize=1)
+def bounded_malloc() -> bool:
+    """Make glibc return freed block buffers to the OS (once per process; no-op elsewhere).
+
+    Blocks allocate and free hundreds of MB of temporaries (elf's watershed, zarr decoding).
+    glibc's adaptive mmap threshold then serves them from a fragmented heap, and the
+    process's peak memory creeps up with the number of blocks instead of staying at one
+    block's worth (measured: 1.77 -> 1.25 GB peak on a 384^3 volume with 256^3 blocks).
+    Fixing the thresholds keeps large buffers in mmap'd memory, released on free.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 20) and libc.mallopt(m_trim_threshold, 1 << 24))
+    except (OSError, AttributeError):
+        return False
+
+
 @lru_cache(maxsize=4)
 def load_npy(path: str, mtime: float) -> np.ndarray:
     """A small global table (node ids, node labels), loaded once per process."""

@@ -23,9 +23,11 @@ LINKAGES = ("average", "mean", "max", "min", "sum")
 class SegmentParams:
     """Blockwise DT-watershed -> RAG -> graph partitioning. Spatial lists are (z, y, x); 2D uses (y, x)."""
 
-    # blocking: a block reads inner + halo and writes its inner box
-    block_shape: list[int] = field(default_factory=lambda: [64, 256, 256])
-    halo: list[int] = field(default_factory=lambda: [8, 32, 32])
+    # blocking: a block reads inner + halo and writes its inner box. The halo should reach about
+    # the radius of the largest cell (the distance transform is not local); it costs
+    # (1 + 2 halo / block) ** ndim in compute, and per-worker memory follows the block + halo size.
+    block_shape: list[int] = field(default_factory=lambda: [128, 256, 256])
+    halo: list[int] = field(default_factory=lambda: [16, 32, 32])
     # supervoxels: distance-transform watershed (elf.segmentation.watershed)
     threshold: float = 0.5  # boundary threshold before the distance transform
     sigma_seeds: float = 1.0  # smoothing of the distance transform before seed (maxima) detection

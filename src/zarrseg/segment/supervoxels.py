@@ -21,7 +21,7 @@ import bioimage_cpp as bic
 import numpy as np
 
 from ..blocks import Block, BlockGrid
-from .io import ArrayRef, ImageReader
+from .io import ArrayRef, ImageReader, bounded_malloc
 from .watershed import WatershedSettings, dt_watershed
 
 ID_SHIFT = 40  # up to 2**40 local ids per block, 2**24 blocks
@@ -29,13 +29,13 @@ ID_SHIFT = 40  # up to 2**40 local ids per block, 2**24 blocks
 
 def colour_mask(grid: BlockGrid, box: tuple[slice, ...], colour: int) -> np.ndarray:
     """Boolean array over ``box``: True where the voxel's block has checkerboard ``colour``."""
-    parity = np.zeros([s.stop - s.start for s in box], dtype=np.int64)
+    parity = np.zeros([s.stop - s.start for s in box], dtype=np.uint8)
     for axis, (s, b) in enumerate(zip(box, grid.block_shape, strict=True)):
-        pos = np.arange(s.start, s.stop) // b
+        pos = ((np.arange(s.start, s.stop) // b) % 2).astype(np.uint8)
         shape = [1] * len(box)
         shape[axis] = -1
-        parity = parity + pos.reshape(shape)
-    return (parity % 2) == colour
+        parity ^= pos.reshape(shape)
+    return parity == colour
 
 
 def mutual_best(labels: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,6 +106,7 @@ class SupervoxelTask:
     colour: int
 
     def __call__(self, block: Block) -> dict:
+        bounded_malloc()
         if self.mask is not None:
             mask = self.mask.read_mask(block.outer)
             if not mask[block.local].any():  # fully masked: nothing to segment, output stays 0

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..blocks import Block
-from .io import ArrayRef, cached_table, nodes_of_block, to_nodes
+from .io import ArrayRef, bounded_malloc, cached_table, nodes_of_block, to_nodes
 
 
 @dataclass
@@ -19,6 +19,7 @@ class WriteTask:
     dtype: str
 
     def __call__(self, block: Block) -> dict:
+        bounded_malloc()
         sparse = self.supervoxels[block.inner]
         if not sparse.any():  # empty / fully masked: the output's fill value (0) is already right
             return {"skipped": 1}

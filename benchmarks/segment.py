@@ -1,0 +1,204 @@
+"""Benchmark of the blockwise segmentation engine against whole-volume elf (same input, same algorithm).
+
+Builds an N^3 float32 boundary map by mirror-tiling the 250^3 FlyEM medulla cube (boundaries
+from its learned oversegmentation blended with the inverted raw, as in the tests), then runs
+each variant in its own subprocess so its peak RSS is its own:
+
+- zarrseg with 1 worker (Dask threads) and 2 workers (Dask processes; ``--scheduler2``) at N^3,
+- whole-volume elf (``zarrseg.segment.reference.segment_whole``: elf DT-watershed, RAG,
+  features, the same solver) at N^3,
+- zarrseg with 1 worker at N/2 ^3 (peak RSS must not grow with the volume).
+
+Peak RSS of a process-scheduler run is the parent's peak plus workers x the largest worker's
+peak (an upper bound). Prints voxels/s, peak RSS and the ratios of the issue's targets. Usage:
+
+    nice -n 10 python benchmarks/segment.py [--size 512] [--partitioner gasp] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ZARRSEG_SHARED_DATA", REPO.parent / "shared" / "data")) / "flyem_fibsem_medulla"
+ALGO = {
+    "threshold": 0.4,
+    "sigma_seeds": 2.0,
+    "sigma_weights": 2.0,
+    "min_size": 100,
+    "alpha": 0.9,
+    "post_min_size": 0,
+}
+
+
+def flyem_boundaries() -> np.ndarray:
+    import h5py
+    from skimage.filters import gaussian
+    from skimage.io import imread
+    from skimage.segmentation import find_boundaries
+
+    raw = (
+        np.stack([imread(f) for f in sorted((DATA / "grayscale_maps").glob("iso.*.png"))]).astype(np.float32)
+        / 255
+    )
+    with h5py.File(io.BytesIO(gzip.open(DATA / "oversegmented_stack_labels.h5.gz").read())) as f:
+        overseg = f["stack"][:]
+    b = gaussian(0.7 * find_boundaries(overseg, mode="inner") + 0.3 * (1.0 - raw), sigma=1.0)
+    return (b / b.max()).astype(np.float32)
+
+
+def build_volume(path: Path, size: int, chunks: int = 128) -> None:
+    """Mirror-tile the 250^3 cube to size^3 (symmetric padding keeps membranes continuous)."""
+    from zarrseg import ome
+
+    base = flyem_boundaries()
+    reps = [(0, max(0, size - s)) for s in base.shape]
+    vol = np.pad(base, reps, mode="symmetric")[:size, :size, :size]
+    arr = ome.create_image(
+        path, shape=vol.shape, dtype=np.float32, axes="zyx", scale=(1.0, 1.0, 1.0), chunks=(chunks,) * 3
+    )
+    arr[...] = vol
+
+
+def run_variant(args: argparse.Namespace) -> dict:
+    """Child process: run one variant, report time and own peak RSS."""
+    from zarrseg import ome
+    from zarrseg.params import load_params
+    from zarrseg.segment import SegmentParams
+
+    params = load_params(
+        SegmentParams,
+        {
+            **ALGO,
+            "partitioner": args.partitioner,
+            "block_shape": args.block,
+            "halo": args.halo,
+            "chunks": args.block,
+            "dask": {"scheduler": args.scheduler, "n_workers": max(args.workers, 1)},
+        },
+    )
+    t0 = time.perf_counter()
+    if args.variant == "elf":
+        from zarrseg.segment.reference import segment_whole
+
+        data = np.asarray(ome.open_image(args.input).data[...])
+        seg = segment_whole(data, params, n_threads=1)
+        n_segments = int(seg.max())
+    else:
+        from zarrseg.segment.engine import segment
+
+        out = Path(args.workdir) / f"seg_{args.variant}_{args.workers}.ome.zarr"
+        summary = segment(args.input, out, params)
+        n_segments = summary["n_segments"]
+    seconds = time.perf_counter() - t0
+    shape = ome.open_image(args.input).shape
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if (
+        args.scheduler == "processes"
+    ):  # worker processes: add the largest worker's peak (an upper bound per worker)
+        rss_mb += max(args.workers, 1) * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {
+        "variant": args.variant,
+        "workers": args.workers,
+        "scheduler": args.scheduler,
+        "shape": list(shape),
+        "seconds": seconds,
+        "voxels_per_s": float(np.prod(shape)) / seconds,
+        "peak_rss_mb": rss_mb,
+        "n_segments": n_segments,
+    }
+
+
+def spawn(
+    args: argparse.Namespace, variant: str, workers: int, input_path: Path, scheduler: str = "threads"
+) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        variant,
+        "--workers",
+        str(workers),
+        "--input",
+        str(input_path),
+        "--scheduler",
+        scheduler,
+        "--workdir",
+        str(args.workdir),
+        "--partitioner",
+        args.partitioner,
+        "--block",
+        *map(str, args.block),
+        "--halo",
+        *map(str, args.halo),
+    ]
+    env = {**os.environ, "ZARRSEG_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(
+        f"  {variant:8s} workers={workers} ({scheduler}) shape={result['shape']}: {result['seconds']:.1f} s, "
+        f"{result['voxels_per_s'] / 1e6:.2f} Mvox/s, peak RSS {result['peak_rss_mb']:.0f} MB, "
+        f"{result['n_segments']} segments",
+        flush=True,
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--partitioner", default="gasp")
+    parser.add_argument("--block", type=int, nargs=3, default=[256, 256, 256])
+    parser.add_argument("--halo", type=int, nargs=3, default=[16, 16, 16])
+    parser.add_argument("--workdir")
+    parser.add_argument("--child")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--input")
+    parser.add_argument("--scheduler", default="threads")
+    parser.add_argument("--scheduler2", default="processes", help="Dask scheduler of the 2-worker run")
+    args = parser.parse_args()
+    if args.child:
+        args.variant = args.child
+        print(json.dumps(run_variant(args)))
+        return
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        args.workdir = tmp
+        big, half = Path(tmp) / f"b{args.size}.ome.zarr", Path(tmp) / f"b{args.size // 2}.ome.zarr"
+        t0 = time.perf_counter()
+        build_volume(big, args.size)
+        build_volume(half, args.size // 2)
+        print(
+            f"segment benchmark: {args.partitioner}, blocks {args.block} halo {args.halo}, "
+            f"inputs built in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
+        r1 = spawn(args, "zarrseg", 1, big)
+        r2 = spawn(args, "zarrseg", 2, big, args.scheduler2)
+        re = spawn(args, "elf", 1, big)
+        rh = spawn(args, "zarrseg", 1, half)
+    print("\nratios (targets in brackets):")
+    print(f"  zarrseg 1 worker / elf throughput : {r1['voxels_per_s'] / re['voxels_per_s']:.2f}  [>= 0.8]")
+    print(f"  zarrseg 2 workers / 1 worker      : {r2['voxels_per_s'] / r1['voxels_per_s']:.2f}  [>= 1.6]")
+    print(
+        f"  zarrseg peak RSS {args.size}^3 / {args.size // 2}^3    : {r1['peak_rss_mb'] / rh['peak_rss_mb']:.2f}  "
+        "[< 1.25]"
+    )
+    print(f"  zarrseg peak RSS / elf peak RSS   : {r1['peak_rss_mb'] / re['peak_rss_mb']:.2f}  [< 1]")
+
+
+if __name__ == "__main__":
+    main()
