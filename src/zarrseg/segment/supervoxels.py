@@ -43,8 +43,12 @@ def mutual_best(labels: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, np.n
     zone = (fixed != 0) & (labels != 0)
     if not zone.any():
         return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    pairs, counts = np.unique(np.stack([labels[zone], fixed[zone]], axis=1), axis=0, return_counts=True)
-    a, f = pairs[:, 0], pairs[:, 1]
+    fixed_ids, f_idx = np.unique(fixed[zone], return_inverse=True)
+    keys, counts = np.unique(
+        labels[zone].astype(np.uint64) * np.uint64(len(fixed_ids)) + f_idx.astype(np.uint64),
+        return_counts=True,
+    )
+    a, f = keys // np.uint64(len(fixed_ids)), fixed_ids[(keys % np.uint64(len(fixed_ids))).astype(np.int64)]
     best_f = np.lexsort((f, -counts, a))  # per local segment: largest overlap first
     best_f = best_f[np.r_[True, a[best_f][1:] != a[best_f][:-1]]]
     best_a = np.lexsort((a, -counts, f))
@@ -120,31 +124,31 @@ class SupervoxelTask:
             mask = None
         labels = dt_watershed(self.boundaries.read_float(block.outer), self.settings, mask=mask)
         inner = labels[block.local]
-        out = np.where(inner > 0, (np.uint64(block.id) << np.uint64(ID_SHIFT)) + inner, np.uint64(0))
+        # local id -> global id table (O(voxels) gathers instead of sorting the block)
+        lut = np.arange(int(labels.max()) + 1, dtype=np.uint64) + (np.uint64(block.id) << np.uint64(ID_SHIFT))
+        lut[0] = 0
+        equiv = np.zeros((0, 2), np.uint64)
         if self.colour == 1:  # continue the finished neighbours' supervoxels across the faces
             fixed = self.output[block.outer]
             fixed[~colour_mask(self.grid, block.outer, 0)] = 0
             local, target, equiv = match_to_neighbours(self.grid, block, labels, fixed)
-            if len(local):
-                pos = np.clip(np.searchsorted(local, inner), 0, len(local) - 1)
-                hit = local[pos] == inner
-                out[hit] = target[pos[hit]]
+            del fixed
+            lut[local.astype(np.int64)] = target
+        del labels
+        out = lut[inner]
         self.output[block.inner] = out
-        ids, counts = np.unique(out, return_counts=True)
-        keep = ids != 0
-        summary = {
-            "ids": ids[keep],
-            "counts": counts[keep].astype(np.int64),
-            "skipped": 0,
-            "equiv": equiv if self.colour == 1 else np.zeros((0, 2), np.uint64),
-        }
-        if self.settings.stacked_2d and out.ndim == 3:  # slice of each supervoxel (z-edges for costs)
-            zs = np.broadcast_to(
-                np.arange(block.inner[0].start, block.inner[0].stop)[:, None, None], out.shape
-            )
-            z = np.zeros(len(ids), np.int64)
-            z[np.searchsorted(ids, out.ravel())] = zs.ravel()
-            summary["z"] = z[keep]
+        counts = np.bincount(inner.ravel(), minlength=len(lut))
+        present = np.flatnonzero(counts[1:]) + 1
+        ids, first = np.unique(lut[present], return_index=True)
+        id_counts = np.bincount(
+            np.searchsorted(ids, lut[present]), weights=counts[present], minlength=len(ids)
+        )
+        summary = {"ids": ids, "counts": id_counts.astype(np.int64), "skipped": 0, "equiv": equiv}
+        if self.settings.stacked_2d and inner.ndim == 3:  # slice of each supervoxel (z-edges for costs)
+            z_of_local = np.zeros(len(lut), np.int64)
+            for z in range(inner.shape[0]):
+                z_of_local[np.unique(inner[z])] = block.inner[0].start + z
+            summary["z"] = z_of_local[present][first]
         return summary
 
 
