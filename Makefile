@@ -12,7 +12,7 @@ CORES ?= 2
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test install lint dry-run slurm-dry-run report clean
+.PHONY: run test install lint docs dry-run slurm-dry-run report clean
 
 install: $(VENV)/.installed
 
@@ -31,10 +31,16 @@ test: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks workflow
 
+docs: install  ## regenerate config/schema.yaml and the README parameter reference from the dataclasses
+	$(BIN)/python -m zarrseg.schema --write
+
 dry-run: install
 	$(BIN)/snakemake --snakefile workflow/Snakefile --profile profiles/local -n
 
-slurm-dry-run: install
+slurm-docs: install  ## regenerate config/schema.yaml and the README parameter reference from the dataclasses
+	$(BIN)/python -m zarrseg.schema --write
+
+dry-run: install
 	$(BIN)/snakemake --snakefile workflow/Snakefile --profile profiles/slurm -n
 
 report: install

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 from zarrseg.experiments import cell_for
+from zarrseg.params import load_params
+from zarrseg.segment.params import SegmentParams
 from zarrseg.workflow import discover_samples, experiment_for, params_json, stage_params
 
 R = config["results_dir"]

@@ -3,7 +3,7 @@
 
 def method_of(cell):
     """The row label of a cell in summary tables: its partitioner (what the theses compare)."""
-    return json.loads(stage_json("segment", cell=cell)).get("partitioner", "multicut")
+    return load_params(SegmentParams, stage_json("segment", cell=cell), where="segment").partitioner
 
 
 def benchmark_args(sample, cell):

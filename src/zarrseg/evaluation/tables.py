@@ -353,8 +353,11 @@ def _fmt(mean: float, sd: float, digits: int) -> str:
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     """A GitHub-flavoured Markdown table (pandas' to_markdown would add a 'tabulate' dependency)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    def cells(values: list[str]) -> str:
+        return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"  # "|DiC|" stays one cell
+
+    lines = [cells(header), "|" + "|".join("---" for _ in header) + "|"]
+    lines += [cells(r) for r in rows]
     return "\n".join(lines)
 
 

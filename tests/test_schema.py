@@ -1,0 +1,48 @@
+"""config/schema.yaml and the README parameter reference are generated from the parameter dataclasses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from zarrseg.params import from_dict
+from zarrseg.schema import STAGES, dump, params_class, readme_with_reference
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "config" / "schema.yaml"
+
+
+def test_committed_schema_is_generated_from_dataclasses():
+    assert SCHEMA.read_text() == dump(), "config/schema.yaml is stale: run `make docs`"
+
+
+def test_readme_parameter_reference_is_current():
+    readme = (REPO / "README.md").read_text()
+    assert readme == readme_with_reference(readme), "README parameter reference is stale: run `make docs`"
+
+
+def test_default_config_validates_and_loads_into_every_stage():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate(config, str(SCHEMA), set_default=False)
+    needs_inputs = {"train", "pretrain", "finetune"}  # their training data lists have no default
+    for stage in sorted(set(STAGES) - needs_inputs):
+        from_dict(params_class(stage), config.get(stage) or {}, where=stage)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_typo_in_any_stage_section_is_rejected_at_start(stage):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config[stage] = {"definitely_not_a_key": 1}
+    with pytest.raises(WorkflowError, match="definitely_not_a_key"):
+        validate(config, str(SCHEMA), set_default=False)
+
+
+def test_wrong_type_is_rejected():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["segment"] = {"beta": "high"}
+    with pytest.raises(WorkflowError):
+        validate(config, str(SCHEMA), set_default=False)
