@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/zarrseg_isbi"))
     ap.add_argument("--minutes", type=float, default=28.0)
     ap.add_argument("--steps", default="all", help="comma list of prepare,train,predict,evaluate,baseline")
+    ap.add_argument("--betas", type=float, nargs="+", default=[0.3, 0.5])
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     steps = (
@@ -152,16 +153,26 @@ def main() -> None:
             ]
         )
         results["predict_seconds"] = time.perf_counter() - t0
-    if "evaluate" in steps:
-        s = score_slices(work / "unet.ome.zarr", work, "unet", SEGMENT)
-        results["unet"] = {k: float(np.mean([x[k] for x in s])) for k in s[0]}
-        results["unet_per_slice_arand"] = [round(x["arand"], 4) for x in s]
-    if "baseline" in steps:
-        cli(
-            ["predict", str(work / "test.ome.zarr"), "-o", str(work / "raw.ome.zarr"), "--set", "invert=true"]
-        )
-        s = score_slices(work / "raw.ome.zarr", work, "raw", SEGMENT)
-        results["inverted_raw"] = {k: float(np.mean([x[k] for x in s])) for k in s[0]}
+    for beta in args.betas:
+        params = {**SEGMENT, "beta": beta}
+        if "evaluate" in steps:
+            s = score_slices(work / "unet.ome.zarr", work, f"unet_b{beta}", params)
+            results[f"unet_beta{beta}"] = {k: float(np.mean([x[k] for x in s])) for k in s[0]}
+            results[f"unet_beta{beta}_per_slice_arand"] = [round(x["arand"], 4) for x in s]
+        if "baseline" in steps:
+            if not (work / "raw.ome.zarr").exists():
+                cli(
+                    [
+                        "predict",
+                        str(work / "test.ome.zarr"),
+                        "-o",
+                        str(work / "raw.ome.zarr"),
+                        "--set",
+                        "invert=true",
+                    ]
+                )
+            s = score_slices(work / "raw.ome.zarr", work, f"raw_b{beta}", params)
+            results[f"inverted_raw_beta{beta}"] = {k: float(np.mean([x[k] for x in s])) for k in s[0]}
     print(json.dumps(results, indent=1))
     results_path.write_text(json.dumps(results, indent=1))
 
