@@ -27,17 +27,6 @@ from .watershed import WatershedSettings, dt_watershed
 ID_SHIFT = 40  # up to 2**40 local ids per block, 2**24 blocks
 
 
-def colour_mask(grid: BlockGrid, box: tuple[slice, ...], colour: int) -> np.ndarray:
-    """Boolean array over ``box``: True where the voxel's block has checkerboard ``colour``."""
-    parity = np.zeros([s.stop - s.start for s in box], dtype=np.uint8)
-    for axis, (s, b) in enumerate(zip(box, grid.block_shape, strict=True)):
-        pos = ((np.arange(s.start, s.stop) // b) % 2).astype(np.uint8)
-        shape = [1] * len(box)
-        shape[axis] = -1
-        parity ^= pos.reshape(shape)
-    return parity == colour
-
-
 def mutual_best(labels: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(local, fixed, overlap) for mutually best-overlapping pairs of segments where both are set."""
     zone = (fixed != 0) & (labels != 0)
@@ -58,7 +47,7 @@ def mutual_best(labels: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def match_to_neighbours(
-    grid: BlockGrid, block: Block, labels: np.ndarray, fixed: np.ndarray
+    grid: BlockGrid, block: Block, labels: np.ndarray, finished: ArrayRef
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Match local segments to each finished (colour-0) neighbour's supervoxels in the halo.
 
@@ -76,13 +65,17 @@ def match_to_neighbours(
         other = grid.block_at(pos)
         if other.colour != 0:
             continue
+        # the part of the neighbour's (finished) inner box inside this block's halo
         box = tuple(
-            slice(max(i.start, o.start) - o.start, min(i.stop, o.stop) - o.start)
+            slice(max(i.start, o.start), min(i.stop, o.stop))
             for i, o in zip(other.inner, block.outer, strict=True)
         )
         if any(s.stop <= s.start for s in box):
             continue
-        found.append(mutual_best(labels[box], fixed[box]))
+        local = tuple(
+            slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, block.outer, strict=True)
+        )
+        found.append(mutual_best(labels[local], finished[box]))
     if not found:
         empty = np.zeros(0, np.uint64)
         return empty, empty, np.zeros((0, 2), np.uint64)
@@ -129,10 +122,7 @@ class SupervoxelTask:
         lut[0] = 0
         equiv = np.zeros((0, 2), np.uint64)
         if self.colour == 1:  # continue the finished neighbours' supervoxels across the faces
-            fixed = self.output[block.outer]
-            fixed[~colour_mask(self.grid, block.outer, 0)] = 0
-            local, target, equiv = match_to_neighbours(self.grid, block, labels, fixed)
-            del fixed
+            local, target, equiv = match_to_neighbours(self.grid, block, labels, self.output)
             lut[local.astype(np.int64)] = target
         del labels
         out = lut[inner]
