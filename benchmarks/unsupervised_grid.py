@@ -381,7 +381,49 @@ def evaluate(work: Path, models: dict[str, str]) -> None:
     summary = table.groupby(["dataset", "method"])[["iou_fg", "matched_iou", "v_measure", "ari"]].mean()
     summary.to_csv(work / "summary.csv")
     print(summary.round(3).to_string())
+    table34(work, table, list(models))
     figures(work, split, labels_of, [m for m in ("colour_m8", *(f"{k}+colour" for k in models))])
+
+
+THESIS_IOU = {
+    "colour_m8": 0.637,
+    "dino": 0.644,
+    "dino_ft": 0.647,
+    "unet_20": 0.735,
+    "unet_50": 0.800,
+    "unet_100": 0.896,
+}
+
+
+def table34(work: Path, table, models: list[str]) -> None:
+    """Foreground IoU per row and dataset in the layout of the thesis' Table 3.4 (+ its synthetic-data numbers)."""
+    iou = table.groupby(["method", "dataset"]).iou_fg.mean().unstack()
+    vm = table.groupby(["method", "dataset"]).v_measure.mean().unstack()
+    order = (
+        ["colour_m1", "colour_m8"]
+        + [m for k in models for m in (k, f"{k}+colour")]
+        + [f"unet_{round(f * 100)}" for f in UNET_FRACTIONS]
+    )
+    lines = [
+        "| row | " + " | ".join(f"{d} IoU (V)" for d in iou.columns) + " | thesis IoU (synthetic AMF) |",
+        "|---|" + "---|" * (len(iou.columns) + 1),
+    ]
+    for row in order:
+        if row not in iou.index:
+            lines.append(
+                f"| {row} | " + " | ".join("not run" for _ in iou.columns) + f" | {THESIS_IOU.get(row, '')} |"
+            )
+            continue
+        cells = [
+            "not run" if np.isnan(iou.loc[row, d]) else f"{iou.loc[row, d]:.3f} ({vm.loc[row, d]:.3f})"
+            for d in iou.columns
+        ]
+        lines.append(
+            f"| {row} | " + " | ".join(cells) + f" | {THESIS_IOU.get(row.removesuffix('+colour'), '')} |"
+        )
+    text = "\n".join(lines) + "\n"
+    (work / "table34.md").write_text(text)
+    print(text)
 
 
 def figures(work: Path, split: dict, labels_of: dict, methods: list[str]) -> None:
