@@ -265,6 +265,10 @@ def unet_labels(work: Path, item: dict, dataset: str, fraction: float) -> Path |
         return None
     name = Path(item["image"]).name.removesuffix(".ome.zarr")
     prob = work / "results" / f"unet_{round(fraction * 100)}" / f"{name}.prob.ome.zarr"
+    if prob.exists() and prob.stat().st_mtime < (model / "best.pt").stat().st_mtime:
+        import shutil
+
+        shutil.rmtree(prob)  # the model changed since (training was still running): predict again
     if not prob.exists():
         params = {"method": "unet", "num_workers": 0, "chunks": [256, 256], "device": "cpu"}
         subprocess.run(
