@@ -386,7 +386,12 @@ def evaluate(work: Path, models: dict[str, str]) -> None:
     summary.to_csv(work / "summary.csv")
     print(summary.round(3).to_string())
     table34(work, table, list(models))
-    figures(work, split, labels_of, [m for m in ("colour_m8", *(f"{k}+colour" for k in models))])
+    methods = [
+        "colour_m8",
+        *(f"{k}+colour" for k in models),
+        *(f"unet_{round(f * 100)}" for f in UNET_FRACTIONS),
+    ]
+    figures(work, split, labels_of, methods)
 
 
 THESIS_IOU = {
