@@ -9,7 +9,8 @@ each variant in its own subprocess so its peak RSS is its own:
   features, the same solver) at N^3,
 - zarrseg with 1 worker at N/2 ^3 (peak RSS must not grow with the volume).
 
-Peak RSS of a process-scheduler run is the parent's peak plus workers x the largest worker's
+CPU seconds (user + system) are printed too: on a shared machine wall-clock throughput
+depends on the load, CPU time much less. Peak RSS of a process-scheduler run is the parent's peak plus workers x the largest worker's
 peak (an upper bound). Prints voxels/s, peak RSS and the ratios of the issue's targets. Usage:
 
     nice -n 10 python benchmarks/segment.py [--size 512] [--partitioner gasp] [--workdir DIR]
@@ -149,7 +150,7 @@ def spawn(
     result = json.loads(out.stdout.strip().splitlines()[-1])
     print(
         f"  {variant:8s} workers={workers} ({scheduler}) shape={result['shape']}: {result['seconds']:.1f} s, "
-        f"{result['voxels_per_s'] / 1e6:.2f} Mvox/s, peak RSS {result['peak_rss_mb']:.0f} MB, "
+        f"{result['voxels_per_s'] / 1e6:.2f} Mvox/s, CPU {result['cpu_s']:.0f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
         f"{result['n_segments']} segments",
         flush=True,
     )
@@ -192,6 +193,9 @@ def main() -> None:
         rh = spawn(args, "zarrseg", 1, half)
     print("\nratios (targets in brackets):")
     print(f"  zarrseg 1 worker / elf throughput : {r1['voxels_per_s'] / re['voxels_per_s']:.2f}  [>= 0.8]")
+    print(
+        f"  elf CPU s / zarrseg 1-worker CPU s: {re['cpu_s'] / r1['cpu_s']:.2f}  (load-independent efficiency)"
+    )
     print(f"  zarrseg 2 workers / 1 worker      : {r2['voxels_per_s'] / r1['voxels_per_s']:.2f}  [>= 1.6]")
     print(
         f"  zarrseg peak RSS {args.size}^3 / {args.size // 2}^3    : {r1['peak_rss_mb'] / rh['peak_rss_mb']:.2f}  "

@@ -366,3 +366,23 @@ def test_slurm_job_script_renders():
         script = cluster.job_script()
     assert "#SBATCH -p htc" in script and "#SBATCH --mem=30G" in script and "--constraint=cpu" in script
     assert "#SBATCH -t 02:00:00" in script and "#SBATCH -A lab" in script
+
+
+def test_pixel_pitch_auto_uses_image_scale(gala, tmp_path):
+    _, probs, _ = gala
+    path = tmp_path / "aniso.ome.zarr"
+    arr = ome.create_image(
+        path,
+        shape=probs[:, :, :100].shape,
+        dtype=np.float32,
+        axes="zyx",
+        scale=(3.0, 1.0, 1.0),
+        chunks=(25, 50, 50),
+    )
+    arr[...] = probs[:, :, :100]
+    base = {**GALA, "partitioner": "dtws", "block_shape": [25, 50, 50], "halo": [8, 16, 16]}
+    segment(path, tmp_path / "auto.ome.zarr", SegmentParams(**base, pixel_pitch="auto"))
+    segment(path, tmp_path / "explicit.ome.zarr", SegmentParams(**base, pixel_pitch=[3.0, 1.0, 1.0]))
+    auto = _read(tmp_path / "auto.ome.zarr")
+    assert np.array_equal(auto, _read(tmp_path / "explicit.ome.zarr"))
+    assert ome.open_image(tmp_path / "auto.ome.zarr").scale == (3.0, 1.0, 1.0)
