@@ -106,12 +106,16 @@ def run_variant(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - t0
     shape = ome.open_image(args.input).shape
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if (
-        args.scheduler == "processes"
-    ):  # worker processes: add the largest worker's peak (an upper bound per worker)
+    if args.scheduler == "processes":  # add workers x the largest worker's peak (an upper bound)
         rss_mb += max(args.workers, 1) * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    cpu_s = sum(
+        getattr(resource.getrusage(who), f)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for f in ("ru_utime", "ru_stime")
+    )
     return {
         "variant": args.variant,
+        "cpu_s": cpu_s,
         "workers": args.workers,
         "scheduler": args.scheduler,
         "shape": list(shape),
