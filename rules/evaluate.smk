@@ -2,7 +2,9 @@
 
 
 def method_of(cell):
-    """The row label of a cell in summary tables: its partitioner (what the theses compare)."""
+    """The row label of a cell in summary tables: its grid row (ssl.row) or else its partitioner."""
+    if "ssl.row" in cell_values(cell):
+        return str(cell_values(cell)["ssl.row"])
     return load_params(SegmentParams, stage_json("segment", cell=cell), where="segment").partitioner
 
 
