@@ -200,11 +200,11 @@ def test_bad_checkpoints(tmp_path, rng, capsys):
 
 
 def test_checkpoint_round_trip_and_torchscript(tmp_path):
-    from zarrseg.unet.checkpoint import export_torchscript
+    from zarrseg.unet.checkpoint import export_torchscript, slim_checkpoint
 
     cfg = ModelConfig(name="residual_unet", ndim=3, f_maps=4, depth=2, norm="group", num_groups=2)
     model = _checkpoint(tmp_path / "m.pt", cfg, norm=Normalization(method="percentile", lower=2, upper=98))
-    loaded = load_checkpoint(tmp_path / "m.pt")
+    loaded = load_checkpoint(slim_checkpoint(tmp_path / "m.pt", tmp_path / "slim.pt"))
     assert loaded.config == cfg
     assert loaded.normalization == Normalization(method="percentile", lower=2, upper=98)
     x = torch.randn(1, 1, 8, 24, 16)  # not the traced example shape

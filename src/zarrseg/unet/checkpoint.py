@@ -118,6 +118,19 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     )
 
 
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "torch_rng")
+
+
+def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """A copy without the optimizer/scheduler/RNG state: what prediction needs, a third of the size."""
+    payload = read_checkpoint(src)
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    torch.save({k: v for k, v in payload.items() if k not in RESUME_KEYS}, tmp)
+    os.replace(tmp, dst)
+    return dst
+
+
 def export_torchscript(
     checkpoint: str | Path, out: str | Path, example_shape: list[int] | None = None
 ) -> Path:
