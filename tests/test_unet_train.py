@@ -95,7 +95,8 @@ def test_training_learns_and_is_reproducible(tmp_path, synthetic):
     for name in ("best.pt", "last.pt", "metrics.csv"):
         assert (tmp_path / "run1" / name).exists()
     with open(tmp_path / "run1" / "metrics.csv") as f:
-        assert len(list(csv.DictReader(f))) == 3
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and all(np.isfinite(float(r["val_loss"])) for r in rows)
     loaded = load_checkpoint(tmp_path / "run1" / "best.pt")
     assert loaded.config.ndim == 2 and loaded.normalization.method == "meanstd"
     assert loaded.train_params["patch_shape"] == [32, 32]
@@ -103,11 +104,12 @@ def test_training_learns_and_is_reproducible(tmp_path, synthetic):
 
 def test_resume_continues_exactly(tmp_path, synthetic):
     image, labels = synthetic
-    full = train(_params(image, labels, iterations=40), tmp_path / "full")
-    train(_params(image, labels, iterations=20), tmp_path / "part")
+    kw = {"val_metric": "loss"}
+    full = train(_params(image, labels, iterations=40, **kw), tmp_path / "full")
+    train(_params(image, labels, iterations=20, **kw), tmp_path / "part")
     with pytest.raises(ConfigError):  # an existing run is never overwritten silently
-        train(_params(image, labels, iterations=40), tmp_path / "part")
-    resumed = train(_params(image, labels, iterations=40), tmp_path / "part", resume=True)
+        train(_params(image, labels, iterations=40, **kw), tmp_path / "part")
+    resumed = train(_params(image, labels, iterations=40, **kw), tmp_path / "part", resume=True)
     assert [r["train_loss"] for r in resumed["rows"]] == [r["train_loss"] for r in full["rows"]]
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "part" / "last.pt", weights_only=True)["state_dict"]

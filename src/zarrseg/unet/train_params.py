@@ -52,6 +52,7 @@ class TrainParams:
     max_minutes: float | None = None  # wall-clock budget: stop (after a final validation) when exceeded
     max_cpu_minutes: float | None = None  # CPU-time budget of the training process (all its threads)
     validate_every: int = 200  # iterations between validations / checkpoints
+    val_metric: Literal["arand", "loss"] = "arand"  # selects best.pt and drives the LR schedule / early stop
     val_threshold: float = 0.5  # boundary threshold before connected components (validation ARand)
     early_stopping: int = 20  # validations without improvement before stopping (0: never)
     seed: int = 0

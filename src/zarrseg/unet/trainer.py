@@ -30,11 +30,12 @@ from .data import PatchDataset, Volume, open_volumes
 from .inference import predict_array, resolve_device
 from .losses import Loss
 from .models import ModelConfig, build_model, count_parameters
+from .targets import make_target
 from .train_params import TrainParams
 
 log = logging.getLogger(__name__)
 
-METRIC_FIELDS = ["iteration", "train_loss", "val_arand", "lr", "seconds", "batch_size"]
+METRIC_FIELDS = ["iteration", "train_loss", "val_arand", "val_loss", "lr", "seconds", "batch_size"]
 
 
 def adapted_rand_error(seg: np.ndarray, gt: np.ndarray) -> float:
@@ -261,12 +262,12 @@ class Trainer:
             "rows": self.rows,
         }
 
-    def validate(self) -> float:
-        """Mean ARand error of threshold + connected components over the validation volumes/slices."""
+    def validate(self) -> tuple[float, float]:
+        """(mean ARand error of threshold + connected components, mean loss) over validation volumes/slices."""
         p = self.params
         model = self._unwrap()
         model.eval()
-        scores = []
+        scores, losses = [], []
         for vol in self.val_volumes:
             image = vol.image[vol.roi]
             gt = vol.labels[vol.roi]
@@ -288,14 +289,30 @@ class Trainer:
                 scores.append(
                     adapted_rand_error(segment_by_threshold(prob, p.target.kind, p.val_threshold), gi)
                 )
+                target, mask = make_target(gi, p.target)
+                q = torch.from_numpy(prob).clamp(1e-6, 1 - 1e-6)[None]
+                with torch.no_grad():
+                    losses.append(
+                        float(
+                            self.loss_fn(
+                                torch.log(q / (1 - q)),
+                                torch.from_numpy(target)[None],
+                                torch.from_numpy(mask)[None],
+                            )
+                        )
+                    )
         model.train()
         scores = [s for s in scores if not math.isnan(s)]
-        return float(np.mean(scores)) if scores else float("nan")
+        return (
+            float(np.mean(scores)) if scores else float("nan"),
+            float(np.mean(losses)) if losses else float("nan"),
+        )
 
     def _validate_and_checkpoint(self, train_loss: float, seconds: float, writer) -> str | None:
         p = self.params
-        arand = self.validate() if self.val_volumes else float("nan")
-        score = arand if not math.isnan(arand) else train_loss
+        arand, val_loss = self.validate() if self.val_volumes else (float("nan"), float("nan"))
+        score = arand if p.val_metric == "arand" else val_loss
+        score = score if not math.isnan(score) else train_loss
         self.scheduler.step(score)
         lr = self.optimizer.param_groups[0]["lr"]
         improved = score < self.best
@@ -307,6 +324,7 @@ class Trainer:
             "iteration": self.iteration,
             "train_loss": train_loss,
             "val_arand": arand,
+            "val_loss": val_loss,
             "lr": lr,
             "seconds": round(seconds, 3),
             "batch_size": self.batch_size,
@@ -335,7 +353,7 @@ class Trainer:
                     **extra,
                 )
             if writer is not None:
-                for key in ("train_loss", "val_arand", "lr"):
+                for key in ("train_loss", "val_arand", "val_loss", "lr"):
                     if not math.isnan(row[key]):
                         writer.add_scalar(key, row[key], self.iteration)
         log.info(
