@@ -11,10 +11,13 @@ def uses_gpu(pcell):
 
 
 def predict_checkpoint(pcell):
-    """The checkpoint file a U-Net prediction needs (config predict.checkpoint), none for intensity."""
+    """The checkpoint a U-Net prediction needs: predict.checkpoint, where the value "train" means the
+    model the train rule fits for this cell; none for the intensity method."""
     params = predict_params(pcell)
     if params.get("method", "intensity") != "unet":
         return []
+    if params.get("checkpoint") == "train":
+        return f"{R}/{EXP}/train/{pcell}/best.pt"
     return params.get("checkpoint") or []
 
 
@@ -27,7 +30,8 @@ rule predict:
     params:
         image=lambda w, input: f"{input.image}/{SAMPLES[w.sample].scene}",
         checkpoint=lambda w, input: f"--checkpoint {input.checkpoint}" if input.checkpoint else "",
-        json=lambda w: stage_json("predict", pcell=w.pcell, channel=SAMPLES[w.sample].channel),
+        json=lambda w, input: stage_json("predict", pcell=w.pcell, channel=SAMPLES[w.sample].channel,
+                                         **({"checkpoint": input.checkpoint} if input.checkpoint else {})),
     conda:
         GPU_ENV
     log:

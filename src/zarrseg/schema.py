@@ -36,6 +36,18 @@ STAGES: dict[str, str] = {
     "cluster": "zarrseg.ssl.cluster:ClusterParams",
 }
 
+# Keys a config section may hold for the workflow's own use (rules/*.smk read and remove them
+# before the command loads the section): train may name samples instead of image/label paths.
+WORKFLOW_KEYS: dict[str, dict[str, dict]] = {
+    "train": {
+        "samples": {"type": ["array", "null"], "items": {"type": "string"},
+                    "description": "samples whose image + ground truth train the model (default: all with ground truth)"},
+        "val_samples": {"type": ["array", "null"], "items": {"type": "string"},
+                        "description": "samples used for validation"},
+        "roi": {"type": ["string", "null"], "description": "region of the training samples, e.g. '0:20'"},
+    },
+}
+
 # Keys the workflow itself fills in per job (paths, channel from the sample sheet): allowed in
 # the schema even where a stage's dataclass would not default them.
 _JSON_DEFAULT_OK = (int, float, str, bool, type(None))
@@ -142,7 +154,9 @@ def build_schema() -> dict:
         "dask": dask,
     }
     for stage in STAGES:
-        props[stage] = {"anyOf": [dataclass_schema(params_class(stage)), {"type": "null"}]}
+        section = dataclass_schema(params_class(stage))
+        section["properties"].update(WORKFLOW_KEYS.get(stage, {}))
+        props[stage] = {"anyOf": [section, {"type": "null"}]}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "description": "zarrseg workflow configuration (config/config.yaml). Generated from the parameter "
@@ -190,7 +204,8 @@ def markdown_reference() -> str:
     lines: list[str] = []
     for stage in STAGES:
         cls = params_class(stage)
-        lines += [f"#### `{stage}`", "", "| key | default | meaning |", "|---|---|---|", *_rows(cls), ""]
+        extra = [f"| `{k}` | `null` | workflow only: {v['description']} |" for k, v in WORKFLOW_KEYS.get(stage, {}).items()]
+        lines += [f"#### `{stage}`", "", "| key | default | meaning |", "|---|---|---|", *_rows(cls), *extra, ""]
     return "\n".join(lines)
 
 

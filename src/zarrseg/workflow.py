@@ -20,7 +20,7 @@ from .experiments import Experiment, load_experiment, stage_overrides
 IMAGE_PATTERNS = ("*.czi", "*.tif", "*.tiff", "*.ome.tif", "*.ome.tiff")
 SAMPLE_COLUMNS = ("sample", "image", "ground_truth", "boundaries", "scene", "channel")
 STORAGE_STAGES = ("ingest", "predict", "segment")  # stages whose parameters take storage.chunks/compression
-DASK_STAGES = ("segment", "evaluate")  # stages whose parameters take the dask section
+DASK_STAGES = ("predict", "segment", "evaluate")  # stages whose parameters take the dask section
 
 
 @dataclass
