@@ -143,14 +143,15 @@ def load_params(cls: type[T], *sources: str | Path | dict | None, where: str | N
     """Merge sources left to right (later wins, nested dicts merged) into dataclass ``cls``."""
     merged: dict = {}
     for source in sources:
-        _deep_update(merged, read_mapping(source))
+        deep_update(merged, read_mapping(source))
     return from_dict(cls, merged, where=where)
 
 
-def _deep_update(dst: dict, src: dict) -> dict:
+def deep_update(dst: dict, src: dict) -> dict:
+    """Merge ``src`` into ``dst`` in place, recursing into nested mappings (later values win)."""
     for key, value in src.items():
         if isinstance(value, dict) and isinstance(dst.get(key), dict):
-            _deep_update(dst[key], value)
+            deep_update(dst[key], value)
         else:
             dst[key] = value
     return dst

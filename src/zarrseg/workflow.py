@@ -16,6 +16,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .experiments import Experiment, load_experiment, stage_overrides
+from .params import deep_update
 
 IMAGE_PATTERNS = ("*.czi", "*.tif", "*.tiff", "*.ome.tif", "*.ome.tiff")
 SAMPLE_COLUMNS = ("sample", "image", "ground_truth", "boundaries", "scene", "channel")
@@ -140,16 +141,7 @@ def stage_params(config: dict, stage: str, cell_values: dict[str, Any] | None = 
                 params.setdefault(key, copy.deepcopy(config["storage"][key]))
     if stage in DASK_STAGES and "dask" in config:
         params.setdefault("dask", copy.deepcopy(config["dask"]))
-    _merge(params, stage_overrides(cell_values or {}, stage))
-    return params
-
-
-def _merge(dst: dict, src: dict) -> None:
-    for key, value in src.items():
-        if isinstance(value, dict) and isinstance(dst.get(key), dict):
-            _merge(dst[key], value)
-        else:
-            dst[key] = value
+    return deep_update(params, stage_overrides(cell_values or {}, stage))
 
 
 def params_json(params: dict) -> str:
