@@ -355,7 +355,8 @@ def predict_unet(image: ome.Image, out_path: Path, params: PredictParams, loaded
         },
     )
     dataset = BlockTiles(view, blocks, plan, stats, loaded.normalization)
-    workers = params.num_workers if len(blocks) > 1 else 0
+    auto_workers = 2 if device.type == "cuda" else 0
+    workers = (auto_workers if params.num_workers is None else params.num_workers) if len(blocks) > 1 else 0
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=None,

@@ -33,7 +33,9 @@ class PredictParams:
     batch_size: int = 4
     device: str = "auto"  # auto: cuda if available, else cpu; or cpu, cuda, cuda:1
     amp: bool = True  # automatic mixed precision on CUDA
-    num_workers: int = 2  # DataLoader processes prefetching input blocks (0: read in the main process)
+    # DataLoader processes prefetching input blocks. null: 2 on CUDA (the GPU never waits on I/O), 0 on
+    # CPU (there prefetch processes take cores from the forwards: 1.38x vs 1.16x overhead on 2 cores)
+    num_workers: int | None = None
     dtype: Literal["float16", "float32"] = "float32"
     # --- blockwise execution and storage
     block_shape: list[int] | None = (
@@ -52,7 +54,7 @@ class PredictParams:
             raise ConfigError(f"predict.margin must be in [0, 0.5), got {self.margin}")
         if self.batch_size < 1:
             raise ConfigError(f"predict.batch_size must be >= 1, got {self.batch_size}")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"predict.num_workers must be >= 0, got {self.num_workers}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"predict.device must be auto, cpu or cuda[:N], got {self.device!r}")
