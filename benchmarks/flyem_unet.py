@@ -8,18 +8,14 @@ same blockwise segmentation settings.
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import time
 from pathlib import Path
 
 import h5py
 import imageio.v3 as iio
 import numpy as np
+from unet_driver import run
 
 from zarrseg import ome
-from zarrseg.cli import main as cli
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "flyem_fibsem_medulla"
 SPLIT = 150
@@ -107,66 +103,11 @@ def score(boundaries: Path, work: Path, tag: str, beta: float) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/zarrseg_flyem"))
-    ap.add_argument("--minutes", type=float, default=25.0)
-    ap.add_argument("--steps", default="all", help="comma list of prepare,train,predict,evaluate,baseline")
-    ap.add_argument("--betas", type=float, nargs="+", default=[0.5])
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    steps = (
-        {"prepare", "train", "predict", "evaluate", "baseline"}
-        if args.steps == "all"
-        else set(args.steps.split(","))
-    )
-    work = args.workdir
-    work.mkdir(parents=True, exist_ok=True)
-    if "prepare" in steps:
-        prepare(work)
-    model_dir = work / "model"
-    if "train" in steps and not (model_dir / "best.pt").exists():
-        t0 = time.process_time()
-        cli(["train", "-o", str(model_dir), "--params", json.dumps(train_params(work, args.minutes)), "-v"])
-        print(f"training CPU time: {(time.process_time() - t0) / 60:.1f} min")
-    results_path = work / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    if "predict" in steps:
-        t0 = time.perf_counter()
-        cli(
-            [
-                "predict",
-                str(work / "test.ome.zarr"),
-                "-o",
-                str(work / "unet.ome.zarr"),
-                "--checkpoint",
-                str(model_dir / "best.pt"),
-                "--set",
-                "method=unet",
-                "--set",
-                "num_workers=0",
-                "--set",
-                "tile_shape=[48,96,96]",
-            ]
-        )
-        results["predict_seconds"] = time.perf_counter() - t0
-    for beta in args.betas:
-        if "evaluate" in steps:
-            results[f"unet_beta{beta}"] = score(work / "unet.ome.zarr", work, "unet", beta)
-        if "baseline" in steps:
-            if not (work / "raw.ome.zarr").exists():
-                cli(
-                    [
-                        "predict",
-                        str(work / "test.ome.zarr"),
-                        "-o",
-                        str(work / "raw.ome.zarr"),
-                        "--set",
-                        "invert=true",
-                    ]
-                )
-            results[f"inverted_raw_beta{beta}"] = score(work / "raw.ome.zarr", work, "raw", beta)
-    print(json.dumps(results, indent=1))
-    results_path.write_text(json.dumps(results, indent=1))
+    def record(boundaries: Path, work: Path, kind: str, beta: float) -> dict:
+        return {f"{kind}_beta{beta}": score(boundaries, work, "unet" if kind == "unet" else "raw", beta)}
+
+    run(default_workdir=Path("/tmp/zarrseg_flyem"), default_minutes=25.0, default_betas=[0.5], prepare=prepare,
+        train_params=train_params, tile_shape=[48, 96, 96], score=record)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,14 @@ as boundary map (intensity method, invert) with the same segmentation settings.
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import time
 from pathlib import Path
 
 import numpy as np
 import tifffile
 from skimage.measure import label as connected_components
+from unet_driver import run
 
 from zarrseg import ome
-from zarrseg.cli import main as cli
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012_em_membrane"
 TRAIN_SLICES, TEST_SLICES = slice(0, 20), slice(20, 30)
@@ -111,70 +107,16 @@ def score_slices(boundaries: Path, work: Path, tag: str, segment_params: dict) -
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/zarrseg_isbi"))
-    ap.add_argument("--minutes", type=float, default=28.0)
-    ap.add_argument("--steps", default="all", help="comma list of prepare,train,predict,evaluate,baseline")
-    ap.add_argument("--betas", type=float, nargs="+", default=[0.3, 0.5])
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    steps = (
-        {"prepare", "train", "predict", "evaluate", "baseline"}
-        if args.steps == "all"
-        else set(args.steps.split(","))
-    )
-    work = args.workdir
-    work.mkdir(parents=True, exist_ok=True)
-    if "prepare" in steps:
-        prepare(work)
-    model_dir = work / "model"
-    if "train" in steps and not (model_dir / "best.pt").exists():
-        t0 = time.process_time()
-        cli(["train", "-o", str(model_dir), "--params", json.dumps(train_params(work, args.minutes)), "-v"])
-        print(f"training CPU time: {(time.process_time() - t0) / 60:.1f} min")
-    results_path = work / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    if "predict" in steps:
-        t0 = time.perf_counter()
-        cli(
-            [
-                "predict",
-                str(work / "test.ome.zarr"),
-                "-o",
-                str(work / "unet.ome.zarr"),
-                "--checkpoint",
-                str(model_dir / "best.pt"),
-                "--set",
-                "method=unet",
-                "--set",
-                "num_workers=0",
-                "--set",
-                "tile_shape=[256,256]",
-            ]
-        )
-        results["predict_seconds"] = time.perf_counter() - t0
-    for beta in args.betas:
-        params = {**SEGMENT, "beta": beta}
-        if "evaluate" in steps:
-            s = score_slices(work / "unet.ome.zarr", work, f"unet_b{beta}", params)
-            results[f"unet_beta{beta}"] = {k: float(np.mean([x[k] for x in s])) for k in s[0]}
-            results[f"unet_beta{beta}_per_slice_arand"] = [round(x["arand"], 4) for x in s]
-        if "baseline" in steps:
-            if not (work / "raw.ome.zarr").exists():
-                cli(
-                    [
-                        "predict",
-                        str(work / "test.ome.zarr"),
-                        "-o",
-                        str(work / "raw.ome.zarr"),
-                        "--set",
-                        "invert=true",
-                    ]
-                )
-            s = score_slices(work / "raw.ome.zarr", work, f"raw_b{beta}", params)
-            results[f"inverted_raw_beta{beta}"] = {k: float(np.mean([x[k] for x in s])) for k in s[0]}
-    print(json.dumps(results, indent=1))
-    results_path.write_text(json.dumps(results, indent=1))
+    def record(boundaries: Path, work: Path, kind: str, beta: float) -> dict:
+        per_slice = score_slices(boundaries, work, f"{'unet' if kind == 'unet' else 'raw'}_b{beta}",
+                                 {**SEGMENT, "beta": beta})
+        out = {f"{kind}_beta{beta}": {k: float(np.mean([x[k] for x in per_slice])) for k in per_slice[0]}}
+        if kind == "unet":
+            out[f"unet_beta{beta}_per_slice_arand"] = [round(x["arand"], 4) for x in per_slice]
+        return out
+
+    run(default_workdir=Path("/tmp/zarrseg_isbi"), default_minutes=28.0, default_betas=[0.3, 0.5], prepare=prepare,
+        train_params=train_params, tile_shape=[256, 256], score=record)
 
 
 if __name__ == "__main__":
