@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import imageio.v3 as iio
 import numpy as np
-from unet_driver import run
+from unet_driver import run, write_split
 
 from zarrseg import ome
 
@@ -33,22 +33,7 @@ def prepare(work: Path) -> None:
 
     b = find_boundaries(gt[::25], mode="inner")
     print(f"raw at GT boundaries {raw[::25][b].mean():.1f} vs inside {raw[::25][~b].mean():.1f}")
-    for name, data, is_label in (
-        ("train", raw[:SPLIT], False),
-        ("train_gt", gt[:SPLIT], True),
-        ("test", raw[SPLIT:], False),
-        ("test_gt", gt[SPLIT:], True),
-    ):
-        arr = ome.create_image(
-            work / f"{name}.ome.zarr",
-            shape=data.shape,
-            dtype=data.dtype,
-            axes="zyx",
-            scale=[0.01, 0.01, 0.01],
-            chunks=(64, 128, 128),
-            is_label=is_label,
-        )
-        arr[...] = data
+    write_split(work, raw, gt, slice(None, SPLIT), slice(SPLIT, None), scale=[0.01, 0.01, 0.01], chunks=(64, 128, 128))
 
 
 def train_params(work: Path, minutes: float) -> dict:

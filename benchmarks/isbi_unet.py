@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from skimage.measure import label as connected_components
-from unet_driver import run
+from unet_driver import run, write_split
 
 from zarrseg import ome
 
@@ -29,22 +29,7 @@ def prepare(work: Path) -> None:
     raw = tifffile.imread(DATA / "train-volume_from_png.tif")
     lab = tifffile.imread(DATA / "train-labels_from_png.tif")
     gt = np.stack([connected_components(s > 127, connectivity=1) for s in lab]).astype(np.uint32)
-    for name, data, is_label in (
-        ("train", raw[TRAIN_SLICES], False),
-        ("train_gt", gt[TRAIN_SLICES], True),
-        ("test", raw[TEST_SLICES], False),
-        ("test_gt", gt[TEST_SLICES], True),
-    ):
-        arr = ome.create_image(
-            work / f"{name}.ome.zarr",
-            shape=data.shape,
-            dtype=data.dtype,
-            axes="zyx",
-            scale=[0.05, 0.004, 0.004],
-            chunks=(1, 512, 512),
-            is_label=is_label,
-        )
-        arr[...] = data
+    write_split(work, raw, gt, TRAIN_SLICES, TEST_SLICES, scale=[0.05, 0.004, 0.004], chunks=(1, 512, 512))
 
 
 def train_params(work: Path, minutes: float) -> dict:

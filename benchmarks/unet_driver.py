@@ -14,12 +14,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
+from zarrseg import ome
 from zarrseg.cli import main as cli
 
 STEPS = ("prepare", "train", "predict", "evaluate", "baseline")
 
 # score(boundaries, workdir, kind ("unet" | "inverted_raw"), beta) -> result entries to record
 Scorer = Callable[[Path, Path, str, float], dict]
+
+
+def write_split(work: Path, raw: np.ndarray, gt: np.ndarray, train: slice, test: slice,
+                scale: list[float], chunks: tuple[int, ...]) -> None:
+    """The four volumes every benchmark trains and scores on: train/test image and ground truth."""
+    for name, data, is_label in (("train", raw[train], False), ("train_gt", gt[train], True),
+                                 ("test", raw[test], False), ("test_gt", gt[test], True)):
+        ome.create_image(work / f"{name}.ome.zarr", shape=data.shape, dtype=data.dtype, axes="zyx", scale=scale,
+                         chunks=chunks, is_label=is_label)[...] = data
 
 
 def run(*, default_workdir: Path, default_minutes: float, default_betas: list[float],
