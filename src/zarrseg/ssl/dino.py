@@ -343,12 +343,17 @@ def over_budget(max_minutes: float | None, max_cpu_minutes: float | None, wall: 
     )
 
 
-def _save(folder: Path, backbone: nn.Module, spec: ViTSpec, history: list[dict], steps: int) -> None:
-    save_checkpoint(folder / "checkpoint.pt", backbone, spec, steps=steps, method="dino")
+def write_history(folder: Path, history: list[dict]) -> None:
+    """``history.csv``: one row per training step (loss, learning rate, wall and CPU seconds)."""
     with open(folder / "history.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
+
+
+def _save(folder: Path, backbone: nn.Module, spec: ViTSpec, history: list[dict], steps: int) -> None:
+    save_checkpoint(folder / "checkpoint.pt", backbone, spec, steps=steps, method="dino")
+    write_history(folder, history)
     log.info(
         "pretrain: checkpoint after %d steps, mean loss of last 10 %.4f",
         steps,

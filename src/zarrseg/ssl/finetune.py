@@ -9,7 +9,6 @@ is discarded afterwards; the adapted ViT is saved as ``checkpoint.pt`` for ``zar
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -24,7 +23,7 @@ from torch import nn
 from .. import ome
 from ..errors import ConfigError
 from ..params import to_dict
-from .dino import over_budget
+from .dino import over_budget, write_history
 from .sampling import TileSampler
 from .tiling import Preprocess
 from .vit import ViTSpec, load_vit, patch_tokens, save_checkpoint, select_device
@@ -177,10 +176,7 @@ def finetune(params: FinetuneParams, out_dir: str | Path) -> dict:
                 torch.save(
                     {k: v.detach().cpu() for k, v in model.decoder.state_dict().items()}, tmp / "decoder.pt"
                 )
-                with open(tmp / "history.csv", "w", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=list(history[0]))
-                    writer.writeheader()
-                    writer.writerows(history)
+                write_history(tmp, history)
             if last:
                 log.warning("finetune: time budget used up after %.1f min at step %d", elapsed / 60, step + 1)
                 break
