@@ -82,10 +82,10 @@ class Image:
 
 def chunk_shape(axes: str, shape: Sequence[int], spatial_chunks: Sequence[int]) -> tuple[int, ...]:
     """Chunks of 1 along t/c and ``spatial_chunks`` (last entries) along z/y/x, clipped to shape."""
-    spatial = list(spatial_chunks)[-sum(a in SPATIAL for a in axes):] if spatial_chunks else []
-    out, k = [], 0
     n_spatial = sum(a in SPATIAL for a in axes)
-    spatial = [*([64] * (n_spatial - len(spatial))), *spatial]
+    spatial = list(spatial_chunks)[-n_spatial:] if spatial_chunks else []
+    spatial = [*([64] * (n_spatial - len(spatial))), *spatial]  # too few entries: 64 for the leading axes
+    out, k = [], 0
     for a, s in zip(axes, shape, strict=True):
         if a in SPATIAL:
             out.append(max(1, min(int(spatial[k]), int(s))))

@@ -48,8 +48,8 @@ WORKFLOW_KEYS: dict[str, dict[str, dict]] = {
     },
 }
 
-# Keys the workflow itself fills in per job (paths, channel from the sample sheet): allowed in
-# the schema even where a stage's dataclass would not default them.
+# Defaults of these types are copied into the schema (documentation only: validation does not
+# write them into the config; the dataclasses stay the one place defaults live).
 _JSON_DEFAULT_OK = (int, float, str, bool, type(None))
 
 
@@ -69,7 +69,7 @@ def type_schema(tp: Any) -> dict:
     if origin is typing.Literal:
         return {"enum": list(args)}
     if origin in (list, tuple):
-        item = args[0] if args and args[-1] is not Ellipsis or len(args) == 2 else Any
+        item = args[0] if args else Any
         schema: dict = {"type": "array"}
         if origin is tuple and args and args[-1] is not Ellipsis:
             schema["prefixItems"] = [type_schema(a) for a in args]
