@@ -30,8 +30,8 @@ import torch
 from .. import ome
 from ..blocks import Block, BlockGrid
 from ..errors import ConfigError
-from ..normalize import Normalization, VolumeStats, apply, volume_stats
-from ..parallel import progress_bar
+from ..normalize import Normalization, VolumeStats, apply
+from ..parallel import DoneMarkers, progress_bar
 from .checkpoint import LoadedModel
 from .models import ModelConfig
 from .params import PredictParams
@@ -313,24 +313,110 @@ def default_block_shape(plan: TilePlan) -> list[int]:
     return [min(n, 8 * s) for n, s in zip(plan.shape, plan.stride, strict=True)]
 
 
-def predict_unet(image: ome.Image, out_path: Path, params: PredictParams, loaded: LoadedModel) -> dict:
-    """Write the blended U-Net prediction of ``image`` to a new OME-Zarr at ``out_path``."""
+def predict_unet(
+    image: ome.Image,
+    out_path: Path,
+    params: PredictParams,
+    loaded: LoadedModel,
+    *,
+    work: Path | None = None,
+    resume: bool = False,
+    fingerprint: dict | None = None,
+) -> dict:
+    """Write the blended U-Net prediction of ``image`` to the OME-Zarr at ``out_path``.
+
+    With ``work`` (a folder inside the partial output) each finished block leaves a done marker
+    there (``parallel.DoneMarkers``, as ``map_blocks`` does); ``resume`` reopens the existing
+    output and predicts only the blocks without one. The loop is not ``map_blocks`` because one
+    device consumes blocks in order while DataLoader workers prefetch the next ones.
+    """
+    from .predict import mark_started, run_stats
+
     view = ome.SpatialView.of(image, channel=params.channel, timepoint=params.timepoint)
     cfg = loaded.config
     tile = params.tile_shape or loaded.train_params.get("patch_shape") or [64] * view.ndim
     plan = TilePlan.create(view.shape, tile, params.overlap, params.margin, params.blend, cfg)
-    stats = volume_stats(view, loaded.normalization, dask_params=params.dask)
+    stats = run_stats(work if resume else None, view, loaded.normalization, params.dask)
     device = resolve_device(params.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     block_shape = list(params.block_shape or default_block_shape(plan))[-view.ndim :]
     grid = BlockGrid(view.shape, block_shape)
     blocks = list(grid)
+    if resume:
+        arr = ome.open_image(out_path, mode="r+").data
+    else:
+        arr = _create_output(out_path, image, view, params, loaded, plan, stats)
+        if work is not None and fingerprint is not None:
+            mark_started(out_path, fingerprint, stats)
+    markers = DoneMarkers(None if work is None else work / "done")
+    todo = [b for b in blocks if markers.load(b.id) is None]
+    if len(todo) < len(blocks):
+        log.info("predict unet: %d of %d blocks already done, resuming", len(blocks) - len(todo), len(blocks))
+    dataset = BlockTiles(view, todo, plan, stats, loaded.normalization)
+    auto_workers = 2 if device.type == "cuda" else 0
+    workers = (auto_workers if params.num_workers is None else params.num_workers) if len(todo) > 1 else 0
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_identity,
+        prefetch_factor=2 if workers else None,
+        pin_memory=device.type == "cuda",
+    )
+    runner = TiledPredictor(loaded.model, cfg.out_channels, plan, device, params.batch_size, params.amp)
+    log.info(
+        "predict unet: %d blocks of %s, %d tiles of %s (stride %s, margin %s) on %s",
+        len(blocks),
+        block_shape,
+        plan.n_tiles(),
+        list(plan.tile),
+        list(plan.stride),
+        list(plan.margin),
+        device,
+    )
+    t0 = time.perf_counter()
+    with progress_bar(len(todo), "predict unet") as bar:
+        for item in loader:
+            block = todo[int(item["index"])]
+            n_before = runner.n_tiles
+            out = runner.predict_block(block, item)
+            if cfg.out_channels == 1:
+                arr[block.inner] = out[0].astype(arr.dtype)
+            else:
+                arr[(slice(None), *block.inner)] = out.astype(arr.dtype)
+            markers.save(block.id, {"tiles": runner.n_tiles - n_before})
+            bar.update(1)
+    seconds = time.perf_counter() - t0
+    voxels = int(np.prod(view.shape))
+    log.info(
+        "predict unet: %d tile forwards in %.1f s (%.1f tiles/s, %.3g voxels/s; %.1f s in forward)",
+        runner.n_tiles,
+        seconds,
+        runner.n_tiles / max(seconds, 1e-9),
+        voxels / max(seconds, 1e-9),
+        runner.forward_seconds,
+    )
+    return {
+        "blocks": len(blocks),
+        "computed_blocks": len(todo),
+        "tiles": runner.n_tiles,
+        "unique_tiles": plan.n_tiles(),
+        "loop_seconds": seconds,
+        "forward_seconds": runner.forward_seconds,
+        "voxels": voxels,
+        "stats": stats.to_dict(),
+    }
+
+
+def _create_output(out_path, image, view, params, loaded, plan, stats):
+    cfg = loaded.config
     axes = view.spatial_axes
     out_shape = view.shape if cfg.out_channels == 1 else (cfg.out_channels, *view.shape)
     out_axes = axes if cfg.out_channels == 1 else "c" + axes
     scale = image.spatial_scale if cfg.out_channels == 1 else (1.0, *image.spatial_scale)
-    arr = ome.create_image(
+    return ome.create_image(
         out_path,
         shape=out_shape,
         dtype=params.dtype,
@@ -354,55 +440,3 @@ def predict_unet(image: ome.Image, out_path: Path, params: PredictParams, loaded
             "model_config": cfg.__dict__,
         },
     )
-    dataset = BlockTiles(view, blocks, plan, stats, loaded.normalization)
-    auto_workers = 2 if device.type == "cuda" else 0
-    workers = (auto_workers if params.num_workers is None else params.num_workers) if len(blocks) > 1 else 0
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=_identity,
-        prefetch_factor=2 if workers else None,
-        pin_memory=device.type == "cuda",
-    )
-    runner = TiledPredictor(loaded.model, cfg.out_channels, plan, device, params.batch_size, params.amp)
-    log.info(
-        "predict unet: %d blocks of %s, %d tiles of %s (stride %s, margin %s) on %s",
-        len(blocks),
-        block_shape,
-        plan.n_tiles(),
-        list(plan.tile),
-        list(plan.stride),
-        list(plan.margin),
-        device,
-    )
-    t0 = time.perf_counter()
-    with progress_bar(len(blocks), "predict unet") as bar:
-        for item in loader:
-            block = blocks[int(item["index"])]
-            out = runner.predict_block(block, item)
-            if cfg.out_channels == 1:
-                arr[block.inner] = out[0].astype(arr.dtype)
-            else:
-                arr[(slice(None), *block.inner)] = out.astype(arr.dtype)
-            bar.update(1)
-    seconds = time.perf_counter() - t0
-    voxels = int(np.prod(view.shape))
-    log.info(
-        "predict unet: %d tile forwards in %.1f s (%.1f tiles/s, %.3g voxels/s; %.1f s in forward)",
-        runner.n_tiles,
-        seconds,
-        runner.n_tiles / max(seconds, 1e-9),
-        voxels / max(seconds, 1e-9),
-        runner.forward_seconds,
-    )
-    return {
-        "blocks": len(blocks),
-        "tiles": runner.n_tiles,
-        "unique_tiles": plan.n_tiles(),
-        "loop_seconds": seconds,
-        "forward_seconds": runner.forward_seconds,
-        "voxels": voxels,
-        "stats": stats.to_dict(),
-    }

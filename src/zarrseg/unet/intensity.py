@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from .. import ome
 from ..blocks import Block, BlockGrid
-from ..normalize import VolumeStats, apply, volume_stats
+from ..normalize import VolumeStats, apply
 from ..parallel import map_blocks
 from .params import PredictParams
 
@@ -72,28 +72,47 @@ def align_to_chunks(block_shape, chunks) -> list[int]:
     return [-(-b // c) * c for b, c in zip(block_shape, chunks, strict=True)]
 
 
-def predict_intensity(image: ome.Image, out_path: Path, params: PredictParams) -> dict:
-    """Write the intensity boundary map of ``image`` to the OME-Zarr at ``out_path`` (created here)."""
+def predict_intensity(
+    image: ome.Image,
+    out_path: Path,
+    params: PredictParams,
+    *,
+    work: Path | None = None,
+    resume: bool = False,
+    fingerprint: dict | None = None,
+) -> dict:
+    """Write the intensity boundary map of ``image`` to the OME-Zarr at ``out_path``.
+
+    With ``work`` (a folder inside the partial output), statistics and per-block done markers
+    are kept there; ``resume`` reopens the existing output instead of creating it.
+    """
+    from .predict import mark_started, run_stats
+
     src = ome.SpatialView.of(image, channel=params.channel, timepoint=params.timepoint)
-    stats = volume_stats(src, params.normalization, dask_params=params.dask)
+    stats = run_stats(work if resume else None, src, params.normalization, params.dask)
     axes = src.spatial_axes
     chunks = ome.chunk_shape(axes, src.shape, params.chunks)
-    arr = ome.create_image(
-        out_path,
-        shape=src.shape,
-        dtype=params.dtype,
-        axes=axes,
-        scale=image.spatial_scale,
-        chunks=chunks,
-        compression=params.compression,
-        name="boundaries",
-        attrs={
-            "stage": "predict",
-            "method": "intensity",
-            "source": str(image.path),
-            "normalization_stats": stats.to_dict(),
-        },
-    )
+    if resume:
+        arr = ome.open_image(out_path, mode="r+").data
+    else:
+        arr = ome.create_image(
+            out_path,
+            shape=src.shape,
+            dtype=params.dtype,
+            axes=axes,
+            scale=image.spatial_scale,
+            chunks=chunks,
+            compression=params.compression,
+            name="boundaries",
+            attrs={
+                "stage": "predict",
+                "method": "intensity",
+                "source": str(image.path),
+                "normalization_stats": stats.to_dict(),
+            },
+        )
+        if work is not None and fingerprint is not None:
+            mark_started(out_path, fingerprint, stats)
     block_shape = (
         align_to_chunks(params.block_shape, chunks)
         if params.block_shape
@@ -101,6 +120,10 @@ def predict_intensity(image: ome.Image, out_path: Path, params: PredictParams) -
     )
     grid = BlockGrid(src.shape, block_shape, halo_for(params.sigma))
     map_blocks(
-        _IntensityBlock(src, arr, stats, params), grid, name="predict intensity", dask_params=params.dask
+        _IntensityBlock(src, arr, stats, params),
+        grid,
+        name="predict intensity",
+        dask_params=params.dask,
+        done_dir=None if work is None else work / "done",
     )
     return {"stats": stats.to_dict(), "blocks": len(grid)}
