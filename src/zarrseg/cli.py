@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("zarrseg.commands.ingest", "stage CZI / TIFF / OME-TIFF into chunked, compressed OME-Zarr"),
     "train": ("zarrseg.commands.train", "train a 2D/3D U-Net boundary (or foreground) predictor"),
     "predict": ("zarrseg.commands.predict", "tiled, blended U-Net inference over an OME-Zarr image"),
+    "export": ("zarrseg.commands.export", "export a U-Net checkpoint as TorchScript + BioImage.IO rdf.yaml"),
     "segment": ("zarrseg.commands.segment", "blockwise DT-watershed -> RAG -> multicut/GASP/MWS segmentation"),
     "evaluate": ("zarrseg.commands.evaluate", "score a segmentation against ground truth (one tidy table)"),
     "table": ("zarrseg.commands.table", "aggregate metric tables of an experiment grid into summaries and plots"),
@@ -28,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("zarrseg.commands.pretrain", "DINO self-distillation pretraining of a ViT on OME-Zarr tiles"),
     "finetune": ("zarrseg.commands.finetune", "fine-tune a DINO ViT with a reconstruction head (L1)"),
     "cluster": ("zarrseg.commands.cluster", "cluster feature volumes (PCA + colour + K-means/HDBSCAN) into labels"),
+    "panels": ("zarrseg.commands.panels", "side-by-side figure: original | label images | ground truth"),
 }
 
 EPILOG = """\

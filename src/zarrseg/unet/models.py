@@ -145,6 +145,12 @@ def build_model(cfg: ModelConfig) -> UNet:
     return UNet(cfg)
 
 
+def build_unet(**config) -> UNet:
+    """``UNet`` from plain keyword arguments (the fields of ``ModelConfig``): the callable a
+    BioImage.IO ``pytorch_state_dict`` entry names, since it can pass only YAML values."""
+    return UNet(ModelConfig(**config))
+
+
 def receptive_field(cfg: ModelConfig) -> int:
     """Receptive field (voxels, in-plane) of an output voxel: two 3x3 convs per block per level."""
     convs = 3 if cfg.name == "residual_unet" else 2
