@@ -2,6 +2,9 @@
 
 Steps (each idempotent, run them in order or all at once):
 
+  sheet     write the ISBI slices that config/samples_ssl.tsv names (work/ssl_data/*.tif, outside git):
+            the Snakemake version of this grid (experiment unsupervised_vs_supervised) reads them
+
   prepare   convert the shared nuclei / ISBI images and ground truth to OME-Zarr under WORK/data
             and write the pretraining / evaluation split (WORK/split.json)
   evaluate  for every held-apart image: colour K-means (m = 1 and 8), clustering of ViT features
@@ -437,40 +440,49 @@ def table34(work: Path, table, models: list[str]) -> None:
 
 def figures(work: Path, split: dict, labels_of: dict, methods: list[str]) -> None:
     """Original | clusterings | ground truth side by side (layout of the thesis' Tables 3.5-3.7)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from zarrseg import ome
+    from zarrseg.evaluation.panels import Panel, draw_panels
 
-    folder = work / "figures"
-    folder.mkdir(exist_ok=True)
     for item in split["evaluate"]:
         name = Path(item["image"]).name.removesuffix(".ome.zarr")
-        panels = [("original", np.asarray(ome.open_image(item["image"]).data), "gray")]
-        panels += [(m, labels_of[(name, m)], "viridis") for m in methods if (name, m) in labels_of]
-        panels.append(("ground truth", np.asarray(ome.open_image(item["gt"]).data), "viridis"))
-        fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
-        for ax, (title, img, cmap) in zip(axes, panels, strict=True):
-            ax.imshow(img, cmap=cmap, interpolation="nearest")
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
-        fig.tight_layout()
-        fig.savefig(folder / f"{name}.png", dpi=80)
-        plt.close(fig)
+        panels = [Panel("original", np.asarray(ome.open_image(item["image"]).data), "image")]
+        panels += [Panel(m, labels_of[(name, m)]) for m in methods if (name, m) in labels_of]
+        panels.append(Panel("ground truth", np.asarray(ome.open_image(item["gt"]).data) + 1))
+        draw_panels(panels, work / "figures" / f"{name}.png")
+
+
+ISBI_SLICES = {"train": range(0, 8), "test": range(26, 30)}
+
+
+def write_sheet_data(repo: Path) -> None:
+    """ISBI 2012 slices for config/samples_ssl.tsv: train (0-7) and held-apart test (26-29) stacks + labels."""
+    import tifffile
+
+    out = repo / "work" / "ssl_data"
+    out.mkdir(parents=True, exist_ok=True)
+    isbi = SHARED / "isbi2012_em_membrane"
+    image = tifffile.imread(isbi / "train-volume_from_png.tif")
+    labels = tifffile.imread(isbi / "train-labels_from_png.tif")
+    for part, slices in ISBI_SLICES.items():
+        tifffile.imwrite(out / f"isbi_{part}.tif", image[list(slices)])
+        tifffile.imwrite(
+            out / f"isbi_{part}_labels.tif", labels[list(slices)]
+        )  # 255 cell interior, 0 membrane
+    print(f"wrote ISBI slices {dict((k, list(v)) for k, v in ISBI_SLICES.items())} to {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("step", choices=["prepare", "unet", "evaluate", "all"])
+    parser.add_argument("step", choices=["sheet", "prepare", "unet", "evaluate", "all"])
     parser.add_argument("--unet-cpu-minutes", type=float, default=3.0)
     parser.add_argument("--work", type=Path, default=Path("/tmp/ssl_grid"))
     parser.add_argument("--model", action="append", default=[], metavar="NAME=CKPT|random")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
+    if args.step == "sheet":
+        write_sheet_data(Path(__file__).resolve().parents[1])
     if args.step in ("prepare", "all"):
         prepare(args.work)
     if args.step in ("unet", "all"):

@@ -5,6 +5,11 @@ combination is one *cell*, a file target of the workflow. Cell ids are built fro
 values only (``partitioner-gasp_beta-0.5``), so adding a value to a grid adds new cells and
 leaves the existing ones (and their outputs) untouched. Stages that do not depend on a
 swept key share outputs: ``cell_for(cell, stages)`` keeps only the keys of those stages.
+
+Rows that are not a product of values (Table 3.4: colour K-means | DINO | ... | U-Net at 20 %)
+use ``linked``: per value of a grid key, more ``<stage>.<key>`` values that cell also takes
+(``linked: {ssl.row: {unet_20: {train.supervision_fraction: 0.2}}}``). They are part of the
+cell's values (so of its sub-cells) but not of its id.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class Experiment:
     fixed: dict[str, Any] = field(default_factory=dict)  # "<stage>.<key>" -> value for every cell
     description: str = ""
     sheet: str | None = None  # a sample sheet of its own (e.g. shared benchmark data), else the config's
+    # grid key -> {grid value -> {"<stage>.<key>": value}}: values a cell takes along with that grid value
+    linked: dict[str, dict[Any, dict[str, Any]]] = field(default_factory=dict)
 
     def cells(self) -> dict[str, dict[str, Any]]:
         """cell id -> {"stage.key": value} for every grid combination (insertion-ordered)."""
@@ -39,7 +46,10 @@ class Experiment:
         out: dict[str, dict[str, Any]] = {}
         for combo in itertools.product(*(self.grid[k] for k in keys)):
             values = dict(zip(keys, combo, strict=True))
-            out[cell_id(values)] = values
+            extra: dict[str, Any] = {}
+            for key, value in values.items():
+                extra.update(self.linked.get(key, {}).get(value, {}))
+            out[cell_id(values)] = {**values, **extra}
         return out
 
 
@@ -67,17 +77,29 @@ def load_experiment(path: str | Path) -> Experiment:
     if not path.is_file():
         raise ConfigError("experiment file does not exist", path)
     data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"name", "samples", "grid", "fixed", "description", "sheet"}
+    unknown = set(data) - {"name", "samples", "grid", "fixed", "description", "sheet", "linked"}
     if unknown:
         raise ConfigError(f"unknown keys {sorted(unknown)} in experiment", path)
     exp = Experiment(name=data.get("name", path.stem), samples=data.get("samples"),
                      grid=data.get("grid") or {}, fixed=data.get("fixed") or {},
-                     description=data.get("description", ""), sheet=data.get("sheet"))
+                     description=data.get("description", ""), sheet=data.get("sheet"),
+                     linked=data.get("linked") or {})
     for key, values in {**exp.grid, **{k: [v] for k, v in exp.fixed.items()}}.items():
         if "." not in key:
             raise ConfigError(f"grid key {key!r} must be '<stage>.<parameter>'", path)
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid values of {key!r} must be a non-empty list", path)
+    for key, per_value in exp.linked.items():
+        if key not in exp.grid or not isinstance(per_value, dict):
+            raise ConfigError(f"linked key {key!r} must be a grid key mapping its values to parameters", path)
+        for value, extra in per_value.items():
+            if value not in exp.grid[key]:
+                raise ConfigError(f"linked value {value!r} is not among the grid values of {key!r}", path)
+            bad = [k for k in (extra or {}) if "." not in k or k in exp.grid]
+            if not isinstance(extra, dict) or bad:
+                raise ConfigError(
+                    f"linked[{key!r}][{value!r}] must map '<stage>.<parameter>' keys that are not grid keys, "
+                    f"got {bad or extra!r}", path)
     return exp
 
 

@@ -10,6 +10,11 @@ the original image (nearest patch), with the image's geometry; 0 means "no clust
 Colour baseline (thesis §3.2): K-means on the mean intensity of m x m pixel patches of the
 image itself (m = 1: per pixel; m = 8: the ViT's patch grid), standardised with the image's
 own statistics.
+
+Threshold (``method: threshold``): the two classes of a probability map split at a fixed value
+(label 2 where value >= threshold, else 1), e.g. a foreground U-Net's output, so supervised
+rows give label images of the same form as the clustering rows and are scored identically.
+It reads the raw values (no percentile scaling) blockwise.
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ log = logging.getLogger(__name__)
 class ClusterParams:
     """Parameters of ``zarrseg cluster`` (config section ``cluster``)."""
 
-    method: Literal["kmeans", "hdbscan"] = "kmeans"
+    method: Literal["kmeans", "hdbscan", "threshold"] = "kmeans"
     n_clusters: int = 2  # K-means k
+    threshold: float = 0.5  # method threshold: label 2 where the image value >= threshold, else 1
     pca_components: int = 20  # 0: no PCA
     use_colour: bool = True  # concatenate the patch's mean colour to the features
     colour_weight: float = 1.0  # colour block variance relative to the (PCA) feature block
@@ -242,6 +248,60 @@ class _LabelBlock:
         return {"counts": np.bincount(out.ravel(), minlength=64)[:64]}  # fixed length: summable over blocks
 
 
+class _ThresholdBlock:
+    def __init__(self, view: ome.SpatialView, threshold: float, out: str):
+        self.view, self.threshold, self.out = view, threshold, out
+
+    def __call__(self, block: Block) -> dict:
+        labels = (np.asarray(self.view[block.inner]) >= self.threshold).astype(np.uint16) + 1
+        arr = zarr.open_array(self.out, mode="r+")
+        arr[block.inner] = labels
+        return {"counts": np.bincount(labels.ravel(), minlength=3)[:3]}
+
+
+def threshold(path: str | Path, out: str | Path, params: ClusterParams | None = None) -> dict:
+    """Two-class label image of an OME-Zarr map: 2 where value >= ``params.threshold``, else 1."""
+    params = params or ClusterParams(method="threshold")
+    t0 = time.perf_counter()
+    image = ome.open_image(path)
+    channel = max(params.preprocess.channel, 0)
+    view = ome.SpatialView.of(image, channel=channel, timepoint=params.preprocess.timepoint)
+    if view.ndim not in (2, 3):
+        raise InputError(f"expected a 2D or 3D image, got spatial shape {view.shape}", path)
+    axes = "".join(a for a in image.axes if a in "zyx")
+    scale = [s for a, s in zip(image.axes, image.scale, strict=True) if a in "zyx"]
+    chunks = (1, *params.chunks) if view.ndim == 3 else tuple(params.chunks)
+    with ome.atomic_output(out) as tmp:
+        ome.create_image(
+            tmp,
+            shape=view.shape,
+            dtype="uint16",
+            axes=axes,
+            scale=scale,
+            chunks=chunks,
+            is_label=True,
+            name=Path(str(out)).name,
+            attrs={
+                "stage": "cluster",
+                "source": str(path),
+                "kind": "threshold",
+                "method": "threshold",
+                "threshold": params.threshold,
+            },
+        )
+        yx = tuple(-(-b // c) * c for b, c in zip(params.block_shape, params.chunks, strict=True))
+        grid = BlockGrid(view.shape, (1, *yx) if view.ndim == 3 else yx)
+        summaries = map_blocks(
+            _ThresholdBlock(view, params.threshold, str(Path(tmp) / "0")),
+            grid,
+            name="threshold",
+            dask_params=params.dask,
+        )
+    counts = np.sum([s["counts"] for s in summaries], axis=0)
+    log.info("cluster: %s thresholded at %g in %.1f s", out, params.threshold, time.perf_counter() - t0)
+    return {"kind": "threshold", "n_clusters": int((counts[1:] > 0).sum()), "counts": counts}
+
+
 def cluster(
     path: str | Path, out: str | Path, params: ClusterParams | None = None, image: str | Path | None = None
 ) -> dict:
@@ -249,8 +309,11 @@ def cluster(
 
     ``out`` is a label OME-Zarr (NGFF image-label) with the spatial geometry of the image.
     Returns a summary: kind, number of clusters found, pixel count per label.
+    With ``method: threshold``, ``path`` is an image (e.g. a probability map) split at ``threshold``.
     """
     params = params or ClusterParams()
+    if params.method == "threshold":
+        return threshold(path, out, params)
     t0 = time.perf_counter()
     src = _Source(path, params, image)
     rng = np.random.default_rng(params.seed)

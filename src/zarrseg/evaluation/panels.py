@@ -1,0 +1,133 @@
+"""Side-by-side figures: original | one label image per method | ground truth (thesis Tables 3.5-3.7).
+
+One row of panels per image, so a reader sees at a glance where colour clustering, DINO feature
+clustering, fine-tuned features and U-Nets agree with the annotation. Planes are read from
+OME-Zarr at display resolution (a pyramid level or a strided read), so huge images never load
+whole; 3D volumes show one z-slice (the middle one by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .. import ome
+from ..errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PanelParams:
+    """Parameters of ``zarrseg panels`` (config section ``panels``)."""
+
+    max_size: int = 512  # longest side drawn per panel (pixels); larger planes are subsampled
+    z: int | None = None  # 3D: the slice drawn (null: the middle one)
+    channel: int = 0  # channel of the original image
+    percentiles: tuple[float, float] = (1.0, 99.8)  # display range of the original image
+    panel_inches: float = 3.0
+    dpi: int = 100
+
+    def validate(self) -> None:
+        if self.max_size < 8:
+            raise ConfigError(f"panels.max_size must be >= 8, got {self.max_size}")
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise ConfigError(
+                f"panels.percentiles must satisfy 0 <= low < high <= 100, got {list(self.percentiles)}"
+            )
+
+
+@dataclass
+class Panel:
+    title: str
+    data: np.ndarray  # 2D plane
+    kind: Literal["image", "labels"] = "labels"
+
+
+def read_plane(path: str | Path, params: PanelParams, channel: int = 0) -> np.ndarray:
+    """One 2D plane of an OME-Zarr image at about ``max_size`` pixels on its longest side."""
+    image = ome.open_image(path)
+    view = ome.SpatialView.of(image, channel=channel)
+    if view.ndim not in (2, 3):
+        raise InputError(f"expected a 2D or 3D image, got spatial shape {view.shape}", path)
+    full = view.shape
+    level = 0
+    for index in range(1, len(image.level_paths)):  # the finest pyramid level that is still big enough
+        shape = ome.SpatialView.of(image, channel=channel, level=index).shape
+        if max(shape[-2:]) >= params.max_size:
+            level = index
+    view = ome.SpatialView.of(image, channel=channel, level=level)
+    step = max(1, int(np.ceil(max(view.shape[-2:]) / params.max_size)))
+    box: tuple[slice | int, ...] = (slice(None, None, step), slice(None, None, step))
+    if view.ndim == 3:
+        z = params.z if params.z is not None else full[0] // 2
+        if not 0 <= z < full[0]:
+            raise InputError(f"slice z={z} is outside the {full[0]} slices", path)
+        z = min(view.shape[0] - 1, z * view.shape[0] // full[0])
+        box = (slice(z, z + 1), *box)
+    plane = np.asarray(view[box])
+    return plane.reshape(plane.shape[-2:])
+
+
+def _label_colours(plane: np.ndarray) -> np.ndarray:
+    """RGB of a label plane: 0 black, ids cycling through a qualitative palette (stable across panels)."""
+    from matplotlib import colormaps
+
+    palette = np.asarray(colormaps["tab10"].colors)[[1, 0, 2, 3, 4, 5, 6, 7, 8, 9]]  # 1: orange, 2: blue
+    rgb = palette[(plane.astype(np.int64) - 1) % len(palette)]
+    rgb[plane == 0] = 0.0
+    return rgb
+
+
+def draw_panels(panels: Sequence[Panel], out: str | Path, params: PanelParams | None = None) -> Path:
+    """Draw ``panels`` in one row into the PNG ``out`` (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    params = params or PanelParams()
+    out = Path(out)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(params.panel_inches * len(panels), params.panel_inches + 0.3), squeeze=False
+    )
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel.kind == "image":
+            data = panel.data.astype(np.float32)
+            lo, hi = np.percentile(data, params.percentiles)
+            ax.imshow(np.clip((data - lo) / max(hi - lo, 1e-6), 0, 1), cmap="gray", interpolation="nearest")
+        else:
+            ax.imshow(_label_colours(panel.data), interpolation="nearest")
+        ax.set_title(panel.title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial.png")
+    fig.savefig(tmp, dpi=params.dpi)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+def side_by_side(
+    image: str | Path,
+    labels: Sequence[tuple[str, str | Path]],
+    out: str | Path,
+    ground_truth: str | Path | None = None,
+    params: PanelParams | None = None,
+) -> Path:
+    """original | each (title, label image) | ground truth, for one image, into the PNG ``out``."""
+    params = params or PanelParams()
+    panels = [Panel("original", read_plane(image, params, params.channel), "image")]
+    panels += [Panel(title, read_plane(path, params)) for title, path in labels]
+    if ground_truth is not None:
+        panels.append(Panel("ground truth", read_plane(ground_truth, params)))
+    log.info("panels: %d panels -> %s", len(panels), out)
+    return draw_panels(panels, out, params)
