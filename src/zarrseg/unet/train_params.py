@@ -7,6 +7,7 @@ from typing import Literal
 
 from ..errors import ConfigError
 from ..normalize import Normalization
+from ..segment.params import SegmentParams
 from .augment import AugmentParams
 from .losses import LossParams
 from .models import ModelConfig
@@ -36,6 +37,21 @@ class OptimizerParams:
 
 
 @dataclass
+class ValSegmentParams:
+    """Validation by the full segment pipeline (blockwise engine + ARand/VOI) on a crop of each val volume.
+
+    Off by default: it costs a segmentation per validation. 2D models over a stack segment per slice.
+    """
+
+    enabled: bool = False
+    every: int = 1  # run at every N-th validation (and always at the last one)
+    roi: str | None = (
+        None  # crop inside each val entry's roi, numpy-style and relative to it; null: all of it
+    )
+    segment: SegmentParams = field(default_factory=SegmentParams)  # segment-stage parameters for the crop
+
+
+@dataclass
 class TrainParams:
     train: list[DataItem] = field(default_factory=list)
     val: list[DataItem] = field(default_factory=list)  # empty: select best by the training loss
@@ -52,8 +68,10 @@ class TrainParams:
     max_minutes: float | None = None  # wall-clock budget: stop (after a final validation) when exceeded
     max_cpu_minutes: float | None = None  # CPU-time budget of the training process (all its threads)
     validate_every: int = 200  # iterations between validations / checkpoints
-    val_metric: Literal["arand", "loss"] = "arand"  # selects best.pt and drives the LR schedule / early stop
+    # selects best.pt and drives the LR schedule / early stop; segment_*: needs val_segment.enabled
+    val_metric: Literal["arand", "loss", "segment_arand", "segment_voi"] = "arand"
     val_threshold: float = 0.5  # boundary threshold before connected components (validation ARand)
+    val_segment: ValSegmentParams = field(default_factory=ValSegmentParams)
     early_stopping: int = 20  # validations without improvement before stopping (0: never)
     seed: int = 0
     supervision_fraction: float = 1.0  # fraction of training images / objects with labels used
@@ -62,8 +80,10 @@ class TrainParams:
     sampling_retries: int = 10
     num_workers: int = 2  # DataLoader processes preparing patches (augmentation runs there)
     device: str = "auto"
-    amp: bool = True  # CUDA only
-    auto_batch: bool = True  # CUDA: probe, and shrink batch / patch on out-of-memory
+    amp: bool = True  # automatic mixed precision: CUDA always; CPU only with amp_dtype bfloat16
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"  # float16 uses a GradScaler; bfloat16 needs none
+    auto_batch: bool = True  # CUDA: probe, shrink batch / patch on out-of-memory, regrow the batch
+    multi_gpu: bool = True  # several visible CUDA devices: one DDP process per device (mp.spawn)
     threads: int = 0  # torch CPU threads (0: torch's default)
     tensorboard: bool = True  # also log to MODEL_DIR/tensorboard when tensorboard is installed
 
@@ -80,6 +100,15 @@ class TrainParams:
             raise ConfigError(
                 f"train.patch_shape {self.patch_shape} must have model.ndim={self.model.ndim} entries"
             )
+        if self.val_metric.startswith("segment") and not self.val_segment.enabled:
+            raise ConfigError(f"train.val_metric {self.val_metric!r} needs train.val_segment.enabled: true")
+        if self.val_segment.enabled:
+            if self.target.kind == "foreground":
+                raise ConfigError("train.val_segment needs a boundaries or affinities target, not foreground")
+            if not self.val:
+                raise ConfigError("train.val_segment needs validation data (train.val)")
+            if self.val_segment.every < 1:
+                raise ConfigError(f"train.val_segment.every must be >= 1, got {self.val_segment.every}")
         expected = self.target.channels(self.model.ndim)
         if self.model.out_channels == 1 and expected > 1:
             self.model.out_channels = expected  # affinities: one channel per offset unless given

@@ -1,11 +1,13 @@
 """The one U-Net trainer: seeded patches, Adam + ReduceLROnPlateau, ARand validation, checkpoints.
 
-Writes ``MODEL_DIR/last.pt`` (every validation, for ``--resume``), ``best.pt`` (lowest
-validation ARand, or training loss without validation data), ``metrics.csv`` and, when the
-``tensorboard`` package is installed, TensorBoard events. On CPU a run is reproducible for a
-given seed and thread count, and a resumed run continues the uninterrupted one exactly
-(patch ``i`` is always drawn from generator ``(seed, i)``). On CUDA: AMP, cudnn.benchmark, an
-out-of-memory probe that shrinks batch then patch, and DDP when launched with ``torchrun``.
+Writes ``MODEL_DIR/last.pt`` (every validation, for ``--resume``), ``best.pt`` (best by
+``val_metric``: threshold + CC ARand, validation loss, or ARand / VOI of the full segment
+pipeline on a validation crop; training loss without validation data), ``metrics.csv`` and,
+when the ``tensorboard`` package is installed, TensorBoard events. On CPU a run is reproducible
+for a given seed and thread count, and a resumed run continues the uninterrupted one exactly
+(patch ``i`` is always drawn from generator ``(seed, i)``). On CUDA: AMP (float16 + GradScaler
+or bfloat16), cudnn.benchmark, an out-of-memory probe (``memory.fit_to_memory``), and DDP over
+all visible devices (``distributed``: spawned by ``train()``, or launched with ``torchrun``).
 """
 
 from __future__ import annotations
@@ -22,20 +24,40 @@ import numpy as np
 import torch
 from skimage.measure import label as connected_components
 
+from .. import ome
 from ..errors import ConfigError, InputError
 from ..parallel import progress_bar
 from ..params import to_dict
 from .checkpoint import read_checkpoint, save_checkpoint
-from .data import PatchDataset, Volume, open_volumes
+from .data import PatchDataset, Volume, open_volumes, parse_roi
+from .distributed import backend_for
 from .inference import predict_array, resolve_device
 from .losses import Loss
-from .models import ModelConfig, build_model, count_parameters
+from .memory import fit_to_memory
+from .models import build_model, count_parameters
 from .targets import make_target
 from .train_params import TrainParams
 
 log = logging.getLogger(__name__)
 
-METRIC_FIELDS = ["iteration", "train_loss", "val_arand", "val_loss", "lr", "seconds", "batch_size"]
+METRIC_FIELDS = [
+    "iteration",
+    "train_loss",
+    "val_arand",
+    "val_loss",
+    "val_seg_arand",
+    "val_seg_voi",
+    "lr",
+    "seconds",
+    "batch_size",
+]
+SCORES = ("val_arand", "val_loss", "val_seg_arand", "val_seg_voi")
+METRIC_KEY = {
+    "arand": "val_arand",
+    "loss": "val_loss",
+    "segment_arand": "val_seg_arand",
+    "segment_voi": "val_seg_voi",
+}
 
 
 def adapted_rand_error(seg: np.ndarray, gt: np.ndarray) -> float:
@@ -61,12 +83,19 @@ class Trainer:
         self.params, self.out_dir, self.resume = params, Path(out_dir), resume
         self.rank = int(os.environ.get("RANK", "0"))
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.device = resolve_device(
-            params.device if self.world == 1 else f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
-        )
+        if self.world > 1:  # one process per device; the CPU (gloo) when CUDA is absent or not wanted
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            use_cuda = params.device != "cpu" and torch.cuda.is_available()
+            self.device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+            if use_cuda:
+                torch.cuda.set_device(self.device)
+        else:
+            self.device = resolve_device(params.device)
         if params.threads:
             torch.set_num_threads(params.threads)
-        self.amp = params.amp and self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if params.amp_dtype == "bfloat16" else torch.float16
+        # float16 autocast is a CUDA feature; bfloat16 autocast also runs on CPUs
+        self.amp = params.amp and (self.device.type == "cuda" or self.amp_dtype == torch.bfloat16)
         self.batch_size = params.batch_size
         self.patch = list(params.patch)
         cfg = params.model
@@ -85,8 +114,11 @@ class Trainer:
         self.val_volumes = open_volumes(p.val, p, "train.val") if p.val else []
         self.model = build_model(p.model).to(self.device)
         if self.world > 1:
-            torch.distributed.init_process_group("nccl")
-            self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index])
+            if not torch.distributed.is_initialized():  # torchrun: rendezvous from the environment
+                torch.distributed.init_process_group(backend_for(self.device))
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.loss_fn = Loss(p.loss)
         opt = p.optimizer
         self.optimizer = torch.optim.Adam(
@@ -95,7 +127,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=opt.lr_factor, patience=opt.lr_patience
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.amp and self.amp_dtype == torch.float16 and self.device.type == "cuda"
+        )
         self.iteration, self.best, self.bad_validations = 0, math.inf, 0
         self.rows: list[dict] = []
         log.info(
@@ -140,36 +174,43 @@ class Trainer:
     def _unwrap(self) -> torch.nn.Module:
         return getattr(self.model, "module", self.model)
 
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
+
     # --- CUDA memory probe --------------------------------------------------------------------
     def _probe_memory(self) -> None:
-        """Try one forward/backward at the configured size; on OOM halve batch, then shrink the patch."""
-        if self.device.type != "cuda" or not self.params.auto_batch:
-            return
-        div = self.params.model.divisor
-        while True:
+        if self.device.type == "cuda" and self.params.auto_batch:
+            self._fit_memory()
+
+    def _fit_memory(self) -> None:
+        """Largest batch / patch whose forward + backward fits (``memory.fit_to_memory``); all ranks agree."""
+        model = self._unwrap()  # no gradient all-reduce during the probe: ranks probe independently
+        cfg = self.params.model
+        buffers = [b.detach().clone() for b in model.buffers()]  # BatchNorm statistics stay untouched
+
+        def fits(batch: int, patch: list[int]) -> bool:
             try:
-                x = torch.randn(
-                    self.batch_size, self.params.model.in_channels, *self.patch, device=self.device
-                )
-                with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
-                    self.model(x).float().mean().backward()
-                self.model.zero_grad(set_to_none=True)
-                return
+                x = torch.randn(batch, cfg.in_channels, *patch, device=self.device)
+                with self._autocast():
+                    out = model(x)
+                out.float().mean().backward()
+                return True
             except torch.cuda.OutOfMemoryError:
-                self.model.zero_grad(set_to_none=True)
-                torch.cuda.empty_cache()
-                if self.batch_size > 1:
-                    self.batch_size //= 2
-                else:
-                    axis = int(np.argmax([p / d for p, d in zip(self.patch, div, strict=True)]))
-                    if self.patch[axis] <= 2 * div[axis]:
-                        raise ConfigError(
-                            "the model does not fit in GPU memory even with batch 1 and a tiny patch"
-                        ) from None
-                    self.patch[axis] = max(div[axis], (self.patch[axis] // 2) // div[axis] * div[axis])
-                log.warning(
-                    "CUDA out of memory: retrying with batch %d, patch %s", self.batch_size, self.patch
-                )
+                return False
+            finally:
+                model.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+        self.batch_size, self.patch = fit_to_memory(fits, self.batch_size, self.patch, cfg.divisor)
+        with torch.no_grad():
+            for b, saved in zip(model.buffers(), buffers, strict=True):
+                b.copy_(saved)
+        if self.world > 1:
+            sizes = torch.tensor([self.batch_size, *self.patch], device=self.device)
+            torch.distributed.all_reduce(sizes, op=torch.distributed.ReduceOp.MIN)
+            self.batch_size, self.patch = int(sizes[0]), [int(v) for v in sizes[1:]]
+        log.info("memory probe: batch %d, patch %s", self.batch_size, self.patch)
 
     # --- loop ---------------------------------------------------------------------------------
     def _loader(self, start: int, total: int) -> torch.utils.data.DataLoader:
@@ -217,7 +258,7 @@ class Trainer:
             for x, y, m in self._loader(self.iteration, total):
                 x, y, m = (t.to(self.device, non_blocking=True) for t in (x, y, m))
                 self.optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                with self._autocast():
                     logits = self.model(x)
                 loss = self.loss_fn(logits, y, m)
                 self.scaler.scale(loss).backward()
@@ -229,9 +270,10 @@ class Trainer:
                 bar.update(1)
                 over_time = self._over_budget(t0, cpu0)
                 if self.iteration % self.params.validate_every == 0 or self.iteration == total or over_time:
-                    train_loss = running / max(n_running, 1)
+                    train_loss = self._mean_over_ranks(running / max(n_running, 1))
                     running, n_running = 0.0, 0
-                    stop = self._validate_and_checkpoint(train_loss, time.perf_counter() - t0, writer)
+                    final = self.iteration == total or over_time
+                    stop = self._validate_and_checkpoint(train_loss, time.perf_counter() - t0, writer, final)
                     bar.set_postfix(loss=f"{train_loss:.4f}", best=f"{self.best:.4f}")
                     if stop or over_time:
                         stop_reason = stop or "time budget"
@@ -242,9 +284,26 @@ class Trainer:
 
     def _over_budget(self, t0: float, cpu0: float) -> bool:
         p = self.params
+        if p.max_minutes is None and p.max_cpu_minutes is None:
+            return False
         wall = p.max_minutes is not None and time.perf_counter() - t0 > 60 * p.max_minutes
         cpu = p.max_cpu_minutes is not None and time.process_time() - cpu0 > 60 * p.max_cpu_minutes
-        return wall or cpu
+        return bool(self._from_rank0(wall or cpu))  # every rank must stop at the same step
+
+    def _mean_over_ranks(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return float(t[0]) / self.world
+
+    def _from_rank0(self, value):
+        """``value`` as computed by rank 0 (DDP ranks must take identical decisions); as is otherwise."""
+        if self.world == 1:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
 
     def _summary(self, reason: str, seconds: float) -> dict:
         log.info(
@@ -262,20 +321,20 @@ class Trainer:
             "rows": self.rows,
         }
 
-    def validate(self) -> tuple[float, float]:
-        """(mean ARand error of threshold + connected components, mean loss) over validation volumes/slices."""
+    def validate(self, segment: bool = False) -> dict[str, float]:
+        """Validation scores (means over volumes / slices): threshold + connected-components ARand,
+        loss, and with ``segment`` ARand / VOI of the full segment pipeline on each volume's crop."""
         p = self.params
         model = self._unwrap()
         model.eval()
-        scores, losses = [], []
+        scores, losses, seg_arand, seg_voi = [], [], [], []
         for vol in self.val_volumes:
             image = vol.image[vol.roi]
             gt = vol.labels[vol.roi]
             x = _normalised(image, vol, p)
-            if p.model.ndim == 2 and x.ndim == 3:
-                pairs = [(x[z], gt[z]) for z in range(x.shape[0])]
-            else:
-                pairs = [(x, gt)]
+            slicewise = p.model.ndim == 2 and x.ndim == 3
+            pairs = [(x[z], gt[z]) for z in range(x.shape[0])] if slicewise else [(x, gt)]
+            probs = []
             for xi, gi in pairs:
                 prob = predict_array(
                     model,
@@ -286,6 +345,7 @@ class Trainer:
                     batch_size=self.batch_size,
                     amp=self.amp,
                 )
+                probs.append(prob)
                 scores.append(
                     adapted_rand_error(segment_by_threshold(prob, p.target.kind, p.val_threshold), gi)
                 )
@@ -301,30 +361,58 @@ class Trainer:
                             )
                         )
                     )
-        model.train()
-        scores = [s for s in scores if not math.isnan(s)]
-        return (
-            float(np.mean(scores)) if scores else float("nan"),
-            float(np.mean(losses)) if losses else float("nan"),
-        )
+            if segment:
+                from .val_segment import boundary_map, segment_scores
 
-    def _validate_and_checkpoint(self, train_loss: float, seconds: float, writer) -> str | None:
+                prob = np.stack(probs, axis=1) if slicewise else probs[0]  # (C, *roi shape)
+                crop = parse_roi(p.val_segment.roi, gt.shape, "train.val_segment")
+                out = segment_scores(
+                    boundary_map(prob, p.target.kind)[crop],
+                    gt[crop],
+                    p.val_segment,
+                    scale=ome.open_image(vol.item.image).spatial_scale,
+                    slicewise=slicewise,
+                    work_dir=self.out_dir,
+                )
+                seg_arand.append(out["arand"])
+                seg_voi.append(out["voi"])
+        model.train()
+        return {
+            "val_arand": _nanmean(scores),
+            "val_loss": _nanmean(losses),
+            "val_seg_arand": _nanmean(seg_arand),
+            "val_seg_voi": _nanmean(seg_voi),
+        }
+
+    def _validate_and_checkpoint(
+        self, train_loss: float, seconds: float, writer, final: bool = False
+    ) -> str | None:
         p = self.params
-        arand, val_loss = self.validate() if self.val_volumes else (float("nan"), float("nan"))
-        score = arand if p.val_metric == "arand" else val_loss
-        score = score if not math.isnan(score) else train_loss
-        self.scheduler.step(score)
+        n_validation = len(self.rows) + 1
+        segment = p.val_segment.enabled and (n_validation % p.val_segment.every == 0 or final)
+        metrics = dict.fromkeys(SCORES, float("nan"))
+        if self.val_volumes:
+            metrics = self._from_rank0(self.validate(segment) if self.rank == 0 else None)
+        score = metrics[METRIC_KEY[p.val_metric]]
+        selecting = True
+        if math.isnan(score):
+            if p.val_metric.startswith("segment"):
+                selecting = False  # a validation without the segment run neither selects nor schedules
+            else:
+                score = train_loss
+        improved = False
+        if selecting:
+            self.scheduler.step(score)
+            improved = score < self.best
+            if improved:
+                self.best, self.bad_validations = score, 0
+            else:
+                self.bad_validations += 1
         lr = self.optimizer.param_groups[0]["lr"]
-        improved = score < self.best
-        if improved:
-            self.best, self.bad_validations = score, 0
-        else:
-            self.bad_validations += 1
         row = {
             "iteration": self.iteration,
             "train_loss": train_loss,
-            "val_arand": arand,
-            "val_loss": val_loss,
+            **metrics,
             "lr": lr,
             "seconds": round(seconds, 3),
             "batch_size": self.batch_size,
@@ -342,7 +430,7 @@ class Trainer:
                 self._train_dict(),
                 **extra,
             )
-            if improved:
+            if improved or (final and not (self.out_dir / "best.pt").exists()):
                 save_checkpoint(
                     self.out_dir / "best.pt",
                     self.model,
@@ -353,14 +441,15 @@ class Trainer:
                     **extra,
                 )
             if writer is not None:
-                for key in ("train_loss", "val_arand", "val_loss", "lr"):
+                for key in ("train_loss", *SCORES, "lr"):
                     if not math.isnan(row[key]):
                         writer.add_scalar(key, row[key], self.iteration)
         log.info(
-            "iteration %d: train loss %.4f, val ARand %.4f, lr %.2e%s",
+            "iteration %d: train loss %.4f, val ARand %.4f, segment ARand %.4f, lr %.2e%s",
             self.iteration,
             train_loss,
-            arand,
+            metrics["val_arand"],
+            metrics["val_seg_arand"],
             lr,
             " (best)" if improved else "",
         )
@@ -399,17 +488,7 @@ class Trainer:
         os.replace(tmp, path)
 
     def _read_rows(self) -> list[dict]:
-        path = self.out_dir / "metrics.csv"
-        if not path.exists():
-            return []
-        with open(path, newline="") as f:
-            return [
-                {
-                    k: (float(v) if k not in ("iteration", "batch_size") else int(float(v)))
-                    for k, v in r.items()
-                }
-                for r in csv.DictReader(f)
-            ]
+        return read_metrics(self.out_dir)
 
     def _tensorboard(self):
         if not self.params.tensorboard or self.rank != 0:
@@ -422,14 +501,56 @@ class Trainer:
         return SummaryWriter(str(self.out_dir / "tensorboard"))
 
 
+def read_metrics(out_dir: str | Path) -> list[dict]:
+    """Rows of ``MODEL_DIR/metrics.csv`` (files of older versions lack the newer columns: NaN)."""
+    path = Path(out_dir) / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        row = {k: float(r[k]) if r.get(k) not in (None, "") else float("nan") for k in METRIC_FIELDS}
+        row["iteration"], row["batch_size"] = int(row["iteration"]), int(row["batch_size"])
+        out.append(row)
+    return out
+
+
+def _nanmean(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def _normalised(image: np.ndarray, vol: Volume, params: TrainParams) -> np.ndarray:
     from ..normalize import apply
 
     return apply(image, vol.stats, params.normalization)
 
 
+def spawn_world(params: TrainParams) -> int:
+    """Number of DDP processes ``train`` should spawn: the CUDA device count when several are
+    visible and wanted, else 0 (train in this process; also under torchrun, which spawned us)."""
+    if not params.multi_gpu or params.device not in ("auto", "cuda") or "WORLD_SIZE" in os.environ:
+        return 0
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return n_gpus if n_gpus > 1 else 0
+
+
 def train(params: TrainParams, out_dir: str | Path, resume: bool = False) -> dict:
-    return Trainer(params, out_dir, resume).run()
+    """Train in this process, or in one DDP process per CUDA device when several are visible."""
+    world = spawn_world(params)
+    if not world:
+        return Trainer(params, out_dir, resume).run()
+    from .distributed import launch
 
-
-__all__ = ["ModelConfig", "Trainer", "train"]
+    log.info("training on %d CUDA devices (DDP, one process each)", world)
+    t0 = time.perf_counter()
+    launch(params, out_dir, world, resume=resume, backend="nccl")
+    last = read_checkpoint(Path(out_dir) / "last.pt")
+    return {
+        "iterations": int(last["iteration"]),
+        "best": float(last.get("best", math.nan)),
+        "stop": "ddp",
+        "seconds": time.perf_counter() - t0,
+        "rows": read_metrics(out_dir),
+    }

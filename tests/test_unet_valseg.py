@@ -1,0 +1,107 @@
+"""Validation by the full segment pipeline on a validation crop: a metrics.csv column that selects best.pt."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage.segmentation import find_boundaries
+
+from zarrseg import ome
+from zarrseg.errors import ConfigError
+from zarrseg.params import load_params
+from zarrseg.unet.checkpoint import load_checkpoint
+from zarrseg.unet.train_params import TrainParams
+from zarrseg.unet.trainer import train
+
+
+def _cells(rng, shape, n):
+    pts = np.stack([rng.integers(0, s, size=n) for s in shape], axis=1)
+    grids = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    d = sum((g[..., None] - pts[:, i]) ** 2 for i, g in enumerate(grids))
+    return (np.argmin(d, -1) + 1).astype(np.uint32)
+
+
+def _write(path, data, is_label=False):
+    arr = ome.create_image(
+        path,
+        shape=data.shape,
+        dtype=data.dtype,
+        axes="zyx",
+        scale=[1.0] * 3,
+        chunks=[1, 32, 32],
+        is_label=is_label,
+    )
+    arr[...] = data
+    return str(path)
+
+
+@pytest.fixture
+def cells(tmp_path, rng):
+    lab = np.stack([_cells(rng, (48, 48), 12) for _ in range(3)])
+    img = np.stack([find_boundaries(s) for s in lab]).astype(np.float32) * 100 + rng.normal(50, 20, lab.shape)
+    img = ndimage.gaussian_filter(img, (0, 0.7, 0.7)).astype(np.float32)
+    return _write(tmp_path / "img.ome.zarr", img), _write(tmp_path / "lab.ome.zarr", lab, True)
+
+
+def _params(image, labels, **kw):
+    base = {
+        "train": [{"image": image, "labels": labels, "roi": "0:2"}],
+        "val": [{"image": image, "labels": labels, "roi": "1:3"}],
+        "model": {"ndim": 2, "f_maps": 4, "depth": 2},
+        "patch_shape": [32, 32],
+        "batch_size": 4,
+        "iterations": 30,
+        "validate_every": 10,
+        "num_workers": 0,
+        "threads": 1,
+        "seed": 1,
+        "optimizer": {"lr": 0.01},
+        "tensorboard": False,
+        "val_metric": "segment_arand",
+        "val_segment": {
+            "enabled": True,
+            "every": 2,
+            "roi": "1:2, 4:44, 4:44",  # one slice of the val roi, cropped
+            "segment": {
+                "block_shape": [1, 48, 48],
+                "halo": [0, 8, 8],
+                "chunks": [1, 48, 48],
+                "min_size": 5,
+                "post_min_size": 5,
+                "dask": {"scheduler": "synchronous"},
+            },
+        },
+    }
+    base.update(kw)
+    return load_params(TrainParams, base)
+
+
+def test_segment_validation_column_selects_best(tmp_path, cells):
+    image, labels = cells
+    out = train(_params(image, labels), tmp_path / "run")
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and {"val_seg_arand", "val_seg_voi"} <= set(rows[0])
+    seg = [float(r["val_seg_arand"]) for r in rows]
+    voi = [float(r["val_seg_voi"]) for r in rows]
+    # every=2: validation 1 skips the segment run, validation 2 runs it, the last one always does
+    assert math.isnan(seg[0]) and math.isnan(voi[0])
+    assert all(0.0 <= v <= 1.0 for v in seg[1:]) and all(v >= 0.0 for v in voi[1:])
+    assert seg[1] != seg[2] or voi[1] != voi[2]  # another model, another segmentation
+    assert out["best"] == min(seg[1:])
+    best = load_checkpoint(tmp_path / "run" / "best.pt").metrics
+    assert best["val_seg_arand"] == min(seg[1:])
+
+
+def test_segment_validation_bad_settings(tmp_path, cells):
+    image, labels = cells
+    with pytest.raises(ConfigError, match="val_segment.enabled"):
+        _params(image, labels, val_segment={"enabled": False})
+    with pytest.raises(ConfigError, match="foreground"):
+        _params(image, labels, target={"kind": "foreground"})
+    with pytest.raises(ConfigError, match="partitioner"):
+        _params(image, labels, val_segment={"enabled": True, "segment": {"partitioner": "nope"}})
