@@ -10,6 +10,11 @@ def method_of(cell):
 
 def benchmark_args(sample, cell):
     """--benchmark STAGE=TSV of the jobs that produced this segmentation (runtime, peak memory)."""
+    if cell in SSL_CELLS:  # grid rows: labels by the cluster rule, of a prediction for U-Net rows
+        args = [f"cluster={bench_path('cluster', sample, cell)}"]
+        if thresholds_prediction(cell):
+            args.append(f"predict={bench_path('predict', sample, predict_cell(cell))}")
+        return " ".join(f"--benchmark {a}" for a in args)
     args = [f"segment={bench_path('segment', sample, cell)}"]
     if not SAMPLES[sample].boundaries:
         args.append(f"predict={bench_path('predict', sample, predict_cell(cell))}")
@@ -19,7 +24,7 @@ def benchmark_args(sample, cell):
 rule evaluate:
     input:
         labels=lambda w: labels_path(w.sample, w.cell),
-        ground_truth=lambda w: ground_truth_path(w.sample),
+        ground_truth=lambda w: scored_gt_path(w.sample, w.cell),  # rules/ssl.smk: binary foreground or as given
     output:
         f"{R}/{EXP}/{{sample}}/{{cell}}/metrics.parquet",
     params:
@@ -46,7 +51,8 @@ rule evaluate:
 
 rule aggregate:
     input:
-        lambda w: [metrics_path(s, c) for s in EXP_SAMPLES if SAMPLES[s].ground_truth for c in CELLS],
+        tables=lambda w: [metrics_path(s, c) for s in EXP_SAMPLES if SAMPLES[s].ground_truth for c in CELLS],
+        figures=lambda w: panel_targets(),  # side-by-side figures of grids with rows (rules/ssl.smk)
     output:
         summary=f"{R}/{EXP}/summary.md",
         table=f"{R}/{EXP}/metrics.parquet",
@@ -62,4 +68,4 @@ rule aggregate:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{ZARRSEG} table {input:q} -o {params.outdir:q} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} table {input.tables:q} -o {params.outdir:q} --params {params.json:q} -v 2> {log:q}"

@@ -2,14 +2,34 @@
 #
 # Besides the TrainParams fields, the `train` section may name samples instead of paths:
 #   train: {samples: [a, b], val_samples: [c], roi: "0:20", model: {...}, ...}
-# (default samples: every sample with ground truth). Explicit `train.train` / `train.val` lists of
-# {image, labels, roi} win. The checkpoint lands at {R}/{EXP}/train/{pcell}/best.pt.
+# (default samples: every experiment sample with ground truth). Names may be shell-style patterns
+# ("train_*") matching samples of the sheet, which need not be among the experiment's (evaluated)
+# samples: that is how a grid keeps its training images apart from the images it scores. Explicit
+# `train.train` / `train.val` lists of {image, labels, roi} win. The checkpoint lands at
+# {R}/{EXP}/train/{pcell}/best.pt.
+
+from fnmatch import fnmatchcase
+
+
+def match_samples(patterns, labelled=False):
+    """Sample names of the sheet matching any of ``patterns`` (in sheet order); only those with
+    ground truth when ``labelled``. A pattern matching nothing is an error, not a silent empty set."""
+    names = []
+    for pattern in patterns:
+        found = [s for s in SAMPLES if fnmatchcase(s, pattern)]
+        if not found:
+            raise ValueError(f"train.samples entry {pattern!r} matches no sample of the sample sheet")
+        names += found
+    names = list(dict.fromkeys(names))
+    return [s for s in names if SAMPLES[s].ground_truth] if labelled else names
 
 
 def train_config(pcell):
     params = json.loads(stage_json("train", pcell=pcell))
-    samples = params.pop("samples", None) or [s for s in EXP_SAMPLES if SAMPLES[s].ground_truth]
-    val = params.pop("val_samples", None) or []
+    patterns = params.pop("samples", None)
+    samples = (match_samples(patterns, labelled=True) if patterns
+               else [s for s in EXP_SAMPLES if SAMPLES[s].ground_truth])
+    val = match_samples(params.pop("val_samples", None) or [], labelled=True)
     roi = params.pop("roi", None)
     return params, samples, val, roi
 
