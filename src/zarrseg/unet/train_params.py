@@ -43,11 +43,10 @@ class ValSegmentParams:
     Off by default: it costs a segmentation per validation. 2D models over a stack segment per slice.
     """
 
-    enabled: bool = False
+    enabled: bool = False  # costs one segmentation of the crop per validation
     every: int = 1  # run at every N-th validation (and always at the last one)
-    roi: str | None = (
-        None  # crop inside each val entry's roi, numpy-style and relative to it; null: all of it
-    )
+    # crop inside each val entry's roi, numpy-style and relative to it (e.g. "0:1, 0:512, 0:512"); null: all
+    roi: str | None = None
     segment: SegmentParams = field(default_factory=SegmentParams)  # segment-stage parameters for the crop
 
 
