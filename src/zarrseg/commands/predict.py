@@ -3,7 +3,9 @@
 Methods: 'intensity' (the normalised membrane stain itself, optionally smoothed / inverted;
 no training needed) and 'unet' (a checkpoint written by 'zarrseg train', run over
 overlapping tiles with Gaussian/cosine blending, block by block, on GPU when available).
-The output is an OME-Zarr with the input's spatial axes and scale, written atomically.
+The output is an OME-Zarr with the input's spatial axes and scale, written atomically into
+'<output>.partial'; a killed run, rerun with the same input, checkpoint and parameters, redoes
+only the blocks that had not finished.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
 """Train a 2D/3D U-Net boundary (or foreground / affinity) predictor on OME-Zarr images.
 
 Training data are lists of {image, labels, roi} entries (parameters 'train' and 'val');
-patches are read lazily from Zarr. MODEL_DIR receives best.pt (lowest validation ARand of
-threshold + connected components), last.pt (for --resume), metrics.csv and, when available,
-TensorBoard logs. The checkpoint carries the model config and normalisation, so
-'zarrseg predict --checkpoint MODEL_DIR/best.pt' needs nothing else.
+patches are read lazily from Zarr. MODEL_DIR receives best.pt (best by 'val_metric': ARand of
+threshold + connected components, validation loss, or ARand / VOI of the full segment pipeline
+on a validation crop with 'val_segment.enabled'), last.pt (for --resume), metrics.csv and, when
+available, TensorBoard logs. With several visible CUDA devices one DDP process runs per device
+('multi_gpu'); 'torchrun --nproc-per-node N -m zarrseg train ...' works too. The checkpoint
+carries the model config and normalisation, so 'zarrseg predict --checkpoint MODEL_DIR/best.pt'
+needs nothing else; 'zarrseg export' packages it for BioImage.IO.
 """
 
 from __future__ import annotations
