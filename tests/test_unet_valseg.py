@@ -65,8 +65,10 @@ def _params(image, labels, **kw):
         "val_segment": {
             "enabled": True,
             "every": 2,
-            "roi": "1:2, 4:44, 4:44",  # one slice of the val roi, cropped
+            "roi": ":, 4:44, 4:44",  # both val slices, cropped in-plane: segmented and scored per slice
             "segment": {
+                "partitioner": "multicut",
+                "beta": 0.4,
                 "block_shape": [1, 48, 48],
                 "halo": [0, 8, 8],
                 "chunks": [1, 48, 48],
@@ -105,3 +107,36 @@ def test_segment_validation_bad_settings(tmp_path, cells):
         _params(image, labels, target={"kind": "foreground"})
     with pytest.raises(ConfigError, match="partitioner"):
         _params(image, labels, val_segment={"enabled": True, "segment": {"partitioner": "nope"}})
+
+
+def test_segment_scores_of_a_stack(tmp_path, rng):
+    """Per-slice scoring of a 2D model's stack; a single slice also with stacked_2d (no z edges)."""
+    from zarrseg.params import load_params
+    from zarrseg.unet.train_params import ValSegmentParams
+    from zarrseg.unet.val_segment import segment_scores
+
+    gt = np.stack([_cells(rng, (40, 40), 8) for _ in range(2)])
+    bnd = (
+        ndimage.gaussian_filter(np.stack([find_boundaries(s) for s in gt]).astype(np.float32), (0, 1, 1)) * 2
+    )
+    seg = {
+        "partitioner": "multicut",
+        "block_shape": [1, 40, 40],
+        "halo": [0, 0, 0],
+        "chunks": [1, 40, 40],
+        "min_size": 5,
+        "post_min_size": 5,
+        "dask": {"scheduler": "synchronous"},
+    }
+    params = load_params(ValSegmentParams, {"enabled": True, "segment": seg})
+    both = segment_scores(bnd, gt, params, slicewise=True, work_dir=tmp_path)
+    each = [segment_scores(bnd[z : z + 1], gt[z : z + 1], params, slicewise=True) for z in range(2)]
+    assert both["arand"] == pytest.approx(np.mean([e["arand"] for e in each]))
+    assert both["arand"] < 0.2  # near-perfect boundaries segment nearly perfectly
+    noise = segment_scores(rng.random(bnd.shape).astype(np.float32), gt, params, slicewise=True)
+    assert noise["arand"] > both["arand"] and noise["voi"] > both["voi"]
+    stacked = load_params(ValSegmentParams, {"enabled": True, "segment": {**seg, "stacked_2d": True}})
+    assert segment_scores(bnd[:1], gt[:1], stacked, slicewise=True)["arand"] == pytest.approx(
+        each[0]["arand"]
+    )
+    assert list(tmp_path.glob("val_segment_*")) == []  # temporary Zarrs are removed

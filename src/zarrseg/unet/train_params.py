@@ -40,7 +40,8 @@ class OptimizerParams:
 class ValSegmentParams:
     """Validation by the full segment pipeline (blockwise engine + ARand/VOI) on a crop of each val volume.
 
-    Off by default: it costs a segmentation per validation. 2D models over a stack segment per slice.
+    Off by default: it costs a segmentation per validation. A 2D model's stack is segmented and
+    scored slice by slice (mean), unless ``segment.stacked_2d`` asks for one stacked segmentation.
     """
 
     enabled: bool = False  # costs one segmentation of the crop per validation

@@ -8,7 +8,6 @@ with the evaluation module's ARand / VOI (ground-truth label 0 ignored, as every
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import tempfile
 import time
@@ -38,14 +37,35 @@ def segment_scores(
     slicewise: bool = False,
     work_dir: str | Path | None = None,
 ) -> dict[str, float]:
-    """Segment ``boundaries`` (an in-memory crop) with the blockwise engine; ARand/VOI against ``gt``."""
+    """Segment ``boundaries`` (an in-memory crop) with the blockwise engine; ARand/VOI against ``gt``.
+
+    ``slicewise`` (a 2D model over a stack): every slice is segmented and scored as a 2D image
+    and the scores are averaged, like the threshold + CC validation and the ISBI protocol;
+    with ``segment.stacked_2d: true`` the crop is segmented at once instead (supervoxels per
+    slice, merged across slices by the partitioner), for ground truth consistent across slices.
+    """
+    if boundaries.ndim == 3 and boundaries.shape[0] == 1:  # one slice: a 2D segmentation (no z edges)
+        return _segment_and_score(boundaries[0], np.asarray(gt)[0], params, scale and scale[-2:], work_dir)
+    if slicewise and boundaries.ndim == 3 and not params.segment.stacked_2d:
+        per_slice = [
+            _segment_and_score(boundaries[z], np.asarray(gt[z]), params, scale and scale[-2:], work_dir)
+            for z in range(boundaries.shape[0])
+        ]
+        return {k: _nanmean([s[k] for s in per_slice]) for k in ("arand", "voi")}
+    return _segment_and_score(boundaries, np.asarray(gt), params, scale, work_dir)
+
+
+def _nanmean(values: list[float]) -> float:
+    values = [v for v in values if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _segment_and_score(boundaries, gt, params, scale, work_dir) -> dict[str, float]:
     from ..segment.engine import segment
 
     t0 = time.perf_counter()
-    ndim = boundaries.ndim
     seg_params = params.segment
-    if slicewise and ndim == 3 and not seg_params.stacked_2d:
-        seg_params = dataclasses.replace(seg_params, stacked_2d=True)  # a 2D model: supervoxels per slice
+    ndim = boundaries.ndim
     with tempfile.TemporaryDirectory(prefix="val_segment_", dir=work_dir) as tmp:
         bnd_path, seg_path = Path(tmp) / "boundaries.ome.zarr", Path(tmp) / "segmentation.ome.zarr"
         arr = ome.create_image(
@@ -59,7 +79,7 @@ def segment_scores(
         arr[...] = np.clip(boundaries, 0.0, 1.0).astype(np.float32)
         segment(bnd_path, seg_path, seg_params)
         seg = np.asarray(ome.open_image(seg_path).data[...])
-    table = Contingency.from_arrays(seg.astype(np.uint64).ravel(), np.asarray(gt).astype(np.uint64).ravel())
+    table = Contingency.from_arrays(seg.astype(np.uint64).ravel(), gt.astype(np.uint64).ravel())
     if table.without_gt(0).n == 0:
         return {"arand": float("nan"), "voi": float("nan")}
     scores = {"arand": adapted_rand(table)["arand"], "voi": voi(table)["voi"]}
