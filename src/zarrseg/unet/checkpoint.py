@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,12 @@ def export_torchscript(
     loaded = load_checkpoint(checkpoint)
     shape = example_shape or loaded.train_params.get("patch_shape") or [d * 4 for d in loaded.config.divisor]
     example = torch.zeros(1, loaded.config.in_channels, *shape)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch marks jit as deprecated in favour of torch.export, but TorchScript is what
+        # BioImage.IO consumers load; the GroupNorm batch-size check is a constant in the trace
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         scripted = torch.jit.trace(loaded.model, example)
-    out = Path(out)
-    scripted.save(str(out))
+        out = Path(out)
+        scripted.save(str(out))
     return out
