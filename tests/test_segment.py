@@ -20,10 +20,12 @@ from zarrseg.segment import supervoxels as sv_mod
 from zarrseg.segment.engine import segment
 from zarrseg.segment.reference import segment_whole
 
-# gala train-p1 is 50 x 100 x 200: these blocks cut it into 2 x 2 x 2 = 8 blocks
+# gala train-p1 is 50 x 100 x 200: these blocks cut it into 2 x 2 x 2 = 8 blocks. Its neurites run
+# through most of the 50 slices, and a z-halo of 16 leaves some supervoxels' seeds outside a block
+# (measured, halo 16/32/32: mutex watershed VOI to GT +0.03 vs whole-volume); 20 reaches them.
 GALA = {
     "block_shape": [25, 50, 100],
-    "halo": [16, 32, 32],
+    "halo": [20, 32, 32],
     "chunks": [25, 50, 100],
     "threshold": 0.4,
     "sigma_seeds": 2.0,
@@ -115,27 +117,28 @@ def _check_parity(path, probs, gt, params, out):
         {"partitioner": "multicut", "solver": "gaec", "edge_weighting": "size"},
         {"partitioner": "multicut", "solver": "kl", "edge_weighting": "size"},
         {"partitioner": "multicut", "solver": "gaec", "edge_weighting": "none"},
+        {"partitioner": "mutex_watershed"},
+        {"partitioner": "dtws"},
     ],
-    ids=["gasp", "multicut-gaec", "multicut-kl", "multicut-unweighted"],
+    ids=["gasp", "multicut-gaec", "multicut-kl", "multicut-unweighted", "mws", "dtws"],
 )
 def test_parity_gala(gala, tmp_path, extra):
     path, probs, gt = gala
     _, _, whole_arand = _check_parity(
         path, probs, gt, SegmentParams(**GALA, **extra), tmp_path / "seg.ome.zarr"
     )
-    assert whole_arand < 0.25  # the reference itself is a sane segmentation (issue: ~0.12 GASP, ~0.19 MC)
+    if extra["partitioner"] != "dtws":  # the reference itself is sane (issue: ~0.12 GASP, ~0.19 MC)
+        assert whole_arand < 0.25
 
 
 @pytest.mark.parametrize(
     "extra",
     [
-        {"partitioner": "mutex_watershed"},
-        {"partitioner": "dtws"},
         {"partitioner": "multicut", "solver": "fusion"},
         {"partitioner": "multicut", "solver": "decomposition"},
         {"partitioner": "multicut", "blockwise_solver": True, "solver_block_shape": [25, 50, 100]},
     ],
-    ids=["mws", "dtws", "mc-fusion", "mc-decomposition", "mc-blockwise"],
+    ids=["mc-fusion", "mc-decomposition", "mc-blockwise"],
 )
 def test_other_partitioners_gala(gala, tmp_path, extra):
     """Each partitioner on real data: as good against GT as whole-volume elf (+0.01), and close to it."""
@@ -148,11 +151,10 @@ def test_other_partitioners_gala(gala, tmp_path, extra):
     a_b, _ = _scores(blockwise, gt)
     a_w, _ = _scores(whole, gt)
     assert a_b <= a_w + 0.01, (a_b, a_w)
-    # greedy mutex watershed / raw supervoxels react to small supervoxel differences: looser bound
-    assert rand_index(blockwise, whole)[0] <= 0.1
+    assert rand_index(blockwise, whole)[0] <= 0.02
 
 
-@pytest.mark.parametrize("partitioner", ["gasp", "multicut"])
+@pytest.mark.parametrize("partitioner", ["gasp", "multicut", "mutex_watershed", "dtws"])
 def test_parity_flyem_crop(flyem, tmp_path, partitioner):
     path, boundaries, gt = flyem
     params = SegmentParams(
@@ -167,6 +169,27 @@ def test_parity_flyem_crop(flyem, tmp_path, partitioner):
         post_min_size=0,
     )
     _check_parity(path, boundaries, gt, params, tmp_path / "seg.ome.zarr")
+
+
+def test_watershed_equals_elf_on_whole_volume(gala):
+    """The re-implemented DT-watershed (volume-wide normalisation) is elf's on a whole volume."""
+    from elf.segmentation.watershed import distance_transform_watershed, stacked_watershed
+
+    from zarrseg.segment.watershed import DistanceRange, WatershedSettings, dt_watershed, smoothed_distance
+
+    _, probs, _ = gala
+    probs = probs[:20]
+    mask = probs.mean(axis=0, keepdims=True).repeat(len(probs), 0) < 0.6
+    kw = {"threshold": 0.4, "sigma_seeds": 2.0, "sigma_weights": 2.0, "min_size": 100, "alpha": 0.9}
+    for stacked, m, pitch in [(False, None, None), (False, mask, [2.0, 1.0, 1.0]), (True, mask, None)]:
+        s = WatershedSettings(**kw, pixel_pitch=None if pitch is None else tuple(pitch), stacked_2d=stacked)
+        if stacked:
+            ref, _ = stacked_watershed(probs, mask=m, n_threads=1, pixel_pitch=None, **kw)
+        else:
+            ref, _ = distance_transform_watershed(probs, mask=m, pixel_pitch=pitch, **kw)
+        dt = smoothed_distance(probs, s, m)
+        ours = dt_watershed(probs, dt, DistanceRange.of(dt, stacked), s, m)
+        assert ref.max() > 10 and np.array_equal(ours, ref), (stacked, pitch)
 
 
 def _face_and_interior_density(seg: np.ndarray, grid: BlockGrid) -> tuple[float, float]:

@@ -30,7 +30,7 @@ from . import graph as graph_mod
 from .io import ArrayRef, ImageReader, check_boundary_dtype
 from .params import SegmentParams
 from .partition import partition
-from .supervoxels import SupervoxelTask, relabel
+from .supervoxels import DistanceTask, SupervoxelTask, distance_range, relabel
 from .watershed import WatershedSettings
 from .write import NodeView, WriteTask
 
@@ -85,6 +85,7 @@ def _fingerprint(params: SegmentParams, boundaries_path, mask_path, channel, sha
     p = to_dict(params)
     p.pop("dask", None)  # the number of workers does not change the result
     return {
+        "layout": 2,  # version of the _work layout: a partial output of an older engine starts over
         "params": p,
         "boundaries": str(Path(boundaries_path).resolve()),
         "channel": channel,
@@ -127,6 +128,7 @@ def _prepare(
     )
     work = zarr.open_group(str(tmp / WORK), mode="w", zarr_format=2)
     ome.create_array(work, "supervoxels", view.shape, np.uint64, grid.block_shape, _SV_COMPRESSION)
+    ome.create_array(work, "distance", view.shape, np.float32, grid.block_shape, _SV_COMPRESSION)
     fp_path.write_text(json.dumps(fingerprint))
     return False
 
@@ -195,10 +197,15 @@ def segment(
         with dask_client(params.dask) as client:
             kw = {"dask_params": params.dask, "client": client}
             summaries: dict[int, dict] = {}
+            distance = ArrayRef(str(work / "distance"))
+            with _stage("distance", timings):
+                task = DistanceTask(boundaries, mask, distance, settings)
+                out = map_blocks(task, grid, name="distance transform", done_dir=done / "dt", **kw)
+                dt_range = distance_range(list(grid), out, settings.per_slice(ndim), view.shape[0])
             with _stage("supervoxels", timings):
                 for colour in (0, 1):
                     blocks = [b for b in grid if b.colour == colour]
-                    task = SupervoxelTask(boundaries, mask, sv, grid, settings, colour)
+                    task = SupervoxelTask(boundaries, mask, distance, dt_range, sv, grid, settings, colour)
                     out = map_blocks(
                         task, blocks, name=f"supervoxels {colour + 1}/2", done_dir=done / f"sv{colour}", **kw
                     )
