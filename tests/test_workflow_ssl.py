@@ -301,3 +301,32 @@ def test_grid_runs_through_snakemake_with_six_rows_and_figures(grid_workdir):
         line for line in run.stdout.splitlines() + run.stderr.splitlines() if "zarrseg train" in line
     ]
     assert train_cmds and all("train_a" in c and "test_a" not in c for c in train_cmds)
+
+
+def test_training_sample_patterns_that_match_nothing_fail_before_any_job(grid_workdir):
+    path = grid_workdir / "config" / "experiments" / "unsupervised_vs_supervised.yaml"
+    exp = yaml.safe_load(path.read_text())
+    exp["fixed"]["train.samples"] = ["nothing_*"]
+    path.write_text(yaml.safe_dump(exp, sort_keys=False))
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--directory",
+        str(grid_workdir),
+        "--profile",
+        str(REPO / "profiles" / "local"),
+        "--cores",
+        "1",
+        "--configfile",
+        "tiny.yaml",
+        "--config",
+        "experiment=unsupervised_vs_supervised",
+        "-n",
+    ]
+    run = subprocess.run(cmd, cwd=grid_workdir, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "'nothing_*' matches no sample" in run.stdout + run.stderr
+    assert not (grid_workdir / "results").exists()
