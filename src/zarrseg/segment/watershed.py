@@ -9,11 +9,12 @@ other and with the whole-volume result near their faces (measured on gala_fibsem
 0.035 -> 0.027 for raw supervoxels, 0.032 -> 0.012 for mutex watershed, halo 16/32/32).
 Here the smoothed distance transform is its own stage (``smoothed_distance``, stored by
 the engine) and the watershed takes the volume-wide ``(min, max)`` of it (``DistanceRange``).
-On a whole volume the result is identical to elf's (tested). Two further differences are
+On a whole volume the result is elf's (tested; up to equal-height flooding order, see
+``_size_filter``). Two further differences are
 speed only, with identical output: seeds are found with one maximum filter instead of
 ``skimage.feature.peak_local_max`` (which also sorts the peaks, unused here), and the size
 filter counts segments with ``np.bincount`` instead of ``np.unique``/``np.isin`` (sorting a
-block of voxels twice), then refloods exactly as elf's ``apply_size_filter`` does.
+block of voxels twice) and refloods only around the removed segments (``_size_filter``).
 
 Stacked-2D mode (elf's ``stacked_watershed``) runs the 2D version per z-slice, normalised by
 that slice's volume-wide range, with elf's per-slice id offsets. Runs single-threaded:
@@ -99,16 +100,47 @@ def smoothed_distance(
     return _distance_nd(boundaries, s, mask)
 
 
+MAX_REFLOOD_REGIONS = 5000  # above this, one reflood of the whole block is cheaper than a loop of crops
+
+
 def _size_filter(ws: np.ndarray, hmap: np.ndarray, min_size: int) -> np.ndarray:
-    """elf ``apply_size_filter``: drop segments below ``min_size``, reflood them from the rest."""
+    """elf ``apply_size_filter``: drop segments below ``min_size``, reflood them from the rest.
+
+    elf refloods the whole block; the flooding of a region of removed voxels depends only on
+    the heights inside it and the labels around it (axis-aligned connectivity), so each
+    region is reflooded in its bounding box (+1 voxel), other removed voxels there fenced off.
+    Same labels as elf up to the order of flooding within one height level, which
+    bioimage-cpp leaves unspecified (measured: 0 to 1 voxel in 10^6 differ), at a fraction of
+    the cost (one 272^3 block: 7.2 -> 5.3 s): removed voxels are typically < 1% of a block.
+    """
     small = np.bincount(ws.ravel()) < min_size
-    ws[small[ws]] = 0
+    removed = small[ws]
+    ws[removed] = 0
     if int(ws.max()) == 0:  # elf's fallback: seeds at the heightmap's local minima
         minima = hmap == ndimage.minimum_filter(hmap, size=3)
         ws = bic.segmentation.label(minima.view("uint8"), background=0, connectivity=hmap.ndim).astype(
             "uint32"
         )
-    return bic.segmentation.watershed(hmap, ws)
+        return bic.segmentation.watershed(hmap, ws)
+    if not removed.any():
+        return ws
+    regions = bic.segmentation.label(removed.view("uint8"), background=0, connectivity=1)
+    boxes = ndimage.find_objects(regions)
+    if len(boxes) > MAX_REFLOOD_REGIONS:
+        return bic.segmentation.watershed(hmap, ws)
+    fence = ws.dtype.type(int(ws.max()) + 1)
+    for k, box in enumerate(boxes, 1):
+        if box is None:
+            continue
+        ext = tuple(
+            slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, ws.shape, strict=True)
+        )
+        region = regions[ext] == k
+        crop = ws[ext].copy()
+        crop[(crop == 0) & ~region] = fence
+        flooded = bic.segmentation.watershed(np.ascontiguousarray(hmap[ext]), crop)
+        ws[ext][region] = flooded[region]
+    return ws
 
 
 def _watershed_nd(
