@@ -236,7 +236,7 @@ rule foreground_ground_truth:
 
 
 def panel_cells():
-    return [c for c in CELLS if ssl_row(c) is not None]
+    return SSL_CELLS
 
 
 def panels_path(sample):
