@@ -1,10 +1,15 @@
-"""Blockwise region adjacency graph and boundary features (bioimage-cpp ``graph.distributed``).
+"""Region adjacency graph and boundary features, accumulated while the supervoxels are made.
 
-Each block reads its inner box plus one voxel of halo, and reports the edges and partial
-boundary statistics of the voxel pairs whose reference voxel it owns; pairs across a block
-face are therefore counted exactly once. Merging gives the same graph and the same
-mean/size features as the whole-volume RAG (elf ``compute_rag`` +
-``compute_boundary_mean_and_length``). Edges to node 0 (masked out) are dropped.
+The supervoxel passes already hold each block's ids and boundary values in memory, so they
+also report the graph's partial statistics (bioimage-cpp ``graph.distributed``) instead of a
+separate pass re-reading both arrays: every block reports the voxel pairs inside its inner
+box (``block_edges``), and the second-pass (colour-1) blocks the pairs across each of their
+faces (``face_edges``); every face lies between a colour-0 block, finished by then, and a
+colour-1 block, so each pair is counted exactly once. The partial statistics are in terms
+of the blocks' globally unique (sparse) ids; ``merge`` maps them to node ids after the
+relabel (pairs inside one merged supervoxel vanish, duplicates fold) and gives the same
+graph and the same mean/size features as the whole-volume RAG (elf ``compute_rag`` +
+``compute_boundary_mean_and_length``; tested). Edges to node 0 (masked out) are dropped.
 """
 
 from __future__ import annotations
@@ -15,30 +20,45 @@ from pathlib import Path
 import bioimage_cpp as bic
 import numpy as np
 
-from ..blocks import Block
-from .io import ArrayRef, ImageReader, bounded_malloc, nodes_of_block
+from .io import to_nodes
 
 dist = bic.graph.distributed
 
 
-@dataclass
-class GraphTask:
-    boundaries: ImageReader
-    supervoxels: ArrayRef
-    tables: str
+def _empty() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, 2), np.uint64), np.zeros((0, 5))
 
-    def __call__(self, block: Block) -> dict:
-        bounded_malloc()
-        sparse = self.supervoxels[block.outer]
-        if not sparse[block.local].any():
-            return {"edges": np.zeros((0, 2), np.uint64), "stats": np.zeros((0, 5))}
-        labels = nodes_of_block(sparse, self.tables)
-        boundaries = self.boundaries.read_float(block.outer)
-        begin = [s.start for s in block.local]
-        edges, stats = dist.block_edge_map_stats(
-            labels, boundaries, begin, list(block.shape), number_of_threads=1
-        )
-        return {"edges": edges, "stats": stats}
+
+def block_edges(ids: np.ndarray, boundaries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges and partial statistics [count, mean, M2, min, max] of the voxel pairs inside ``ids``."""
+    if not ids.any():
+        return _empty()
+    return dist.block_edge_map_stats(ids, boundaries, [0] * ids.ndim, list(ids.shape), number_of_threads=1)
+
+
+def face_edges(u: np.ndarray, v: np.ndarray, bu: np.ndarray, bv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges and partial statistics of the voxel pairs across one face (two facing planes).
+
+    The value of a pair is the mean of its two boundary values, as in bioimage-cpp's
+    ``block_edge_map_stats`` (a 2-plane call there would also count the pairs inside the
+    neighbour's plane, which the neighbour already reported).
+    """
+    u, v = u.ravel(), v.ravel()
+    keep = u != v
+    if not keep.any():
+        return _empty()
+    a, b = np.minimum(u[keep], v[keep]), np.maximum(u[keep], v[keep])
+    x = (bu.ravel()[keep].astype(np.float64) + bv.ravel()[keep].astype(np.float64)) / 2.0
+    order = np.lexsort((b, a))
+    a, b, x = a[order], b[order], x[order]
+    start = np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])]
+    group = np.cumsum(start) - 1
+    first = np.flatnonzero(start)
+    count = np.bincount(group).astype(np.float64)
+    mean = np.bincount(group, weights=x) / count
+    m2 = np.bincount(group, weights=(x - mean[group]) ** 2)
+    stats = np.stack([count, mean, m2, np.minimum.reduceat(x, first), np.maximum.reduceat(x, first)], axis=1)
+    return np.stack([a[first], b[first]], axis=1).astype(np.uint64), stats
 
 
 @dataclass
@@ -70,14 +90,21 @@ class Graph:
         return cls(graph, uv, mean, size)
 
 
-def merge(summaries: list[dict], n_nodes: int) -> Graph:
-    """Union the per-block edges (block order) and fold their statistics onto the global edges."""
-    uv = dist.merge_edges([s["edges"] for s in summaries])
-    uv = uv[uv[:, 0] != 0] if len(uv) else uv
+def merge(summaries: list[dict], sparse_ids: np.ndarray, node_of: np.ndarray, n_nodes: int) -> Graph:
+    """Map the blocks' partial edges (sparse ids) to nodes, union them and fold their statistics."""
+    parts = []
+    for s in summaries:
+        edges = np.asarray(s.get("edges", np.zeros((0, 2))), np.uint64).reshape(-1, 2)
+        if not len(edges):
+            continue
+        nodes = np.sort(to_nodes(edges, sparse_ids, node_of).astype(np.uint64), axis=1)
+        keep = (nodes[:, 0] != 0) & (nodes[:, 0] != nodes[:, 1])  # background, pairs inside one node
+        parts.append((np.ascontiguousarray(nodes[keep]), np.ascontiguousarray(s["stats"][keep])))
+    uv = dist.merge_edges([p[0] for p in parts]) if parts else np.zeros((0, 2), np.uint64)
     graph = bic.graph.UndirectedGraph.from_unique_edges(n_nodes, np.ascontiguousarray(uv, dtype=np.uint64))
     stats = dist.empty_edge_stats(graph.number_of_edges)
-    for s in summaries:
-        if len(s["edges"]):
-            dist.merge_block_edge_stats(graph, stats, s["edges"], s["stats"])
+    for edges, block_stats in parts:
+        if len(edges):
+            dist.merge_block_edge_stats(graph, stats, edges, block_stats)
     features = dist.finalize_edge_features(stats)
     return Graph(graph, uv, features[:, 0].copy(), features[:, 1].copy())

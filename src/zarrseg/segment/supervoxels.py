@@ -23,6 +23,7 @@ import bioimage_cpp as bic
 import numpy as np
 
 from ..blocks import Block, BlockGrid
+from .graph import block_edges, face_edges
 from .io import ArrayRef, ImageReader, bounded_malloc
 from .watershed import DistanceRange, WatershedSettings, dt_watershed, smoothed_distance
 
@@ -158,11 +159,14 @@ class SupervoxelTask:
                     "counts": np.zeros(0, np.int64),
                     "skipped": 1,
                     "equiv": np.zeros((0, 2), np.uint64),
+                    "edges": np.zeros((0, 2), np.uint64),
+                    "stats": np.zeros((0, 5)),
                 }
         else:
             mask = None
+        boundaries = self.boundaries.read_float(block.outer)
         labels = dt_watershed(
-            self.boundaries.read_float(block.outer),
+            boundaries,
             self.distance[block.outer],
             self.dt_range.crop_z(block.outer[0]),
             self.settings,
@@ -185,13 +189,49 @@ class SupervoxelTask:
         id_counts = np.bincount(
             np.searchsorted(ids, lut[present]), weights=counts[present], minlength=len(ids)
         )
-        summary = {"ids": ids, "counts": id_counts.astype(np.int64), "skipped": 0, "equiv": equiv}
+        edges, stats = self.graph_parts(block, out, boundaries)
+        summary = {
+            "ids": ids,
+            "counts": id_counts.astype(np.int64),
+            "skipped": 0,
+            "equiv": equiv,
+            "edges": edges,
+            "stats": stats,
+        }
         if self.settings.stacked_2d and inner.ndim == 3:  # slice of each supervoxel (z-edges for costs)
             z_of_local = np.zeros(len(lut), np.int64)
             for z in range(inner.shape[0]):
                 z_of_local[np.unique(inner[z])] = block.inner[0].start + z
             summary["z"] = z_of_local[present][first]
         return summary
+
+    def graph_parts(
+        self, block: Block, ids: np.ndarray, boundaries: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Partial graph of this block (``graph`` module): pairs inside it, and across its faces in pass 2."""
+        parts = [block_edges(ids, boundaries[block.local])]
+        if self.colour == 1:  # every face neighbour is of colour 0 and finished
+            for axis in range(block.ndim):
+                for side in (-1, 1):
+                    inner = block.inner[axis]
+                    k = inner.start - 1 if side < 0 else inner.stop
+                    if k < 0 or k >= self.grid.shape[axis]:
+                        continue
+                    plane = list(block.inner)
+                    plane[axis] = slice(k, k + 1)
+                    own = [slice(None)] * block.ndim
+                    own[axis] = slice(0, 1) if side < 0 else slice(-1, None)
+                    local = [
+                        slice(p.start - o.start, p.stop - o.start)
+                        for p, o in zip(plane, block.outer, strict=True)
+                    ]
+                    own_b = boundaries[block.local][tuple(own)]
+                    if block.outer[axis].start <= k < block.outer[axis].stop:
+                        nb_b = boundaries[tuple(local)]
+                    else:  # no halo along this axis
+                        nb_b = self.boundaries.read_float(tuple(plane))
+                    parts.append(face_edges(ids[tuple(own)], self.output[tuple(plane)], own_b, nb_b))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def relabel(summaries: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
