@@ -243,3 +243,18 @@ def test_metric_selection_and_unknown_names():
         EvaluateParams(metrics=["arnd"]).validate()
     with pytest.raises(ConfigError, match="iou_thresholds"):
         EvaluateParams(iou_thresholds=[0.0]).validate()
+
+
+def test_matched_fg_iou_is_binary_foreground_iou_after_assignment(rng):
+    """Zöngür's Table 3.4 IoU: the foreground class (highest id) against its assigned cluster."""
+    gt = rng.integers(1, 3, 2000)  # 1 = background, 2 = foreground (0 ignored)
+    flip = rng.random(2000) < 0.2
+    clusters = np.where(flip, 3 - gt, gt) * 7  # cluster ids unrelated to class ids
+    got = clustering_metrics(Contingency.from_arrays(clusters, gt), 0)["matched_fg_iou"]
+    assert got == pytest.approx(skm.jaccard_score(gt == 2, clusters == 14), abs=TOL)
+    # swapped cluster ids give the same score; more than two classes has no foreground
+    swapped = np.where(clusters == 7, 14, 7)
+    assert clustering_metrics(Contingency.from_arrays(swapped, gt), 0)["matched_fg_iou"] == pytest.approx(got)
+    assert np.isnan(
+        clustering_metrics(Contingency.from_arrays(clusters, rng.integers(1, 4, 2000)), 0)["matched_fg_iou"]
+    )

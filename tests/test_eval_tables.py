@@ -270,6 +270,20 @@ def test_table_cli_summary_and_figures(tmp_path, capsys):
         assert image[..., :3].std() > 0  # something is drawn
 
 
+def test_summary_rows_keep_the_order_of_the_tables(tmp_path, capsys):
+    """Rows follow the grid (input) order, e.g. unet_20 before unet_100, not alphabetical order."""
+    paths = grid_tables(tmp_path)[::-1]  # multicut first, beta 0.6 before 0.4
+    assert main(["table", *paths, "-o", str(tmp_path / "results")]) == 0
+    capsys.readouterr()
+    summary = pd.read_csv(tmp_path / "results" / "summary.csv")
+    assert list(zip(summary["partitioner"], summary["beta"], strict=True)) == [
+        ("multicut", 0.6),
+        ("multicut", 0.4),
+        ("gasp", 0.6),
+        ("gasp", 0.4),
+    ]
+
+
 def test_table_bad_input(tmp_path, capsys):
     paths = grid_tables(tmp_path)
     out = tmp_path / "results"

@@ -34,6 +34,7 @@ STAGES: dict[str, str] = {
     "pretrain": "zarrseg.ssl.dino:PretrainParams",
     "finetune": "zarrseg.ssl.finetune:FinetuneParams",
     "cluster": "zarrseg.ssl.cluster:ClusterParams",
+    "panels": "zarrseg.evaluation.panels:PanelParams",
 }
 
 # Keys a config section may hold for the workflow's own use (rules/*.smk read and remove them
@@ -41,7 +42,9 @@ STAGES: dict[str, str] = {
 WORKFLOW_KEYS: dict[str, dict[str, dict]] = {
     "train": {
         "samples": {"type": ["array", "null"], "items": {"type": "string"},
-                    "description": "samples whose image + ground truth train the model (default: all with ground truth)"},
+                    "description": "samples whose image + ground truth train the model: names or shell patterns "
+                                   "(e.g. `train_*`), may lie outside the experiment's samples "
+                                   "(default: the experiment's samples with ground truth)"},
         "val_samples": {"type": ["array", "null"], "items": {"type": "string"},
                         "description": "samples used for validation"},
         "roi": {"type": ["string", "null"], "description": "region of the training samples, e.g. '0:20'"},

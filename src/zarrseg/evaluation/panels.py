@@ -31,8 +31,8 @@ class PanelParams:
     z: int | None = None  # 3D: the slice drawn (null: the middle one)
     channel: int = 0  # channel of the original image
     percentiles: tuple[float, float] = (1.0, 99.8)  # display range of the original image
-    panel_inches: float = 3.0
-    dpi: int = 100
+    panel_inches: float = 3.0  # width (and height) of one panel in the figure, inches
+    dpi: int = 100  # resolution of the PNG
 
     def validate(self) -> None:
         if self.max_size < 8:

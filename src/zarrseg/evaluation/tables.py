@@ -50,6 +50,7 @@ HEADLINE = (
     "completeness",
     "v_measure",
     "matched_iou",
+    "matched_fg_iou",
 )
 DISPLAY = {
     "arand": "ARand",
@@ -73,6 +74,7 @@ DISPLAY = {
     "iou": "IoU",
     "dice": "Dice",
     "matched_iou": "IoU (matched)",
+    "matched_fg_iou": "fg IoU (matched)",
     "matched_accuracy": "Acc. (matched)",
     "pixel_accuracy": "Pixel acc.",
 }
@@ -322,8 +324,8 @@ def summarize(table: pd.DataFrame, params: TableParams | None = None) -> pd.Data
     keys = group_columns(table)
     expanded, swept = expand_params(table)
     per_sample = expanded[expanded["metric"].isin(metrics)].pivot_table(
-        index=[*keys, "sample"], columns="metric", values="value", aggfunc="mean"
-    )
+        index=[*keys, "sample"], columns="metric", values="value", aggfunc="mean", sort=False
+    )  # rows in the order of the tables (the grid's order), not alphabetical
     resources = expanded.groupby([*keys, "sample"])[["runtime_s", "max_rss_mb"]].first()
     per_sample = per_sample.join(resources)
     grouped = per_sample.groupby(level=keys, sort=False)
@@ -353,6 +355,7 @@ def _fmt(mean: float, sd: float, digits: int) -> str:
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     """A GitHub-flavoured Markdown table (pandas' to_markdown would add a 'tabulate' dependency)."""
+
     def cells(values: list[str]) -> str:
         return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"  # "|DiC|" stays one cell
 
