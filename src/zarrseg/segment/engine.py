@@ -27,7 +27,7 @@ from ..errors import ConfigError, InputError
 from ..parallel import dask_client, map_blocks
 from ..params import to_dict
 from . import graph as graph_mod
-from .io import ArrayRef, ImageReader, check_boundary_dtype
+from .io import ArrayRef, CopyTask, ImageReader, check_boundary_dtype
 from .params import SegmentParams
 from .partition import partition
 from .supervoxels import DistanceTask, SupervoxelTask, distance_range, relabel
@@ -144,6 +144,7 @@ def _prepare(
     chunks = work_chunks(grid.block_shape)
     ome.create_array(work, "supervoxels", view.shape, np.uint64, chunks, _SV_COMPRESSION)
     ome.create_array(work, "distance", view.shape, np.float32, chunks, _SV_COMPRESSION)
+    ome.create_array(work, "boundaries", view.shape, view.dtype, chunks, _SV_COMPRESSION)
     fp_path.write_text(json.dumps(fingerprint))
     return False
 
@@ -212,6 +213,14 @@ def segment(
         with dask_client(params.dask) as client:
             kw = {"dask_params": params.dask, "client": client}
             summaries: dict[int, dict] = {}
+            with _stage("stage input", timings):
+                # every later pass reads blocks with their halo: from a copy in small, fast chunks
+                # instead of decoding the input's (possibly large, strongly compressed) chunks again
+                staged = ArrayRef(str(work / "boundaries"))
+                map_blocks(
+                    CopyTask(boundaries, staged), grid, name="stage input", done_dir=done / "copy", **kw
+                )
+                boundaries = staged
             distance = ArrayRef(str(work / "distance"))
             with _stage("distance", timings):
                 task = DistanceTask(boundaries, mask, distance, settings)

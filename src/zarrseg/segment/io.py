@@ -87,6 +87,22 @@ class ArrayRef:
     def __setitem__(self, box: tuple[slice, ...], value: np.ndarray) -> None:
         self.array[tuple(box)] = value
 
+    def read_float(self, box: tuple[slice, ...]) -> np.ndarray:
+        """A staged copy of the boundary map (input dtype), read as float32 like ``ImageReader``."""
+        return to_float(self[box])
+
+
+@dataclass
+class CopyTask:
+    """Copy one block's inner box of the input into the work array (``engine``'s staging pass)."""
+
+    source: ImageReader
+    target: ArrayRef
+
+    def __call__(self, block) -> dict:
+        self.target[block.inner] = self.source[block.inner]
+        return {}
+
 
 @lru_cache(maxsize=1)
 def bounded_malloc() -> bool:

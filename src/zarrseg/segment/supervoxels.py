@@ -107,7 +107,7 @@ def match_to_neighbours(
 class DistanceTask:
     """Smoothed distance transform of one block (computed with its halo, inner box stored) and its range."""
 
-    boundaries: ImageReader
+    boundaries: ImageReader | ArrayRef
     mask: ImageReader | None
     output: ArrayRef
     settings: WatershedSettings
@@ -140,7 +140,7 @@ def distance_range(blocks: list[Block], summaries: list[dict], per_slice: bool, 
 class SupervoxelTask:
     """One block of one checkerboard pass (picklable: paths and settings only)."""
 
-    boundaries: ImageReader
+    boundaries: ImageReader | ArrayRef
     mask: ImageReader | None
     distance: ArrayRef
     dt_range: DistanceRange
