@@ -80,3 +80,25 @@ rule train:
         gpu=1,
     shell:
         "{ZARRSEG} train -o {params.outdir:q} --params {params.json:q} -v 2> {log:q}"
+
+
+# On demand (not part of the default targets): a BioImage.IO / TorchScript package of a trained model,
+#   snakemake ... results/<experiment>/train/<cell>/bioimageio/rdf.yaml
+rule export:
+    input:
+        f"{R}/{EXP}/train/{{pcell}}/best.pt",
+    output:
+        rdf=f"{R}/{EXP}/train/{{pcell}}/bioimageio/rdf.yaml",
+    params:
+        outdir=lambda w, output: str(Path(output.rdf).parent),
+        name=lambda w: f"zarrseg {EXP} {w.pcell}",
+    conda:
+        CPU_ENV
+    log:
+        log_path("export", "{pcell}"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{ZARRSEG} export {input:q} -o {params.outdir:q} --name {params.name:q} -v 2> {log:q}"

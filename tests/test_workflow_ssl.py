@@ -289,6 +289,8 @@ def test_grid_runs_through_snakemake_with_six_rows_and_figures(grid_workdir):
     assert set(table["sample"]) == {"test_a"}  # only the held-apart image is scored
     summary = (out / "summary.md").read_text()
     assert all(row in summary for row in ROWS)
+    positions = [summary.index(f"| {row} |") for row in ROWS]
+    assert positions == sorted(positions)  # rows in grid order (unet_20 before unet_100)
     vm = table[table["metric"] == "v_measure"].set_index("method")["value"]
     assert ((vm >= 0) & (vm <= 1)).all()
     assert vm["colour_kmeans"] > 0.5  # bright discs on a dark background: colour alone separates them
@@ -301,6 +303,19 @@ def test_grid_runs_through_snakemake_with_six_rows_and_figures(grid_workdir):
         line for line in run.stdout.splitlines() + run.stderr.splitlines() if "zarrseg train" in line
     ]
     assert train_cmds and all("train_a" in c and "test_a" not in c for c in train_cmds)
+    # on demand: a BioImage.IO / TorchScript package of one trained model (rule export)
+    model = sorted((out / "train").glob("*/best.pt"))[0]
+    target = model.parent / "bioimageio" / "rdf.yaml"
+    run = subprocess.run(
+        [*cmd[:3], str(target.relative_to(grid_workdir)), *cmd[3:]],
+        cwd=grid_workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    rdf = yaml.safe_load(target.read_text())
+    assert (target.parent / rdf["weights"]["torchscript"]["source"]).is_file()
 
 
 def test_training_sample_patterns_that_match_nothing_fail_before_any_job(grid_workdir):
