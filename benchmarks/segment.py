@@ -172,7 +172,7 @@ def main() -> None:
     )
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--partitioner", default="gasp")
-    parser.add_argument("--block", type=int, nargs=3, default=[192, 192, 192])
+    parser.add_argument("--block", type=int, nargs=3, default=[256, 256, 256])
     parser.add_argument("--halo", type=int, nargs=3, default=[16, 16, 16])
     parser.add_argument("--workdir")
     parser.add_argument("--child")

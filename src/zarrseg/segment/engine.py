@@ -1,9 +1,10 @@
 """The ``segment`` stage: boundary map OME-Zarr -> label OME-Zarr, blockwise and resumable.
 
 Everything is written inside ``<output>.partial`` (``ome.atomic_output(resume=True)``): the
-label image itself, and a ``_work`` folder with the intermediate supervoxel array, the
-per-block done markers of every stage and the small global tables (node ids, graph, node
-labels). A killed run resumes where it stopped when rerun with the same input and
+label image itself, and a ``_work`` folder with the intermediate arrays (staged boundary
+map, smoothed distance transform, supervoxels; scratch space about 4x a float32 copy of the
+input), the per-block done markers of every stage and the small global tables (node ids,
+graph, node labels). A killed run resumes where it stopped when rerun with the same input and
 parameters (the number of workers may change); with other parameters it starts over.
 ``_work`` is removed before the output is renamed into place.
 """
@@ -27,7 +28,7 @@ from ..errors import ConfigError, InputError
 from ..parallel import dask_client, map_blocks
 from ..params import to_dict
 from . import graph as graph_mod
-from .io import ArrayRef, CopyTask, ImageReader, check_boundary_dtype
+from .io import ArrayRef, CopyTask, ImageReader, check_boundary_dtype, limit_malloc_arenas
 from .params import SegmentParams
 from .partition import partition
 from .supervoxels import DistanceTask, SupervoxelTask, distance_range, relabel
@@ -179,6 +180,7 @@ def segment(
     """Segment a boundary map into a label OME-Zarr at ``output_path``; return a summary dict."""
     params = params or SegmentParams()
     params.validate()
+    limit_malloc_arenas(params.dask.workers)
     image, view = _open_inputs(boundaries_path, mask_path, channel)
     ndim = view.ndim
     block_shape, halo = params.spatial("block_shape", ndim), params.spatial("halo", ndim)

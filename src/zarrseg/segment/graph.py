@@ -29,11 +29,31 @@ def _empty() -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((0, 2), np.uint64), np.zeros((0, 5))
 
 
+SLAB = 32  # planes per call: bioimage-cpp copies the boundary values to float64 first
+
+
 def block_edges(ids: np.ndarray, boundaries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Edges and partial statistics [count, mean, M2, min, max] of the voxel pairs inside ``ids``."""
-    if not ids.any():
+    """Edges and partial statistics [count, mean, M2, min, max] of the voxel pairs inside ``ids``.
+
+    Computed in slabs of ``SLAB`` planes (each owning its planes, reading one more) to bound
+    the float64 copy; an edge reported by several slabs is folded like one from several blocks.
+    """
+    parts = []
+    n = ids.shape[0]
+    for z0 in range(0, n, SLAB):
+        z1 = min(z0 + SLAB, n)
+        sub = ids[z0 : min(z1 + 1, n)]
+        if not sub.any():
+            continue
+        own = [z1 - z0, *ids.shape[1:]]
+        parts.append(
+            dist.block_edge_map_stats(
+                sub, boundaries[z0 : min(z1 + 1, n)], [0] * ids.ndim, own, number_of_threads=1
+            )
+        )
+    if not parts:
         return _empty()
-    return dist.block_edge_map_stats(ids, boundaries, [0] * ids.ndim, list(ids.shape), number_of_threads=1)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def face_edges(u: np.ndarray, v: np.ndarray, bu: np.ndarray, bv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

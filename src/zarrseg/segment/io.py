@@ -100,6 +100,8 @@ class CopyTask:
     target: ArrayRef
 
     def __call__(self, block) -> dict:
+        bounded_malloc()
+        release_memory()
         self.target[block.inner] = self.source[block.inner]
         return {}
 
@@ -122,6 +124,35 @@ def bounded_malloc() -> bool:
         return bool(libc.mallopt(m_mmap_threshold, 1 << 20) and libc.mallopt(m_trim_threshold, 1 << 24))
     except (OSError, AttributeError):
         return False
+
+
+def limit_malloc_arenas(n: int) -> None:
+    """At most ``n`` glibc malloc arenas in this process (one per block worker).
+
+    glibc gives each new thread (Dask workers, zarr's codec threads) its own arena, up to 8
+    per core, and freed block-sized buffers stay fragmented in them: measured on a 512^3
+    volume with 256^3 blocks, peak RSS 1080 MB with the default and 870 MB with one arena,
+    against 826 MB for a single 256^3 block. Set before the stage starts its threads.
+    """
+    try:
+        import ctypes
+
+        m_arena_max = -8
+        ctypes.CDLL("libc.so.6").mallopt(m_arena_max, max(1, int(n)))
+    except (OSError, AttributeError):
+        pass
+
+
+def release_memory() -> None:
+    """Hand the heap's free pages back to the OS after a block (all malloc arenas: zarr's codec
+    threads each have one). Without it a process's resident memory drifts up by several
+    hundred MB over the blocks of a 512^3 run although nothing is kept."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 @lru_cache(maxsize=4)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..blocks import Block, BlockGrid
 from .graph import block_edges, face_edges
-from .io import ArrayRef, ImageReader, bounded_malloc
+from .io import ArrayRef, ImageReader, bounded_malloc, release_memory
 from .watershed import DistanceRange, WatershedSettings, dt_watershed, smoothed_distance
 
 ID_SHIFT = 40  # up to 2**40 local ids per block, 2**24 blocks
@@ -114,6 +114,7 @@ class DistanceTask:
 
     def __call__(self, block: Block) -> dict:
         bounded_malloc()
+        release_memory()
         mask = None if self.mask is None else self.mask.read_mask(block.outer)
         dt = smoothed_distance(self.boundaries.read_float(block.outer), self.settings, mask)
         inner = dt[block.local]
@@ -151,6 +152,7 @@ class SupervoxelTask:
 
     def __call__(self, block: Block) -> dict:
         bounded_malloc()
+        release_memory()
         if self.mask is not None:
             mask = self.mask.read_mask(block.outer)
             if not mask[block.local].any():  # fully masked: nothing to segment, output stays 0

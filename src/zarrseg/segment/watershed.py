@@ -143,11 +143,26 @@ def _size_filter(ws: np.ndarray, hmap: np.ndarray, min_size: int) -> np.ndarray:
     return ws
 
 
+def _heightmap(boundaries: np.ndarray, dt: np.ndarray, lo, hi, s: WatershedSettings) -> np.ndarray:
+    """elf's ``alpha * smooth(boundaries) + (1 - alpha) * (1 - (dt - lo) / hi)``, same float32 steps, in place."""
+    if s.sigma_weights:
+        hmap = bic.filters.gaussian_smoothing(boundaries, s.sigma_weights)
+        np.multiply(hmap, s.alpha, out=hmap)
+    else:
+        hmap = s.alpha * boundaries
+    term = np.subtract(dt, lo)
+    np.divide(term, hi, out=term)
+    np.subtract(1.0, term, out=term)
+    np.multiply(term, 1.0 - s.alpha, out=term)
+    np.add(hmap, term, out=hmap)
+    return hmap
+
+
 def _watershed_nd(
     boundaries: np.ndarray, dt: np.ndarray, lo, hi, s: WatershedSettings, mask: np.ndarray | None
 ) -> tuple[np.ndarray, int]:
     if mask is not None and not mask.any():
-        return np.zeros(boundaries.shape, np.uint64), 0
+        return np.zeros(boundaries.shape, np.uint32), 0
     lo, hi = np.float32(lo), np.float32(hi)
     # skimage peak_local_max(dt, min_distance=1, exclude_border=False) as a mask: maxima of a
     # 3^n neighbourhood (border replicated) above the minimum, none on a constant image
@@ -155,19 +170,14 @@ def _watershed_nd(
     if peaks.all():
         peaks[:] = False
     peaks &= dt > lo
-    seeds = bic.segmentation.label(peaks.view("uint8"), background=0, connectivity=dt.ndim)
-    dtn = 1.0 - (dt - lo) / hi
-    if s.sigma_weights:
-        hmap = s.alpha * bic.filters.gaussian_smoothing(boundaries.astype("float32"), s.sigma_weights)
-    else:
-        hmap = s.alpha * boundaries
-    hmap = (hmap + (1.0 - s.alpha) * dtn).astype(np.float32, copy=False)
-    del dtn
-    ws = bic.segmentation.watershed(hmap, seeds.astype(np.uint32))
+    seeds = bic.segmentation.label(peaks.view("uint8"), background=0, connectivity=dt.ndim).astype(np.uint32)
+    del peaks
+    hmap = _heightmap(boundaries, dt, lo, hi, s)
+    ws = bic.segmentation.watershed(hmap, seeds)
+    del seeds
     if s.min_size > 0:
         ws = _size_filter(ws, hmap, s.min_size)
     max_id = int(ws.max())
-    ws = ws.astype(np.uint64)
     if mask is not None:
         ws[~mask] = 0
     return ws, max_id
@@ -180,7 +190,7 @@ def dt_watershed(
     s: WatershedSettings,
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Supervoxels (uint64, 0 = masked out) of one block read with its halo.
+    """Supervoxels (uint32 ids local to the block, 0 = masked out) of one block read with its halo.
 
     ``dt`` is ``smoothed_distance`` of the same box; ``dt_range`` the volume-wide range
     (``dt_range.crop_z`` of the box in stacked-2D mode).
@@ -188,15 +198,15 @@ def dt_watershed(
     boundaries = boundaries.astype(np.float32, copy=False)
     if not s.per_slice(boundaries.ndim):
         return _watershed_nd(boundaries, dt, dt_range.lo, dt_range.hi, s, mask)[0]
-    out = np.zeros(boundaries.shape, np.uint64)
+    out = np.zeros(boundaries.shape, np.uint32)
     offset = 0
     for z in range(boundaries.shape[0]):
         zmask = None if mask is None else mask[z]
         ws, max_id = _watershed_nd(boundaries[z], dt[z], dt_range.lo[z], dt_range.hi[z], s, zmask)
         if zmask is None:
-            ws += np.uint64(offset)
+            ws += np.uint32(offset)
         else:
-            ws[zmask] += np.uint64(offset)
+            ws[zmask] += np.uint32(offset)
         out[z] = ws
         offset += max_id
     return out
