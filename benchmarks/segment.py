@@ -15,9 +15,11 @@ peak (an upper bound). Prints voxels/s, peak RSS and the ratios of the issue's t
 
     nice -n 10 python benchmarks/segment.py [--size 512] [--partitioner gasp] [--workdir DIR]
 
-Measured on the shared 2-core dev machine (load ~1-3), 512^3, GASP, blocks 192^3, halo 16:
-zarrseg 1 worker 144.6 s (0.93 Mvox/s, 957 MB), 2 workers 90.2 s (1.60x, 1141 MB), whole-volume
-elf 98.4 s (1.36 Mvox/s, 6513 MB); zarrseg at 256^3: 932 MB (512^3 / 256^3 peak RSS: 1.03).
+Measured on the shared 2-core dev machine (load ~1-2), 512^3, GASP, blocks 256^3, halo 16:
+zarrseg 1 worker 78.6 s (1.71 Mvox/s, 1032 MB), 2 workers 47.4 s (1.66x, 1507 MB), whole-volume
+elf 85.8 s (1.56 Mvox/s, 6507 MB): 1 worker / elf 1.09; zarrseg at 256^3: 940 MB (512^3 / 256^3
+peak RSS: 1.10). Before the distance-transform stage, input staging, fused graph statistics and
+the cheaper size filter (blocks 192^3): 1 worker 0.93 Mvox/s vs elf 1.36 Mvox/s (0.68x).
 Under heavy load (load average ~10) wall-clock ratios swing by 2x; compare CPU seconds then.
 """
 
