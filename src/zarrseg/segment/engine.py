@@ -86,7 +86,7 @@ def _fingerprint(params: SegmentParams, boundaries_path, mask_path, channel, sha
     p = to_dict(params)
     p.pop("dask", None)  # the number of workers does not change the result
     return {
-        "layout": 2,  # version of the _work layout: a partial output of an older engine starts over
+        "layout": 3,  # version of the _work layout: a partial output of an older engine starts over
         "params": p,
         "boundaries": str(Path(boundaries_path).resolve()),
         "channel": channel,
