@@ -338,7 +338,7 @@ def test_stacked_2d_and_2d_input(gala, tmp_path):
 
 def test_post_min_size(gala, tmp_path):
     path, _, _ = gala
-    segment(
+    summary = segment(
         path,
         tmp_path / "seg.ome.zarr",
         SegmentParams(**{**GALA, "partitioner": "dtws", "post_min_size": 3000}),
@@ -346,6 +346,7 @@ def test_post_min_size(gala, tmp_path):
     seg = _read(tmp_path / "seg.ome.zarr")
     _, counts = np.unique(seg, return_counts=True)
     assert counts.min() >= 3000
+    assert not summary["halo_short"]  # GALA's halo reaches 1.5x gala's largest distance (13)
 
 
 def test_bad_config_and_input(gala, tmp_path):
@@ -437,7 +438,8 @@ def test_pixel_pitch_auto_uses_image_scale(gala, tmp_path):
     )
     arr[...] = probs[:, :, :100]
     base = {**GALA, "partitioner": "dtws", "block_shape": [25, 50, 50], "halo": [8, 16, 16]}
-    segment(path, tmp_path / "auto.ome.zarr", SegmentParams(**base, pixel_pitch="auto"))
+    summary = segment(path, tmp_path / "auto.ome.zarr", SegmentParams(**base, pixel_pitch="auto"))
+    assert summary["halo_short"]  # 16 voxels in y/x: short of gala's cells, warned
     segment(path, tmp_path / "explicit.ome.zarr", SegmentParams(**base, pixel_pitch=[3.0, 1.0, 1.0]))
     auto = _read(tmp_path / "auto.ome.zarr")
     assert np.array_equal(auto, _read(tmp_path / "explicit.ome.zarr"))

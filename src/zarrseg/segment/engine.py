@@ -161,6 +161,37 @@ def _set_output_dtype(tmp: Path, dtype: np.dtype, params: SegmentParams) -> None
         ome.create_array(group, p, arr.shape, dtype, arr.chunks, params.compression)
 
 
+HALO_REACH = 1.5  # halo / largest distance-transform value below which blocks may disagree
+
+
+def check_halo_reach(grid: BlockGrid, settings: WatershedSettings, dt_range) -> bool:
+    """Warn when the halo is short of the data's largest distance to a boundary.
+
+    The DT-watershed floods from distance-transform maxima; a block whose halo does not
+    reach about 1.5x the largest distance value can miss a seed behind its face and give
+    a supervoxel there to a neighbour. Measured (ARand of blockwise vs whole-volume raw
+    supervoxels): FlyEM mirrored 256^3, max distance 19.6: halo 16 -> 0.04, 24 -> 0.03,
+    32 -> 0.002; gala, max 13: z-halo 16 (mutex watershed VOI to GT +0.03), 20 -> +0.0002.
+    Blocks of the multicut / GASP partitioners are far less sensitive. Returns True if short.
+    """
+    biggest = float(np.max(dt_range.hi)) if np.size(dt_range.hi) else 0.0
+    pitch = settings.pitch(len(grid.shape)) or [1.0] * len(grid.shape)
+    axes = range(1, len(grid.shape)) if settings.per_slice(len(grid.shape)) else range(len(grid.shape))
+    reach = [grid.halo[a] * pitch[a] for a in axes if grid.grid_shape[a] > 1]
+    if not reach or min(reach) >= HALO_REACH * biggest:
+        return False
+    want = [int(np.ceil(HALO_REACH * biggest / pitch[a])) for a in range(len(grid.shape))]
+    log.warning(
+        "segment: halo %s is short of %.1fx the largest distance to a boundary (%.1f): supervoxels "
+        "near block faces may differ from a whole-volume run; a halo of about %s avoids that",
+        list(grid.halo),
+        HALO_REACH,
+        biggest,
+        want,
+    )
+    return True
+
+
 @contextlib.contextmanager
 def _stage(name: str, timings: dict):
     t0 = time.perf_counter()
@@ -228,6 +259,7 @@ def segment(
                 task = DistanceTask(boundaries, mask, distance, settings)
                 out = map_blocks(task, grid, name="distance transform", done_dir=done / "dt", **kw)
                 dt_range = distance_range(list(grid), out, settings.per_slice(ndim), view.shape[0])
+            short = check_halo_reach(grid, settings, dt_range)
             with _stage("supervoxels", timings):
                 for colour in (0, 1):
                     blocks = [b for b in grid if b.colour == colour]
@@ -297,6 +329,7 @@ def segment(
             "timings_s": timings,
             "total_s": round(time.perf_counter() - t_start, 3),
             "resumed": resumed,
+            "halo_short": short,
         }
         group = zarr.open_group(str(tmp), mode="r+", zarr_format=2)
         attrs = dict(group.attrs["zarrseg"])

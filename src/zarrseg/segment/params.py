@@ -24,7 +24,8 @@ class SegmentParams:
     """Blockwise DT-watershed -> RAG -> graph partitioning. Spatial lists are (z, y, x); 2D uses (y, x)."""
 
     # blocking: a block reads inner + halo and writes its inner box. The halo should reach about
-    # the radius of the largest cell (the distance transform is not local); it costs
+    # 1.5x the largest distance to a boundary (~ the radius of the largest cell; the run logs a
+    # warning and sets summary "halo_short" when it does not); it costs
     # (1 + 2 halo / block) ** ndim in compute, and per-worker memory follows the block + halo size.
     block_shape: list[int] = field(default_factory=lambda: [128, 256, 256])
     halo: list[int] = field(default_factory=lambda: [16, 32, 32])
