@@ -334,6 +334,13 @@ def test_stacked_2d_and_2d_input(gala, tmp_path):
     seg2 = _read(tmp_path / "s2.ome.zarr")
     assert seg2.shape == probs[10].shape and summary["n_blocks"] == 4
     assert rand_index(seg2, segment_whole(probs[10], params2))[0] <= 0.05
+    # one slice in stacked-2D mode has no z-edges: size-weighted multicut costs still work
+    path3 = _write(tmp_path / "p3.ome.zarr", probs[10:11], (1, 50, 100))
+    params3 = SegmentParams(**{**GALA, "partitioner": "multicut", "stacked_2d": True, "halo": [0, 32, 32]})
+    segment(path3, tmp_path / "s3.ome.zarr", params3)
+    seg3 = _read(tmp_path / "s3.ome.zarr")
+    assert seg3.shape == probs[10:11].shape
+    assert rand_index(seg3[0], segment_whole(probs[10:11], params3)[0])[0] <= 0.05
 
 
 def test_post_min_size(gala, tmp_path):

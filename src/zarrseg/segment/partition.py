@@ -37,7 +37,9 @@ def edge_costs(g: Graph, params: SegmentParams, node_z: np.ndarray | None = None
         sizes = g.size.astype(np.float64)
         if node_z is not None and len(g.uv):
             z_edges = node_z[g.uv[:, 0].astype(np.int64)] != node_z[g.uv[:, 1].astype(np.int64)]
-            populations = [z_edges, ~z_edges]
+            # elf weights each population by its own total size: an empty one (a single slice has
+            # no z-edges) would divide by zero, so only populated ones are passed
+            populations = [p for p in (z_edges, ~z_edges) if p.any()]
     return elf_mc.transform_probabilities_to_costs(
         g.mean.astype(np.float64), beta=params.beta, edge_sizes=sizes, edge_populations=populations
     )
