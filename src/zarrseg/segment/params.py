@@ -28,7 +28,7 @@ class SegmentParams:
     # warning and sets summary "halo_short" when it does not); it costs
     # (1 + 2 halo / block) ** ndim in compute, and per-worker memory follows the block + halo size.
     block_shape: list[int] = field(default_factory=lambda: [128, 256, 256])
-    halo: list[int] = field(default_factory=lambda: [16, 32, 32])
+    halo: list[int] = field(default_factory=lambda: [16, 32, 32])  # voxels read around each block per axis
     # supervoxels: distance-transform watershed (elf.segmentation.watershed)
     threshold: float = 0.5  # boundary threshold before the distance transform
     sigma_seeds: float = 1.0  # smoothing of the distance transform before seed (maxima) detection
