@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 import os
 import shutil
@@ -278,6 +279,36 @@ def atomic_output(path: str | Path, resume: bool = False) -> Iterator[Path]:
     if path.exists():
         _remove(path)
     os.replace(tmp, path)
+
+
+WORK = "_work"  # folder inside a partial output holding a blockwise stage's run state
+
+
+def same_run(tmp: Path, fingerprint: dict, stage: str) -> bool:
+    """Whether the partial output ``tmp`` belongs to the run described by ``fingerprint``.
+
+    Resumable stages (segment, predict) store the fingerprint of their run (inputs, parameters
+    that change the result) last, once the partial output is set up. A partial output of any
+    other run, or one that never got that far, is removed: the caller starts over.
+    """
+    fp_path = tmp / WORK / "fingerprint.json"
+    if fp_path.exists():
+        try:
+            if json.loads(fp_path.read_text()) == fingerprint:
+                return True
+        except json.JSONDecodeError:
+            pass
+        log.info("%s: %s belongs to another run, starting over", stage, tmp)
+    if tmp.exists():
+        _remove(tmp)
+    return False
+
+
+def mark_resumable(tmp: Path, fingerprint: dict) -> None:
+    """Store the run's fingerprint: from now on ``same_run`` lets a rerun resume ``tmp``."""
+    work = tmp / WORK
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "fingerprint.json").write_text(json.dumps(fingerprint))
 
 
 def _remove(path: Path) -> None:

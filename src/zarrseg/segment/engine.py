@@ -12,7 +12,6 @@ parameters (the number of workers may change); with other parameters it starts o
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import resource
 import shutil
@@ -37,7 +36,7 @@ from .write import NodeView, WriteTask
 
 log = logging.getLogger(__name__)
 
-WORK = "_work"
+WORK = ome.WORK
 _SV_COMPRESSION = ome.Compression(codec="lz4", level=1, shuffle="shuffle")
 
 
@@ -118,16 +117,8 @@ def _prepare(
     grid: BlockGrid,
 ) -> bool:
     """Create the partial output, or keep it when it belongs to the same run. Returns True when resuming."""
-    fp_path = tmp / WORK / "fingerprint.json"
-    if fp_path.exists():
-        try:
-            if json.loads(fp_path.read_text()) == fingerprint:
-                return True
-        except json.JSONDecodeError:
-            pass
-        log.info("segment: %s belongs to another run, starting over", tmp)
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    if ome.same_run(tmp, fingerprint, "segment"):
+        return True
     ndim = view.ndim
     ome.create_image(
         tmp,
@@ -146,7 +137,7 @@ def _prepare(
     ome.create_array(work, "supervoxels", view.shape, np.uint64, chunks, _SV_COMPRESSION)
     ome.create_array(work, "distance", view.shape, np.float32, chunks, _SV_COMPRESSION)
     ome.create_array(work, "boundaries", view.shape, view.dtype, chunks, _SV_COMPRESSION)
-    fp_path.write_text(json.dumps(fingerprint))
+    ome.mark_resumable(tmp, fingerprint)
     return False
 
 

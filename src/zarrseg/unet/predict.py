@@ -24,7 +24,7 @@ from .params import PredictParams
 
 log = logging.getLogger(__name__)
 
-WORK = "_work"
+WORK = ome.WORK
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -47,21 +47,6 @@ def _fingerprint(image_path, params: PredictParams, checkpoint, shape) -> dict:
     }
 
 
-def prepare_work(tmp: Path, fingerprint: dict) -> bool:
-    """Keep ``tmp`` when it belongs to the same run (returns True: resume), else clear it."""
-    fp_path = tmp / WORK / "fingerprint.json"
-    if fp_path.exists():
-        try:
-            if json.loads(fp_path.read_text()) == fingerprint:
-                return True
-        except json.JSONDecodeError:
-            pass
-        log.info("predict: %s belongs to another run, starting over", tmp)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    return False
-
-
 def run_stats(work: Path | None, view, norm, dask_params) -> VolumeStats:
     """Volume statistics: those saved by the run being resumed, else a blockwise pass over the input."""
     if work is not None and (work / "stats.json").exists():
@@ -74,7 +59,7 @@ def mark_started(tmp: Path, fingerprint: dict, stats: VolumeStats) -> None:
     work = tmp / WORK
     work.mkdir(parents=True, exist_ok=True)
     (work / "stats.json").write_text(json.dumps(stats.to_dict()))
-    (work / "fingerprint.json").write_text(json.dumps(fingerprint))  # last: marks the partial as resumable
+    ome.mark_resumable(tmp, fingerprint)  # last: marks the partial as resumable
 
 
 def predict(
@@ -108,7 +93,7 @@ def predict(
         checkpoint = None
     fingerprint = _fingerprint(image_path, params, checkpoint, view.shape)
     with ome.atomic_output(out_path, resume=True) as tmp:
-        resume = prepare_work(tmp, fingerprint)
+        resume = ome.same_run(tmp, fingerprint, "predict")
         if resume:
             log.info("predict: resuming %s", tmp)
         work = tmp / WORK
