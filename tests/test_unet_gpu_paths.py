@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_image
 from skimage.segmentation import find_boundaries
 
-from zarrseg import ome
 from zarrseg.errors import ConfigError
 from zarrseg.params import load_params
 from zarrseg.unet.distributed import launch, run_worker
@@ -20,27 +20,15 @@ from zarrseg.unet.train_params import TrainParams
 from zarrseg.unet.trainer import Trainer, spawn_world
 
 
-def _write(path, data, is_label=False):
-    arr = ome.create_image(
-        path,
-        shape=data.shape,
-        dtype=data.dtype,
-        axes="zyx",
-        scale=[1.0] * 3,
-        chunks=[1, 32, 32],
-        is_label=is_label,
-    )
-    arr[...] = data
-    return str(path)
-
-
 @pytest.fixture
 def data(tmp_path, rng):
     lab = np.zeros((2, 32, 32), np.uint32)
     lab[:, :, :16], lab[:, :, 16:] = 1, 2
     lab[:, 20:, :] = 3
     img = (find_boundaries(lab).astype(np.float32) * 100 + rng.normal(50, 10, lab.shape)).astype(np.float32)
-    return _write(tmp_path / "img.ome.zarr", img), _write(tmp_path / "lab.ome.zarr", lab, True)
+    return write_image(tmp_path / "img.ome.zarr", img, "zyx", [1, 32, 32]), write_image(
+        tmp_path / "lab.ome.zarr", lab, "zyx", [1, 32, 32], is_label=True
+    )
 
 
 def _params(image, labels, **kw):

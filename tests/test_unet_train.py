@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import voronoi_cells, write_image
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
@@ -21,34 +22,15 @@ from zarrseg.unet.train_params import TrainParams
 from zarrseg.unet.trainer import train
 
 
-def _cells(rng, shape, n):
-    pts = np.stack([rng.integers(0, s, size=n) for s in shape], axis=1)
-    grids = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    d = sum((g[..., None] - pts[:, i]) ** 2 for i, g in enumerate(grids))
-    return (np.argmin(d, -1) + 1).astype(np.uint32)
-
-
-def _write(path, data, axes, is_label=False):
-    arr = ome.create_image(
-        path,
-        shape=data.shape,
-        dtype=data.dtype,
-        axes=axes,
-        scale=[1.0] * data.ndim,
-        chunks=[16] * data.ndim,
-        is_label=is_label,
-    )
-    arr[...] = data
-    return str(path)
-
-
 @pytest.fixture
 def synthetic(tmp_path, rng):
     """A 3-slice stack of 2D Voronoi cells with bright, noisy membranes."""
-    lab = np.stack([_cells(rng, (64, 64), 30) for _ in range(3)])
+    lab = np.stack([voronoi_cells(rng, (64, 64), 30) for _ in range(3)])
     img = np.stack([find_boundaries(s) for s in lab]).astype(np.float32) * 100 + rng.normal(50, 20, lab.shape)
     img = ndimage.gaussian_filter(img, (0, 0.7, 0.7)).astype(np.float32)
-    return _write(tmp_path / "img.ome.zarr", img, "zyx"), _write(tmp_path / "lab.ome.zarr", lab, "zyx", True)
+    return write_image(tmp_path / "img.ome.zarr", img, "zyx"), write_image(
+        tmp_path / "lab.ome.zarr", lab, "zyx", is_label=True
+    )
 
 
 def _params(image, labels, **kw):
@@ -117,11 +99,11 @@ def test_resume_continues_exactly(tmp_path, synthetic):
 
 
 def test_cli_train_then_predict_3d_partial_supervision(tmp_path, rng):
-    lab = _cells(rng, (16, 32, 32), 12)
+    lab = voronoi_cells(rng, (16, 32, 32), 12)
     img = (find_boundaries(lab).astype(np.float32) * 100 + rng.normal(50, 10, lab.shape)).astype(np.float32)
     image, labels = (
-        _write(tmp_path / "i.ome.zarr", img, "zyx"),
-        _write(tmp_path / "l.ome.zarr", lab, "zyx", True),
+        write_image(tmp_path / "i.ome.zarr", img, "zyx"),
+        write_image(tmp_path / "l.ome.zarr", lab, "zyx", is_label=True),
     )
     params = {
         "train": [{"image": image, "labels": labels}],
@@ -166,7 +148,7 @@ def test_bad_training_inputs(tmp_path, synthetic, capsys):
     image, labels = synthetic
     with pytest.raises(ConfigError, match="patch_shape"):
         train(_params(image, labels, patch_shape=[33, 33]), tmp_path / "a")
-    small = _write(tmp_path / "small.ome.zarr", np.zeros((3, 32, 32), np.uint32), "zyx", True)
+    small = write_image(tmp_path / "small.ome.zarr", np.zeros((3, 32, 32), np.uint32), "zyx", is_label=True)
     with pytest.raises(InputError, match="small.ome.zarr"):
         train(_params(image, small), tmp_path / "b")
     bad = {"train": [{"image": image, "labels": str(tmp_path / "nope.ome.zarr")}], "model": {"ndim": 2}}

@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 import pytest
+from conftest import voronoi_cells, write_image
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
-from zarrseg import ome
 from zarrseg.errors import ConfigError
 from zarrseg.params import load_params
 from zarrseg.unet.checkpoint import load_checkpoint
@@ -18,33 +18,14 @@ from zarrseg.unet.train_params import TrainParams
 from zarrseg.unet.trainer import train
 
 
-def _cells(rng, shape, n):
-    pts = np.stack([rng.integers(0, s, size=n) for s in shape], axis=1)
-    grids = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    d = sum((g[..., None] - pts[:, i]) ** 2 for i, g in enumerate(grids))
-    return (np.argmin(d, -1) + 1).astype(np.uint32)
-
-
-def _write(path, data, is_label=False):
-    arr = ome.create_image(
-        path,
-        shape=data.shape,
-        dtype=data.dtype,
-        axes="zyx",
-        scale=[1.0] * 3,
-        chunks=[1, 32, 32],
-        is_label=is_label,
-    )
-    arr[...] = data
-    return str(path)
-
-
 @pytest.fixture
 def cells(tmp_path, rng):
-    lab = np.stack([_cells(rng, (48, 48), 12) for _ in range(3)])
+    lab = np.stack([voronoi_cells(rng, (48, 48), 12) for _ in range(3)])
     img = np.stack([find_boundaries(s) for s in lab]).astype(np.float32) * 100 + rng.normal(50, 20, lab.shape)
     img = ndimage.gaussian_filter(img, (0, 0.7, 0.7)).astype(np.float32)
-    return _write(tmp_path / "img.ome.zarr", img), _write(tmp_path / "lab.ome.zarr", lab, True)
+    return write_image(tmp_path / "img.ome.zarr", img, "zyx", [1, 32, 32]), write_image(
+        tmp_path / "lab.ome.zarr", lab, "zyx", [1, 32, 32], is_label=True
+    )
 
 
 def _params(image, labels, **kw):
@@ -115,7 +96,7 @@ def test_segment_scores_of_a_stack(tmp_path, rng):
     from zarrseg.unet.train_params import ValSegmentParams
     from zarrseg.unet.val_segment import segment_scores
 
-    gt = np.stack([_cells(rng, (40, 40), 8) for _ in range(2)])
+    gt = np.stack([voronoi_cells(rng, (40, 40), 8) for _ in range(2)])
     bnd = (
         ndimage.gaussian_filter(np.stack([find_boundaries(s) for s in gt]).astype(np.float32), (0, 1, 1)) * 2
     )
