@@ -250,6 +250,27 @@ def grid_workdir(tmp_path: Path, rng) -> Path:
     return tmp_path
 
 
+def snakemake_grid(workdir: Path, cores: int) -> list[str]:
+    """The Snakemake CLI call of the grid on the tiny configuration in ``workdir``."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(REPO / "profiles" / "local"),
+        "--cores",
+        str(cores),
+        "--configfile",
+        "tiny.yaml",
+        "--config",
+        "experiment=unsupervised_vs_supervised",
+    ]
+
+
 def test_grid_runs_through_snakemake_with_six_rows_and_figures(grid_workdir):
     env = dict(
         os.environ,
@@ -258,21 +279,7 @@ def test_grid_runs_through_snakemake_with_six_rows_and_figures(grid_workdir):
         OMP_NUM_THREADS="1",
     )
     cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "workflow" / "Snakefile"),
-        "--directory",
-        str(grid_workdir),
-        "--profile",
-        str(REPO / "profiles" / "local"),
-        "--cores",
-        "2",
-        "--configfile",
-        "tiny.yaml",
-        "--config",
-        "experiment=unsupervised_vs_supervised",
+        *snakemake_grid(grid_workdir, cores=2),
         "--set-threads",
         "pretrain=1",
         "finetune=1",
@@ -307,7 +314,7 @@ def test_grid_runs_through_snakemake_with_six_rows_and_figures(grid_workdir):
     model = sorted((out / "train").glob("*/best.pt"))[0]
     target = model.parent / "bioimageio" / "rdf.yaml"
     run = subprocess.run(
-        [*cmd[:3], str(target.relative_to(grid_workdir)), *cmd[3:]],
+        [*cmd[:3], str(target.relative_to(grid_workdir)), *cmd[3:]],  # targets before options
         cwd=grid_workdir,
         env=env,
         capture_output=True,
@@ -323,24 +330,7 @@ def test_training_sample_patterns_that_match_nothing_fail_before_any_job(grid_wo
     exp = yaml.safe_load(path.read_text())
     exp["fixed"]["train.samples"] = ["nothing_*"]
     path.write_text(yaml.safe_dump(exp, sort_keys=False))
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "workflow" / "Snakefile"),
-        "--directory",
-        str(grid_workdir),
-        "--profile",
-        str(REPO / "profiles" / "local"),
-        "--cores",
-        "1",
-        "--configfile",
-        "tiny.yaml",
-        "--config",
-        "experiment=unsupervised_vs_supervised",
-        "-n",
-    ]
+    cmd = [*snakemake_grid(grid_workdir, cores=1), "-n"]
     run = subprocess.run(cmd, cwd=grid_workdir, capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
     assert "'nothing_*' matches no sample" in run.stdout + run.stderr
