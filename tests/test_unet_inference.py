@@ -48,6 +48,15 @@ def _image(path, data, axes, chunks):
     return path
 
 
+def _predict(img, out, checkpoint, *settings: str, params: str | None = None) -> int:
+    """``zarrseg predict`` through the CLI with ``--set`` overrides (and optional ``--params``)."""
+    args = ["predict", str(img), "-o", str(out), "--checkpoint", str(checkpoint)]
+    args += ["--params", params] if params else []
+    for setting in settings:
+        args += ["--set", setting]
+    return main(args)
+
+
 def _whole(model, data, norm):
     x = apply(data, array_stats(data, norm), norm)
     with torch.no_grad():
@@ -72,21 +81,7 @@ def test_tiled_2d_equals_whole_image(tmp_path, rng, blend):
         "batch_size": 3,
         "num_workers": 1,
     }
-    assert (
-        main(
-            [
-                "predict",
-                str(img),
-                "-o",
-                str(out),
-                "--checkpoint",
-                str(tmp_path / "m.pt"),
-                "--params",
-                json.dumps(params),
-            ]
-        )
-        == 0
-    )
+    assert _predict(img, out, tmp_path / "m.pt", params=json.dumps(params)) == 0
     got = ome.open_image(out).data[...]
     ref = _whole(model, data, Normalization(method="meanstd"))
     assert got.shape == data.shape and got.dtype == np.float32
@@ -102,25 +97,15 @@ def test_no_seams_3d_gaussian_blend(tmp_path, rng):
     img = _image(tmp_path / "img.ome.zarr", data, "zyx", (8, 32, 32))
     out = tmp_path / "pred.ome.zarr"
     assert (
-        main(
-            [
-                "predict",
-                str(img),
-                "-o",
-                str(out),
-                "--checkpoint",
-                str(tmp_path / "m.pt"),
-                "--set",
-                "method=unet",
-                "--set",
-                "margin=0.0",
-                "--set",
-                "num_workers=0",
-                "--set",
-                "block_shape=[16,40,24]",
-                "--set",
-                "dtype=float16",
-            ]
+        _predict(
+            img,
+            out,
+            tmp_path / "m.pt",
+            "method=unet",
+            "margin=0.0",
+            "num_workers=0",
+            "block_shape=[16,40,24]",
+            "dtype=float16",
         )
         == 0
     )
@@ -146,25 +131,7 @@ def test_3d_tiled_equals_whole_and_small_axes(tmp_path, rng):
     data = rng.normal(size=(12, 72, 96)).astype(np.float32)
     img = _image(tmp_path / "img.ome.zarr", data, "zyx", (6, 32, 32))
     out = tmp_path / "pred.ome.zarr"
-    assert (
-        main(
-            [
-                "predict",
-                str(img),
-                "-o",
-                str(out),
-                "--checkpoint",
-                str(tmp_path / "m.pt"),
-                "--set",
-                "method=unet",
-                "--set",
-                "margin=0.25",
-                "--set",
-                "num_workers=0",
-            ]
-        )
-        == 0
-    )
+    assert _predict(img, out, tmp_path / "m.pt", "method=unet", "margin=0.25", "num_workers=0") == 0
     got = ome.open_image(out).data[...]
     norm = Normalization(method="percentile")
     x = apply(data, array_stats(data, norm), norm)
@@ -181,18 +148,7 @@ def test_bad_checkpoints(tmp_path, rng, capsys):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
     for name in ("missing.pt", "corrupt.pt", "foreign.pt"):
         out = tmp_path / f"out_{name}.ome.zarr"
-        code = main(
-            [
-                "predict",
-                str(img),
-                "-o",
-                str(out),
-                "--checkpoint",
-                str(tmp_path / name),
-                "--set",
-                "method=unet",
-            ]
-        )
+        code = _predict(img, out, tmp_path / name, "method=unet")
         err = capsys.readouterr().err
         assert code == 2, err
         assert name in err and len(err.strip().splitlines()) == 1
@@ -220,25 +176,7 @@ def test_2d_model_over_a_stack_is_slicewise(tmp_path, rng):
     data = (rng.random((3, 96, 128)) * 200).astype(np.uint8)
     img = _image(tmp_path / "img.ome.zarr", data, "zyx", (1, 64, 64))
     out = tmp_path / "pred.ome.zarr"
-    assert (
-        main(
-            [
-                "predict",
-                str(img),
-                "-o",
-                str(out),
-                "--checkpoint",
-                str(tmp_path / "m.pt"),
-                "--set",
-                "method=unet",
-                "--set",
-                "margin=0.25",
-                "--set",
-                "num_workers=0",
-            ]
-        )
-        == 0
-    )
+    assert _predict(img, out, tmp_path / "m.pt", "method=unet", "margin=0.25", "num_workers=0") == 0
     got = ome.open_image(out).data[...]
     norm = Normalization(method="meanstd")
     x = apply(data, array_stats(data, norm), norm)  # statistics of the whole stack, as predict computes them
