@@ -267,7 +267,8 @@ def expand_params(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     out = table.copy()
     for key, name in names.items():
         out[name] = out["params"].map(lambda p, k=key: _scalar(parsed[p].get(k)))
-    swept = [names[k] for k in keys if out[names[k]].astype(str).nunique() > 1]
+    # a value some rows lack (NaN) counts as a value of its own: those rows differ in it
+    swept = [names[k] for k in keys if out[names[k]].astype(str).nunique(dropna=False) > 1]
     return out, swept
 
 
@@ -390,7 +391,8 @@ def summary_markdown(
     ]
     rows = []
     for _, r in summary.iterrows():
-        cells = [str(r[c]) for c in label_cols] + [str(r["n"])]
+        # a parameter a row does not set (e.g. supervision_fraction of a clustering row) shows as "–"
+        cells = ["–" if pd.isna(r[c]) else str(r[c]) for c in label_cols] + [str(r["n"])]
         for m in metrics:
             text = _fmt(r[f"{m}_mean"], r[f"{m}_sd"], params.digits)
             is_best = m in best and round(r[f"{m}_mean"], params.digits) == best[m]
