@@ -298,13 +298,19 @@ def test_table_bad_input(tmp_path, capsys):
 
 
 def test_a_parameter_only_some_rows_set_shows_as_a_dash(tmp_path, capsys):
-    """Grid rows with linked values: clustering rows have no supervision fraction, U-Net rows do."""
+    """Grid rows with linked values: clustering rows have no supervision fraction, U-Net rows do;
+    a value linked to every U-Net row alike (predict.method) is no row label."""
     paths = []
-    for method, params in (("colour_kmeans", {}), ("unet_20", {"train.supervision_fraction": 0.2})):
+    for method, params in (
+        ("colour_kmeans", {}),
+        ("unet_20", {"train.supervision_fraction": 0.2, "predict.method": "unet"}),
+        ("unet_50", {"train.supervision_fraction": 0.5, "predict.method": "unet"}),
+    ):
         meta = {"experiment": "ssl", "sample": "a", "method": method, "cell": method, "params": params}
         frame = metrics_frame({"": {"v_measure": 0.5}}, meta, {})
         paths.append(str(write_table(frame, tmp_path / f"{method}.parquet")[0]))
     assert main(["table", *paths, "-o", str(tmp_path / "out")]) == 0
     capsys.readouterr()
     md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| method | supervision_fraction | n |" in md
     assert "| colour_kmeans | – | 1 |" in md and "| unet_20 | 0.2 | 1 |" in md

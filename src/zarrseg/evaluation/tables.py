@@ -267,8 +267,9 @@ def expand_params(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     out = table.copy()
     for key, name in names.items():
         out[name] = out["params"].map(lambda p, k=key: _scalar(parsed[p].get(k)))
-    # a value some rows lack (NaN) counts as a value of its own: those rows differ in it
-    swept = [names[k] for k in keys if out[names[k]].astype(str).nunique(dropna=False) > 1]
+    # swept: set to more than one value (rows that lack a key, e.g. a value linked to only some
+    # grid rows, do not make it swept: a constant of those rows is not a row label)
+    swept = [names[k] for k in keys if out[names[k]].astype(str).nunique() > 1]
     return out, swept
 
 
