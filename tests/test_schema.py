@@ -9,6 +9,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from zarrseg.errors import ConfigError
 from zarrseg.params import from_dict
 from zarrseg.schema import STAGES, dump, params_class, readme_with_reference
 
@@ -46,3 +47,17 @@ def test_wrong_type_is_rejected():
     config["segment"] = {"beta": "high"}
     with pytest.raises(WorkflowError):
         validate(config, str(SCHEMA), set_default=False)
+
+
+@pytest.mark.parametrize(
+    ("stage", "values"),
+    [
+        ("panels", {"percentiles": [99.0, 1.0]}),
+        ("features", {"preprocess": {"percentiles": [0.0, 120.0]}}),
+        ("predict", {"normalization": {"method": "percentile", "lower": 50.0, "upper": 50.0}}),
+    ],
+)
+def test_percentile_ranges_are_checked_in_every_stage(stage, values):
+    """One range check (params.check_percentiles) serves every stage with a percentile range."""
+    with pytest.raises(ConfigError, match=r"must satisfy 0 <= low < high <= 100"):
+        from_dict(params_class(stage), values, where=stage)

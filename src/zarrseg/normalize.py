@@ -17,8 +17,8 @@ from typing import Literal
 import numpy as np
 
 from .blocks import Block, BlockGrid
-from .errors import ConfigError
 from .parallel import DaskParams, map_blocks
+from .params import check_percentiles
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,7 @@ class Normalization:
     upper: float = 99.0  # percentile mapped to 1 (method 'percentile')
 
     def validate(self) -> None:
-        if not 0.0 <= self.lower < self.upper <= 100.0:
-            raise ConfigError(
-                f"normalization percentiles need 0 <= lower < upper <= 100, got {self.lower}, {self.upper}"
-            )
+        check_percentiles(self.lower, self.upper, "normalization lower/upper percentiles")
 
 
 @dataclass

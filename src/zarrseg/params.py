@@ -22,6 +22,12 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 
+def check_percentiles(low: float, high: float, name: str) -> None:
+    """A display/normalisation range of percentiles: 0 <= low < high <= 100 (ConfigError naming ``name``)."""
+    if not 0.0 <= low < high <= 100.0:
+        raise ConfigError(f"{name} must satisfy 0 <= low < high <= 100, got {low}, {high}")
+
+
 def read_mapping(source: str | Path | dict | None) -> dict:
     """A dict from a dict, a JSON string, or the path of a YAML/JSON file."""
     if source is None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import ome
 from ..errors import ConfigError, InputError
+from ..params import check_percentiles
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,7 @@ class PanelParams:
     def validate(self) -> None:
         if self.max_size < 8:
             raise ConfigError(f"panels.max_size must be >= 8, got {self.max_size}")
-        lo, hi = self.percentiles
-        if not 0 <= lo < hi <= 100:
-            raise ConfigError(
-                f"panels.percentiles must satisfy 0 <= low < high <= 100, got {list(self.percentiles)}"
-            )
+        check_percentiles(*self.percentiles, "panels.percentiles")
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import ome
 from ..errors import ConfigError, InputError
+from ..params import check_percentiles
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -38,11 +39,7 @@ class Preprocess:
     def validate(self) -> None:
         if self.tile_size < 8:
             raise ConfigError(f"tile_size must be >= 8, got {self.tile_size}")
-        lo, hi = self.percentiles
-        if not 0 <= lo < hi <= 100:
-            raise ConfigError(
-                f"percentiles must satisfy 0 <= low < high <= 100, got {list(self.percentiles)}"
-            )
+        check_percentiles(*self.percentiles, "percentiles")
 
 
 def tiled_length(n: int, tile: int) -> int:
