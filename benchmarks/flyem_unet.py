@@ -46,15 +46,18 @@ def train_params(work: Path, minutes: float) -> dict:
         "val_metric": "loss",  # threshold + CC ARand saturates on 3D EM crops (picked iteration 200 in our run)
         "patch_shape": [32, 64, 64],
         "batch_size": 2,
-        "iterations": 3000,
-        "validate_every": 100,
-        "max_cpu_minutes": minutes,
-        "max_minutes": 3 * minutes,
         "optimizer": {"lr": 1e-3, "lr_patience": 3},
-        "early_stopping": 0,
         "num_workers": 0,
-        "threads": 1,
-        "seed": 0,
+        "loop": {
+            "steps": 3000,
+            "eval_every": 100,
+            "checkpoint_every": 100,
+            "max_cpu_minutes": minutes,
+            "max_minutes": 3 * minutes,
+            "early_stopping": 0,
+            "threads": 1,
+            "seed": 0,
+        },
         "augment": {"elastic": 0.2, "gaussian_noise": 0.3},
     }
 

@@ -19,4 +19,4 @@ OMP_NUM_THREADS=1 $ZARRSEG train -o "$WORK/model" -v --params '{
   "num_workers": 0, "threads": 1, "seed": 0}'
 ls -la "$WORK/model"
 # ship the weights without optimizer state (what `zarrseg predict` needs): ~0.4 MB
-python -c "from zarrseg.unet.checkpoint import slim_checkpoint as s; s('$WORK/model/best.pt', '$WORK/ovule_boundaries_3d.pt')"
+python -c "from zarrseg.methods.unet.checkpoint import slim_checkpoint as s; s('$WORK/model/best.pt', '$WORK/ovule_boundaries_3d.pt')"

@@ -1,4 +1,4 @@
-"""Benchmark ``zarrseg predict --set method=unet``: overhead vs bare model forwards, and peak memory.
+"""Benchmark ``zarrseg predict --set method=model`` (a U-Net checkpoint): overhead vs bare model forwards, and peak memory.
 
 1. Throughput: the full pipeline (Zarr read, normalisation, tiling, blending, Zarr write) on a
    volume, against a bare loop of model forwards over the same number of tiles of the same
@@ -26,12 +26,12 @@ import torch
 
 from zarrseg import ome
 from zarrseg.blocks import BlockGrid
+from zarrseg.methods.unet.checkpoint import load_checkpoint, save_checkpoint
+from zarrseg.methods.unet.models import ModelConfig, build_model
 from zarrseg.normalize import Normalization
-from zarrseg.unet.checkpoint import load_checkpoint, save_checkpoint
-from zarrseg.unet.inference import TilePlan
-from zarrseg.unet.models import ModelConfig, build_model
-from zarrseg.unet.params import PredictParams
-from zarrseg.unet.predict import predict
+from zarrseg.predict.params import PredictParams
+from zarrseg.predict.stage import predict
+from zarrseg.predict.tiled import TilePlan
 
 TILE = [32, 96, 96]
 
@@ -71,10 +71,10 @@ def make_checkpoint(path: Path, f_maps: int, depth: int, ndim: int = 3) -> Path:
 def throughput(work: Path, shape, ckpt: Path, batch: int, workers: int) -> dict:
     img = make_volume(work / "vol.ome.zarr", tuple(shape))
     params = PredictParams(
-        method="unet", tile_shape=TILE, batch_size=batch, num_workers=workers, dtype="float16"
+        method="model", tile_shape=TILE, batch_size=batch, num_workers=workers, dtype="float16"
     )
     loaded = load_checkpoint(ckpt)
-    plan = TilePlan.create(shape, TILE, 0.5, 0.125, "gaussian", loaded.config)
+    plan = TilePlan.create(shape, TILE, 0.5, 0.125, "gaussian", loaded.config)  # ndim + divisor
     x0 = torch.randn(batch, 1, *plan.tile)
     with torch.inference_mode():  # bare loop before the pipeline (over the unique tiles)
         loaded.model(x0)
@@ -124,7 +124,7 @@ def peak_rss(work: Path, shape, ckpt: Path, name: str, threads: int, tile: list[
     img = make_volume(work / f"{name}.ome.zarr", tuple(shape))
     out = work / f"{name}_pred.ome.zarr"
     params = json.dumps(
-        {"method": "unet", "tile_shape": list(tile), "batch_size": 1, "num_workers": 1, "dtype": "float16"}
+        {"method": "model", "tile_shape": list(tile), "batch_size": 1, "num_workers": 1, "dtype": "float16"}
     )
     code = (
         "import resource, sys, time; from zarrseg.cli import main; t=time.perf_counter(); "

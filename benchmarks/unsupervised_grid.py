@@ -23,7 +23,7 @@ Example (the CPU demonstration of DINO pretraining with a small ViT: patch 8, 19
   zarrseg finetune -o /tmp/ssl_grid/dino_small_ft --checkpoint /tmp/ssl_grid/dino_small \
       --params /tmp/ssl_grid/finetune.yaml
   python benchmarks/unsupervised_grid.py evaluate --work /tmp/ssl_grid --model random=random \
-      --model dino=/tmp/ssl_grid/dino_small/checkpoint.pt --model dino_ft=/tmp/ssl_grid/dino_small_ft/checkpoint.pt
+      --model dino=/tmp/ssl_grid/dino_small/best.pt --model dino_ft=/tmp/ssl_grid/dino_small_ft/best.pt
 """
 
 from __future__ import annotations
@@ -158,14 +158,11 @@ def prepare(work: Path) -> dict:
         "hidden_dim": 1024,
         "bottleneck_dim": 128,
         "batch_size": 16,
-        "steps": 500,
         "warmup_steps": 40,
         "lr": 0.008,
         "freeze_last_layer_steps": 20,
         "teacher_momentum": [0.99, 1.0],
-        "max_minutes": 80.0,
-        "checkpoint_every": 50,
-        "num_threads": 1,
+        "loop": {"steps": 500, "max_minutes": 80.0, "checkpoint_every": 50, "eval_every": 50, "threads": 1},
     }
     (work / "pretrain.yaml").write_text(yaml.safe_dump(pretrain, sort_keys=False))
     finetune = {
@@ -174,11 +171,8 @@ def prepare(work: Path) -> dict:
         "sample_size": EVAL_TILE,
         "trainable_blocks": 2,
         "batch_size": 4,
-        "steps": 300,
         "lr": 5e-4,
-        "max_cpu_minutes": 15.0,
-        "checkpoint_every": 100,
-        "num_threads": 1,
+        "loop": {"steps": 300, "max_cpu_minutes": 15.0, "checkpoint_every": 100, "eval_every": 100, "threads": 1},
     }
     (work / "finetune.yaml").write_text(yaml.safe_dump(finetune, sort_keys=False))
     print(
@@ -238,16 +232,19 @@ def train_unets(work: Path, cpu_minutes: float) -> None:
                 "target": {"kind": "foreground"},
                 "patch_shape": [128, 128],
                 "batch_size": 4,
-                "iterations": 5000,
-                "max_cpu_minutes": cpu_minutes,
-                "validate_every": 50,
                 "optimizer": {"lr": 1e-3},
                 "supervision_fraction": fraction,
                 "num_workers": 0,
-                "threads": 1,
-                "tensorboard": False,
-                "early_stopping": 0,
-                "seed": 0,
+                "loop": {
+                    "steps": 5000,
+                    "max_cpu_minutes": cpu_minutes,
+                    "eval_every": 50,
+                    "checkpoint_every": 50,
+                    "threads": 1,
+                    "tensorboard": False,
+                    "early_stopping": 0,
+                    "seed": 0,
+                },
             }
             print(f"training U-Net {out.name} ({cpu_minutes} CPU-min)", flush=True)
             subprocess.run(
@@ -308,7 +305,7 @@ def random_checkpoint(work: Path) -> Path:
     if not path.exists():
         torch.manual_seed(0)
         spec = ViTSpec(**SMALL_VIT)
-        save_checkpoint(path, build_vit(spec), spec, method="random-init")
+        save_checkpoint(path, build_vit(spec), spec, method="dino", init="random initialisation, not trained")
     return path
 
 

@@ -1,59 +1,55 @@
 # Shared by every rule file: samples, the experiment grid, paths and parameter helpers.
-# Logic lives in zarrseg.workflow / zarrseg.experiments (unit-tested without Snakemake).
+# Logic lives in zarrseg.workflow (Plan) and zarrseg.experiments (unit-tested without Snakemake);
+# no rule names a grid row or a learning method.
 
 import json
+import os
 import re
 from pathlib import Path
 
-from zarrseg.experiments import cell_for
-from zarrseg.params import load_params
-from zarrseg.segment.params import SegmentParams
-from zarrseg.workflow import discover_samples, experiment_for, params_json, stage_params
+from zarrseg.workflow import Plan, discover_samples, experiment_for, params_json, stage_params, with_workers
 
 R = config["results_dir"]
 
 # Rules run the library from this checkout, also inside --sdm conda environments (envs/*.yaml
-# hold the dependencies, the code comes from src/ on PYTHONPATH).
+# hold the dependencies, the code comes from src/ on PYTHONPATH). Third-party learning methods
+# named in the config (methods: [...]) are registered in every job through ZARRSEG_METHODS.
 ZARRSEG = "python -m zarrseg"
 SRC = str(Path(workflow.basedir).parent / "src")
-shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+METHOD_MODULES = ",".join(config.get("methods") or [])
+shell.prefix(
+    f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    + (f"export ZARRSEG_METHODS={METHOD_MODULES}; " if METHOD_MODULES else "")
+)
 CPU_ENV = "../envs/cpu.yaml"
 GPU_ENV = "../envs/gpu.yaml"
 EXPERIMENT = experiment_for(config)
 SAMPLES = discover_samples(config, experiment=EXPERIMENT)
 EXP = EXPERIMENT.name
-CELLS = EXPERIMENT.cells()  # cell id -> {"stage.key": value}
-EXP_SAMPLES = [s for s in (EXPERIMENT.samples or list(SAMPLES))]
+PLAN = Plan(config, EXPERIMENT, SAMPLES, R)
+CELLS = PLAN.cells  # cell id -> {"stage.key": value}
+EXP_SAMPLES = PLAN.experiment_samples()
 for _name in EXP_SAMPLES:
     if _name not in SAMPLES:
         raise ValueError(f"experiment {EXP!r} names sample {_name!r}, which is not in the sample sheet / input folder")
-
-# Stages whose outputs a grid cell shares with other cells when only later stages' keys differ.
-PREDICT_STAGES = ("train", "predict")
+CLUSTERED = PLAN.clustered_cells()  # cells whose labels come from the cluster rule, not segment
 
 wildcard_constraints:
     sample="|".join(map(re.escape, SAMPLES)) if SAMPLES else "NOSAMPLE",
     cell="[A-Za-z0-9_.+-]+",
     pcell="[A-Za-z0-9_.+-]+",
+    mcell="[A-Za-z0-9_.+-]+",
+    method="[A-Za-z0-9_]+",
 
 
 def cell_values(cell):
-    return {**{k: v for k, v in EXPERIMENT.fixed.items()}, **CELLS[cell]}
+    return PLAN.values(cell)
 
 
-def predict_cell(cell):
-    """The sub-cell the boundary map of ``cell`` depends on (shared by cells that vary only later stages)."""
-    return cell_for(cell_values(cell), PREDICT_STAGES)
-
-
-PCELLS = {predict_cell(c): {k: v for k, v in cell_values(c).items() if k.split(".", 1)[0] in PREDICT_STAGES}
-          for c in CELLS}
-
-
-def stage_json(stage, cell=None, pcell=None, **extra):
+def stage_json(stage, cell=None, values=None, **extra):
     """Canonical JSON of one stage's parameters for a grid cell (passed to the CLI as --params)."""
-    values = cell_values(cell) if cell is not None else PCELLS.get(pcell, {})
-    params = stage_params(config, stage, values)
+    values = PLAN.values(cell) if cell is not None else (values or {})
+    params = PLAN.resolve(PLAN.stage_params(stage, values), values)
     params.update(extra)
     return params_json(params)
 
@@ -67,12 +63,10 @@ def bench_path(stage, *parts):
 
 
 # ---- paths --------------------------------------------------------------------------------------
-def image_path(sample):
-    return f"{R}/ingest/{sample}/image.ome.zarr"
-
-
-def ground_truth_path(sample):
-    return f"{R}/ingest/{sample}/ground_truth.ome.zarr"
+image_path = PLAN.image_path
+image_input = PLAN.image_input
+ground_truth_path = PLAN.ground_truth_path
+labels_path = PLAN.labels_path
 
 
 def given_boundaries_path(sample):
@@ -83,11 +77,7 @@ def boundaries_path(sample, cell):
     """The boundary map segmentation of ``cell`` starts from: given by the sample sheet, or predicted."""
     if SAMPLES[sample].boundaries:
         return given_boundaries_path(sample)
-    return f"{R}/{EXP}/{sample}/predict/{predict_cell(cell)}/boundaries.ome.zarr"
-
-
-def labels_path(sample, cell):
-    return f"{R}/{EXP}/{sample}/{cell}/labels.ome.zarr"
+    return PLAN.prediction_path(sample, cell)
 
 
 def metrics_path(sample, cell):
@@ -106,3 +96,8 @@ def final_targets():
 def source_file(value):
     """The file behind a sample-sheet entry ("file.h5:dataset" -> "file.h5"), for Snakemake's input."""
     return value.split(".h5:")[0] + ".h5" if ".h5:" in value else value
+
+
+def blockwise_json(stage, threads, cell=None, values=None, **extra):
+    """Stage parameters of a blockwise job, with the job's threads as Dask workers."""
+    return params_json(with_workers(json.loads(stage_json(stage, cell=cell, values=values, **extra)), threads))

@@ -1,36 +1,34 @@
 # Score each segmentation against its ground truth, then one tidy table + summaries per experiment.
 
-
-def method_of(cell):
-    """The row label of a cell in summary tables: its grid row (ssl.row) or else its partitioner."""
-    if "ssl.row" in cell_values(cell):
-        return str(cell_values(cell)["ssl.row"])
-    return load_params(SegmentParams, stage_json("segment", cell=cell), where="segment").partitioner
+import shlex
 
 
 def benchmark_args(sample, cell):
     """--benchmark STAGE=TSV of the jobs that produced this segmentation (runtime, peak memory)."""
-    if cell in SSL_CELLS:  # grid rows: labels by the cluster rule, of a prediction for U-Net rows
+    values = PLAN.values(cell)
+    pcell = PLAN.subcell("predict", values)
+    if cell in CLUSTERED:
         args = [f"cluster={bench_path('cluster', sample, cell)}"]
-        if thresholds_prediction(cell):
-            args.append(f"predict={bench_path('predict', sample, predict_cell(cell))}")
-        return " ".join(f"--benchmark {a}" for a in args)
-    args = [f"segment={bench_path('segment', sample, cell)}"]
-    if not SAMPLES[sample].boundaries:
-        args.append(f"predict={bench_path('predict', sample, predict_cell(cell))}")
+        source = PLAN.cluster_source(sample, cell)
+        if source == PLAN.prediction_path(sample, cell):
+            args.append(f"predict={bench_path('predict', sample, pcell)}")
+    else:
+        args = [f"segment={bench_path('segment', sample, cell)}"]
+        if not SAMPLES[sample].boundaries:
+            args.append(f"predict={bench_path('predict', sample, pcell)}")
     return " ".join(f"--benchmark {a}" for a in args)
 
 
 rule evaluate:
     input:
         labels=lambda w: labels_path(w.sample, w.cell),
-        ground_truth=lambda w: scored_gt_path(w.sample, w.cell),  # rules/ssl.smk: binary foreground or as given
+        ground_truth=lambda w: scored_gt_path(w.sample, w.cell),  # rules/cluster.smk: binary foreground or as given
     output:
         f"{R}/{EXP}/{{sample}}/{{cell}}/metrics.parquet",
     params:
-        json=lambda w: stage_json("evaluate", cell=w.cell),
+        json=lambda w, threads: blockwise_json("evaluate", threads, cell=w.cell),
         cell_params=lambda w: params_json(cell_values(w.cell)),
-        method=lambda w: method_of(w.cell),
+        method=lambda w: PLAN.row_label(w.cell),
         benchmarks=lambda w: benchmark_args(w.sample, w.cell),
     conda:
         CPU_ENV
@@ -52,7 +50,7 @@ rule evaluate:
 rule aggregate:
     input:
         tables=lambda w: [metrics_path(s, c) for s in EXP_SAMPLES if SAMPLES[s].ground_truth for c in CELLS],
-        figures=lambda w: panel_targets(),  # side-by-side figures of grids with rows (rules/ssl.smk)
+        figures=lambda w: panel_targets(),  # side-by-side figures of grids with rows (below)
     output:
         summary=f"{R}/{EXP}/summary.md",
         table=f"{R}/{EXP}/metrics.parquet",
@@ -69,3 +67,48 @@ rule aggregate:
         runtime=30,
     shell:
         "{ZARRSEG} table {input.tables:q} -o {params.outdir:q} --params {params.json:q} -v 2> {log:q}"
+
+
+def panel_cells():
+    """Cells with a grid.row label: one panel each in the side-by-side figures."""
+    return [c for c in CELLS if "grid.row" in PLAN.values(c)]
+
+
+def panels_path(sample):
+    return f"{R}/{EXP}/figures/{sample}_side_by_side.png"
+
+
+def panel_targets():
+    """Side-by-side figures of every scored sample (grids with rows only)."""
+    if not panel_cells():
+        return []
+    return [panels_path(s) for s in EXP_SAMPLES if SAMPLES[s].ground_truth]
+
+
+def panel_labels(w, input):
+    return " ".join(shlex.quote(f"--labels={PLAN.row_label(c)}={labels_path(w.sample, c)}") for c in panel_cells())
+
+
+rule panels:
+    """original | every grid row | ground truth for one sample (thesis Tables 3.5-3.7)."""
+    input:
+        image=lambda w: image_path(w.sample),
+        labels=lambda w: [labels_path(w.sample, c) for c in panel_cells()],
+        ground_truth=lambda w: scored_gt_path(w.sample, panel_cells()[0]),
+    output:
+        f"{R}/{EXP}/figures/{{sample}}_side_by_side.png",
+    params:
+        image=lambda w: image_input(w.sample),
+        labels=panel_labels,
+        json=lambda w: params_json({"channel": SAMPLES[w.sample].channel, **(config.get("panels") or {})}),
+    conda:
+        CPU_ENV
+    log:
+        log_path("panels", "{sample}"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "{ZARRSEG} panels {params.image:q} {params.labels} --gt {input.ground_truth:q} -o {output:q}"
+        " --params {params.json:q} -v 2> {log:q}"

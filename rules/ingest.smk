@@ -8,7 +8,7 @@ rule ingest:
         directory(f"{R}/ingest/{{sample}}/image.ome.zarr"),
     params:
         source=lambda w: SAMPLES[w.sample].image,
-        json=lambda w: stage_json("ingest", pcell=""),
+        json=lambda w: stage_json("ingest"),
     conda:
         CPU_ENV
     log:
@@ -30,7 +30,7 @@ rule ingest_ground_truth:
         directory(f"{R}/ingest/{{sample}}/ground_truth.ome.zarr"),
     params:
         source=lambda w: SAMPLES[w.sample].ground_truth,
-        json=lambda w: stage_json("ingest", pcell=""),
+        json=lambda w: stage_json("ingest"),
     conda:
         CPU_ENV
     log:
@@ -52,7 +52,7 @@ rule ingest_boundaries:
         directory(f"{R}/ingest/{{sample}}/given_boundaries.ome.zarr"),
     params:
         source=lambda w: SAMPLES[w.sample].boundaries,
-        json=lambda w: stage_json("ingest", pcell=""),
+        json=lambda w: stage_json("ingest"),
     conda:
         CPU_ENV
     log:

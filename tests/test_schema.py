@@ -11,7 +11,9 @@ from snakemake.utils import validate
 
 from zarrseg.errors import ConfigError
 from zarrseg.params import from_dict
-from zarrseg.schema import STAGES, dump, params_class, readme_with_reference
+from zarrseg.schema import dump, params_class, readme_with_reference, sections
+
+SECTIONS = sorted(sections())  # every stage and every learning method's section
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "schema.yaml"
@@ -30,11 +32,11 @@ def test_default_config_validates_and_loads_into_every_stage():
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     validate(config, str(SCHEMA), set_default=False)
     needs_inputs = {"train", "pretrain", "finetune"}  # their training data lists have no default
-    for stage in sorted(set(STAGES) - needs_inputs):
+    for stage in sorted(set(SECTIONS) - needs_inputs):
         from_dict(params_class(stage), config.get(stage) or {}, where=stage)
 
 
-@pytest.mark.parametrize("stage", sorted(STAGES))
+@pytest.mark.parametrize("stage", SECTIONS)
 def test_typo_in_any_stage_section_is_rejected_at_start(stage):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config[stage] = {"definitely_not_a_key": 1}

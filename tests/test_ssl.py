@@ -15,12 +15,13 @@ import zarr
 from zarrseg import ome
 from zarrseg.cli import main as cli_main
 from zarrseg.errors import ConfigError, InputError
+from zarrseg.learn.checkpoint import read as read_checkpoint
+from zarrseg.methods.dino import PretrainParams, pretrain
+from zarrseg.methods.finetune import FinetuneParams, finetune
 from zarrseg.params import from_dict
 from zarrseg.ssl import vit as vitmod
 from zarrseg.ssl.cluster import ClusterParams, cluster
-from zarrseg.ssl.dino import PretrainParams, pretrain
 from zarrseg.ssl.features import FeatureParams, embed_tiles, extract_features, open_features
-from zarrseg.ssl.finetune import FinetuneParams, finetune
 from zarrseg.ssl.tiling import ImageSource, Preprocess, from_tiles, resize_box, tiled_length, to_tiles
 
 TINY = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}
@@ -229,6 +230,11 @@ def test_features_cli_errors_before_output(tmp_path, capsys):
     assert rc == 2 and "did you mean" in capsys.readouterr().err
 
 
+def weights(path) -> dict:
+    """The inference weights of a checkpoint (any zarrseg format)."""
+    return read_checkpoint(path)["state_dict"]
+
+
 # --- training -------------------------------------------------------------------------------------------
 
 
@@ -268,14 +274,12 @@ def test_dino_steps_reduce_loss_and_checkpoint_feeds_features(tmp_path, rng):
         from_dict(PretrainParams, {**base, "steps": 8, "init_checkpoint": str(init)}), tmp_path / "dino"
     )
     assert summary["steps"] == 8 and np.isfinite(summary["last_loss"])
-    before = torch.load(init, weights_only=True)["model"]["blocks.1.mlp.fc1.weight"]
-    after = torch.load(tmp_path / "dino" / "checkpoint.pt", weights_only=True)["model"][
-        "blocks.1.mlp.fc1.weight"
-    ]
+    before = weights(init)["blocks.1.mlp.fc1.weight"]
+    after = weights(tmp_path / "dino" / "best.pt")["blocks.1.mlp.fc1.weight"]
     assert not torch.equal(before, after)
     out = extract_features(image, tmp_path / "f.zarr", tiny_params(checkpoint=str(tmp_path / "dino")))
     _, meta = open_features(out)
-    assert meta["weights"].endswith("checkpoint.pt")
+    assert meta["weights"].endswith("best.pt")
 
 
 def test_finetune_trains_only_last_blocks_and_decoder(tmp_path, rng):
@@ -297,15 +301,16 @@ def test_finetune_trains_only_last_blocks_and_decoder(tmp_path, rng):
     )
     summary = finetune(params, tmp_path / "ft")
     assert summary["last_loss"] < summary["first_loss"]
-    before = torch.load(ckpt, weights_only=True)["model"]
-    after = torch.load(tmp_path / "ft" / "checkpoint.pt", weights_only=True)["model"]
+    before = weights(ckpt)
+    after = weights(tmp_path / "ft" / "best.pt")
     assert torch.equal(before["blocks.0.attn.qkv.weight"], after["blocks.0.attn.qkv.weight"])  # frozen
     assert not torch.equal(before["blocks.1.attn.qkv.weight"], after["blocks.1.attn.qkv.weight"])  # trained
-    assert (tmp_path / "ft" / "decoder.pt").exists()
+    decoder = read_checkpoint(tmp_path / "ft" / "last.pt")["loop"]["modules"]["model"]
+    assert any(k.startswith("decoder.") for k in decoder)  # the decoder is kept for a resume
     # a CPU-time budget stops training early and still leaves a usable checkpoint
-    params.max_cpu_minutes, params.steps = 1e-6, 50
+    params.loop.max_cpu_minutes, params.loop.steps = 1e-6, 50
     assert finetune(params, tmp_path / "ft2")["steps"] == 1
-    assert (tmp_path / "ft2" / "checkpoint.pt").exists()
+    assert (tmp_path / "ft2" / "best.pt").exists()
 
 
 # --- clustering -----------------------------------------------------------------------------------------

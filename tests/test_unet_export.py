@@ -11,10 +11,10 @@ import torch
 import yaml
 
 from zarrseg.cli import main
+from zarrseg.methods.unet.checkpoint import save_checkpoint
+from zarrseg.methods.unet.export import ExportOptions, export_bioimageio
+from zarrseg.methods.unet.models import ModelConfig, build_model
 from zarrseg.normalize import Normalization
-from zarrseg.unet.checkpoint import save_checkpoint
-from zarrseg.unet.export import ExportOptions, export_bioimageio
-from zarrseg.unet.models import ModelConfig, build_model
 
 
 def _sha(path: Path) -> str:

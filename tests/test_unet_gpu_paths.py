@@ -12,12 +12,13 @@ from conftest import write_image
 from skimage.segmentation import find_boundaries
 
 from zarrseg.errors import ConfigError
+from zarrseg.learn.distributed import launch
+from zarrseg.learn.loop import Loop, run_worker, spawn_world, unwrap
+from zarrseg.learn.registry import get_method
+from zarrseg.methods.unet.memory import fit_to_memory, shrink_patch
+from zarrseg.methods.unet.models import UNet
+from zarrseg.methods.unet.train_params import TrainParams
 from zarrseg.params import load_params
-from zarrseg.unet.distributed import launch, run_worker
-from zarrseg.unet.memory import fit_to_memory, shrink_patch
-from zarrseg.unet.models import UNet
-from zarrseg.unet.train_params import TrainParams
-from zarrseg.unet.trainer import Trainer, spawn_world
 
 
 @pytest.fixture
@@ -52,9 +53,14 @@ def _params(image, labels, **kw):
     return load_params(TrainParams, base)
 
 
-def _ddp_worker(rank, world, params, out_dir, resume, backend, port):
-    trainer = run_worker(rank, world, params, out_dir, resume, backend, port)
-    torch.save(trainer._unwrap().state_dict(), Path(out_dir) / f"rank{rank}.pt")
+def Trainer(params, out_dir) -> Loop:
+    """The learning loop of the unet method."""
+    return Loop(get_method("unet"), params, out_dir)
+
+
+def _ddp_worker(rank, world, method, params, out_dir, resume, backend, port):
+    loop = run_worker(rank, world, method, params, out_dir, resume, backend, port)
+    torch.save(unwrap(loop.method.model).state_dict(), Path(out_dir) / f"rank{rank}.pt")
 
 
 def _weights(path):
@@ -68,7 +74,7 @@ def _distance(a, b):
 def test_ddp_two_cpu_processes_stay_synchronised(tmp_path, data):
     image, labels = data
     out = tmp_path / "ddp"
-    launch(_params(image, labels), out, 2, backend="gloo", worker=_ddp_worker)
+    launch("unet", _params(image, labels), out, 2, backend="gloo", worker=_ddp_worker)
     r0, r1 = _weights(out / "rank0.pt"), _weights(out / "rank1.pt")
     assert all(torch.equal(r0[k], r1[k]) for k in r0)  # DDP all-reduced the gradients
     assert torch.equal(_weights(out / "last.pt")["state_dict"]["head.weight"], r0["head.weight"])
@@ -83,7 +89,7 @@ def test_ddp_two_cpu_processes_stay_synchronised(tmp_path, data):
     single4.run()
     single2 = Trainer(_params(image, labels), tmp_path / "b2")
     single2.run()
-    w4, w2 = single4.model.state_dict(), single2.model.state_dict()
+    w4, w2 = single4.method.model.state_dict(), single2.method.model.state_dict()
     assert _distance(r0, w4) < 0.5 * _distance(w4, init)
     assert _distance(r0, w4) < _distance(r0, w2)
 
@@ -125,10 +131,11 @@ def test_trainer_probe_shrinks_on_cuda_oom(tmp_path, data, monkeypatch):
 
     monkeypatch.setattr(UNet, "forward", forward)
     model = {"ndim": 2, "f_maps": 2, "depth": 3, "norm": "batch"}
-    trainer = Trainer(_params(image, labels, batch_size=8, patch_shape=[20, 16], model=model), tmp_path / "p")
-    trainer._build()
+    loop = Trainer(_params(image, labels, batch_size=8, patch_shape=[20, 16], model=model), tmp_path / "p")
+    loop.setup()
+    trainer = loop.method
     before = [b.clone() for b in trainer.model.buffers()]
-    trainer._fit_memory()
+    trainer.fit_memory()
     assert (trainer.batch_size, trainer.patch) == (2, [8, 16])
     assert (
         trainer.batch_size * np.prod(trainer.patch) <= limit < 2 * trainer.batch_size * np.prod(trainer.patch)
@@ -141,15 +148,15 @@ def test_bfloat16_autocast_on_cpu_gives_finite_losses(tmp_path, data):
     image, labels = data
     params = _params(image, labels, amp_dtype="bfloat16", iterations=3, validate_every=3)
     trainer = Trainer(params, tmp_path / "bf16")
-    assert trainer.amp and trainer.amp_dtype == torch.bfloat16
+    assert trainer.ctx.amp and trainer.ctx.amp_dtype == torch.bfloat16
     out = trainer.run()
     assert not trainer.scaler.is_enabled()  # bfloat16 needs no loss scaling
     row = out["rows"][-1]
     assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])
-    with trainer._autocast():
-        y = trainer.model(torch.randn(1, 1, 16, 16))
+    with trainer.ctx.autocast():
+        y = trainer.method.model(torch.randn(1, 1, 16, 16))
     assert y.dtype == torch.bfloat16
-    assert not Trainer(_params(image, labels), tmp_path / "fp16").amp  # float16 autocast stays CUDA-only
+    assert not Trainer(_params(image, labels), tmp_path / "fp16").ctx.amp  # float16 autocast stays CUDA-only
 
 
 def test_ddp_is_spawned_only_for_several_gpus(tmp_path, data, monkeypatch):
@@ -157,12 +164,12 @@ def test_ddp_is_spawned_only_for_several_gpus(tmp_path, data, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert spawn_world(_params(image, labels, device="auto")) == 2
-    assert spawn_world(_params(image, labels, device="cuda")) == 2
-    assert spawn_world(_params(image, labels, device="cpu")) == 0
-    assert spawn_world(_params(image, labels, device="auto", multi_gpu=False)) == 0
+    assert spawn_world(_params(image, labels, device="auto").loop) == 2
+    assert spawn_world(_params(image, labels, device="cuda").loop) == 2
+    assert spawn_world(_params(image, labels, device="cpu").loop) == 0
+    assert spawn_world(_params(image, labels, device="auto", multi_gpu=False).loop) == 0
     monkeypatch.setenv("WORLD_SIZE", "2")  # launched by torchrun: this process is one rank already
-    assert spawn_world(_params(image, labels, device="auto")) == 0
+    assert spawn_world(_params(image, labels, device="auto").loop) == 0
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert spawn_world(_params(image, labels, device="auto")) == 0
+    assert spawn_world(_params(image, labels, device="auto").loop) == 0

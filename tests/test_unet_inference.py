@@ -10,10 +10,10 @@ import torch
 
 from zarrseg import ome
 from zarrseg.cli import main
+from zarrseg.methods.unet.checkpoint import load_checkpoint, save_checkpoint
+from zarrseg.methods.unet.models import ModelConfig, build_model, receptive_field
 from zarrseg.normalize import Normalization, apply, array_stats
-from zarrseg.unet.checkpoint import load_checkpoint, save_checkpoint
-from zarrseg.unet.inference import TilePlan
-from zarrseg.unet.models import ModelConfig, build_model, receptive_field
+from zarrseg.predict.tiled import TilePlan
 
 
 def _model(cfg: ModelConfig, seed: int = 0) -> torch.nn.Module:
@@ -156,7 +156,7 @@ def test_bad_checkpoints(tmp_path, rng, capsys):
 
 
 def test_checkpoint_round_trip_and_torchscript(tmp_path):
-    from zarrseg.unet.checkpoint import export_torchscript, slim_checkpoint
+    from zarrseg.methods.unet.checkpoint import export_torchscript, slim_checkpoint
 
     cfg = ModelConfig(name="residual_unet", ndim=3, f_maps=4, depth=2, norm="group", num_groups=2)
     model = _checkpoint(tmp_path / "m.pt", cfg, norm=Normalization(method="percentile", lower=2, upper=98))

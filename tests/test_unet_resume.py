@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from zarrseg import ome
+from zarrseg.methods.unet.checkpoint import save_checkpoint
+from zarrseg.methods.unet.models import ModelConfig, build_model
 from zarrseg.normalize import Normalization
 from zarrseg.params import load_params
-from zarrseg.unet import inference, intensity
-from zarrseg.unet.checkpoint import save_checkpoint
-from zarrseg.unet.models import ModelConfig, build_model
-from zarrseg.unet.params import PredictParams
-from zarrseg.unet.predict import predict
+from zarrseg.predict import intensity
+from zarrseg.predict import tiled as inference
+from zarrseg.predict.params import PredictParams
+from zarrseg.predict.stage import predict
 
 
 class Crash(RuntimeError):

@@ -15,11 +15,11 @@ from skimage.segmentation import find_boundaries
 from zarrseg import ome
 from zarrseg.cli import main
 from zarrseg.errors import ConfigError, InputError
+from zarrseg.methods.unet.checkpoint import load_checkpoint
+from zarrseg.methods.unet.method import train
+from zarrseg.methods.unet.targets import TargetParams, affinities, boundaries, make_target
+from zarrseg.methods.unet.train_params import TrainParams
 from zarrseg.params import load_params
-from zarrseg.unet.checkpoint import load_checkpoint
-from zarrseg.unet.targets import TargetParams, affinities, boundaries, make_target
-from zarrseg.unet.train_params import TrainParams
-from zarrseg.unet.trainer import train
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
 from zarrseg.errors import ConfigError
+from zarrseg.methods.unet.checkpoint import load_checkpoint
+from zarrseg.methods.unet.method import train
+from zarrseg.methods.unet.train_params import TrainParams
 from zarrseg.params import load_params
-from zarrseg.unet.checkpoint import load_checkpoint
-from zarrseg.unet.train_params import TrainParams
-from zarrseg.unet.trainer import train
 
 
 @pytest.fixture
@@ -92,9 +92,9 @@ def test_segment_validation_bad_settings(tmp_path, cells):
 
 def test_segment_scores_of_a_stack(tmp_path, rng):
     """Per-slice scoring of a 2D model's stack; a single slice also with stacked_2d (no z edges)."""
+    from zarrseg.methods.unet.train_params import ValSegmentParams
+    from zarrseg.methods.unet.val_segment import segment_scores
     from zarrseg.params import load_params
-    from zarrseg.unet.train_params import ValSegmentParams
-    from zarrseg.unet.val_segment import segment_scores
 
     gt = np.stack([voronoi_cells(rng, (40, 40), 8) for _ in range(2)])
     bnd = (

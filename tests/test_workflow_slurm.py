@@ -103,9 +103,9 @@ def _write_checkpoint(path: Path) -> None:
     """A tiny, untrained U-Net checkpoint in zarrseg's format: enough to run the GPU rule."""
     import torch
 
+    from zarrseg.methods.unet.checkpoint import save_checkpoint
+    from zarrseg.methods.unet.models import ModelConfig, build_model
     from zarrseg.normalize import Normalization
-    from zarrseg.unet.checkpoint import save_checkpoint
-    from zarrseg.unet.models import ModelConfig, build_model
 
     torch.manual_seed(0)
     config = ModelConfig(f_maps=4, depth=2, norm="group", num_groups=2)

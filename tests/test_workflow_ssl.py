@@ -59,7 +59,7 @@ def blobs(rng: np.random.Generator, shape=(96, 96)) -> tuple[np.ndarray, np.ndar
 def test_the_grid_file_links_each_unet_row_to_its_supervision_level():
     exp = load_experiment(REPO / "config" / "experiments" / "unsupervised_vs_supervised.yaml")
     cells = exp.cells()
-    rows = {v["ssl.row"]: v for v in cells.values()}
+    rows = {v["grid.row"]: v for v in cells.values()}
     assert list(rows) == ROWS
     fractions = {r: rows[r].get("train.supervision_fraction") for r in ROWS}
     assert fractions == {
@@ -70,13 +70,11 @@ def test_the_grid_file_links_each_unet_row_to_its_supervision_level():
         "unet_50": 0.5,
         "unet_100": 1.0,
     }
-    assert all(
-        rows[r]["cluster.method"] == "threshold" and rows[r]["predict.checkpoint"] == "train"
-        for r in ROWS[3:]
-    )
+    assert all(rows[r]["grid.labels"] == "threshold" and rows[r]["grid.model"] == "unet" for r in ROWS[3:])
+    assert [rows[r].get("grid.model") for r in ROWS[:3]] == [None, "dino", "finetune"]
     # linked values are not part of the id, but they separate the U-Nets' training sub-cells
     assert "row-unet20" in cells
-    trained = {cell_for({**exp.fixed, **rows[r]}, ("train", "predict")) for r in ROWS[3:]}
+    trained = {cell_for({**exp.fixed, **rows[r]}, ("train",)) for r in ROWS[3:]}
     assert len(trained) == 3
     # the models learn from train_* samples; the scored samples are held apart
     assert exp.fixed["train.samples"] == ["train_*"]
@@ -175,6 +173,7 @@ def test_panels_cli_rejects_bad_arguments_before_writing(tmp_path, rng):
 
 
 # ---- the grid through Snakemake ------------------------------------------------------------------
+LOOP = {"checkpoint_every": 2, "eval_every": 2, "threads": 1, "device": "cpu", "tensorboard": False}
 TINY_CONFIG = {
     "pretrain": {
         "vit": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "img_size": 32},
@@ -187,20 +186,14 @@ TINY_CONFIG = {
         "hidden_dim": 32,
         "bottleneck_dim": 16,
         "batch_size": 2,
-        "steps": 2,
         "warmup_steps": 1,
-        "checkpoint_every": 2,
-        "num_threads": 1,
-        "device": "cpu",
+        "loop": {**LOOP, "steps": 2},
     },
     "finetune": {
         "preprocess": {"tile_size": 32},
         "sample_size": 32,
         "batch_size": 2,
-        "steps": 2,
-        "checkpoint_every": 2,
-        "num_threads": 1,
-        "device": "cpu",
+        "loop": {**LOOP, "steps": 2},
     },
     "features": {"preprocess": {"tile_size": 32}, "dtype": "float32", "device": "cpu"},
     "cluster": {"pca_components": 4},
@@ -208,14 +201,9 @@ TINY_CONFIG = {
         "model": {"f_maps": 4, "depth": 2},
         "patch_shape": [32, 32],
         "batch_size": 2,
-        "iterations": 2,
-        "validate_every": 2,
         "val_metric": "loss",
-        "early_stopping": 0,
         "num_workers": 0,
-        "threads": 1,
-        "tensorboard": False,
-        "device": "cpu",
+        "loop": {**LOOP, "steps": 2, "early_stopping": 0},
     },
     "predict": {"device": "cpu", "num_workers": 0},
     "table": {
@@ -281,8 +269,6 @@ def test_grid_runs_through_snakemake_with_six_rows_and_figures(grid_workdir):
     cmd = [
         *snakemake_grid(grid_workdir, cores=2),
         "--set-threads",
-        "pretrain=1",
-        "finetune=1",
         "train=1",
         "features=1",
         "predict=1",
@@ -303,15 +289,19 @@ def test_grid_runs_through_snakemake_with_six_rows_and_figures(grid_workdir):
     assert vm["colour_kmeans"] > 0.5  # bright discs on a dark background: colour alone separates them
     figure = out / "figures" / "test_a_side_by_side.png"
     assert figure.is_file() and figure.stat().st_size > 1000
-    # the U-Nets trained on the training image only
-    logs = list((grid_workdir / "results" / "logs" / "unsupervised_vs_supervised" / "train").glob("*.log"))
-    assert len(logs) == 3
+    # three U-Nets, one DINO ViT and its fine-tuned copy, each trained once on the training image only
+    logs = grid_workdir / "results" / "logs" / "unsupervised_vs_supervised" / "train"
+    assert {m: len(list((logs / m).glob("*.log"))) for m in ("unet", "dino", "finetune")} == {
+        "unet": 3,
+        "dino": 1,
+        "finetune": 1,
+    }
     train_cmds = [
         line for line in run.stdout.splitlines() + run.stderr.splitlines() if "zarrseg train" in line
     ]
     assert train_cmds and all("train_a" in c and "test_a" not in c for c in train_cmds)
     # on demand: a BioImage.IO / TorchScript package of one trained model (rule export)
-    model = sorted((out / "train").glob("*/best.pt"))[0]
+    model = sorted((out / "models" / "unet").glob("*/best.pt"))[0]
     target = model.parent / "bioimageio" / "rdf.yaml"
     run = subprocess.run(
         [*cmd[:3], str(target.relative_to(grid_workdir)), *cmd[3:]],  # targets before options

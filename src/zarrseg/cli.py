@@ -19,8 +19,8 @@ from .errors import ZarrsegError
 # name -> (module, one-line help). Order is the pipeline order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("zarrseg.commands.ingest", "stage CZI / TIFF / OME-TIFF into chunked, compressed OME-Zarr"),
-    "train": ("zarrseg.commands.train", "train a 2D/3D U-Net boundary (or foreground) predictor"),
-    "predict": ("zarrseg.commands.predict", "tiled, blended U-Net inference over an OME-Zarr image"),
+    "train": ("zarrseg.commands.train", "train a learning method (U-Net by default; --list-methods)"),
+    "predict": ("zarrseg.commands.predict", "dense prediction (intensity or any trained model) over OME-Zarr"),
     "export": ("zarrseg.commands.export", "export a U-Net checkpoint as TorchScript + BioImage.IO rdf.yaml"),
     "segment": ("zarrseg.commands.segment", "blockwise DT-watershed -> RAG -> multicut/GASP/MWS segmentation"),
     "evaluate": ("zarrseg.commands.evaluate", "score a segmentation against ground truth (one tidy table)"),

@@ -9,13 +9,9 @@ scene at ``<container>/<scene index>``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import json
 import logging
-import os
-import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,7 @@ import zarr
 
 from . import __version__
 from .errors import InputError
+from .runs import WORK, atomic_output, mark_resumable, partial_path, same_run  # noqa: F401 (the run protocol)
 
 log = logging.getLogger(__name__)
 
@@ -250,72 +247,6 @@ def open_image(path: str | Path, mode: str = "r") -> Image:
         channels = [c.get("label", str(i)) for i, c in enumerate(group.attrs["omero"].get("channels", []))]
     return Image(group=group, path=Path(str(path)), axes=axes, scale=scale, units=units,
                  channel_names=channels, level_paths=[d["path"] for d in datasets])
-
-
-def partial_path(path: str | Path) -> Path:
-    path = Path(path)
-    return path.with_name(path.name + ".partial")
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path, resume: bool = False) -> Iterator[Path]:
-    """Write to ``<path>.partial`` and rename to ``path`` only when the body succeeds.
-
-    A crash leaves only the ``.partial`` folder, which never looks like a finished output.
-    With ``resume=True`` an existing partial folder is kept (blockwise stages resume from
-    their done markers) and is also kept on failure; otherwise it is removed.
-    """
-    path = Path(path)
-    tmp = partial_path(path)
-    if tmp.exists() and not resume:
-        _remove(tmp)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        yield tmp
-    except BaseException:
-        if not resume:
-            _remove(tmp)
-        raise
-    if path.exists():
-        _remove(path)
-    os.replace(tmp, path)
-
-
-WORK = "_work"  # folder inside a partial output holding a blockwise stage's run state
-
-
-def same_run(tmp: Path, fingerprint: dict, stage: str) -> bool:
-    """Whether the partial output ``tmp`` belongs to the run described by ``fingerprint``.
-
-    Resumable stages (segment, predict) store the fingerprint of their run (inputs, parameters
-    that change the result) last, once the partial output is set up. A partial output of any
-    other run, or one that never got that far, is removed: the caller starts over.
-    """
-    fp_path = tmp / WORK / "fingerprint.json"
-    if fp_path.exists():
-        try:
-            if json.loads(fp_path.read_text()) == fingerprint:
-                return True
-        except json.JSONDecodeError:
-            pass
-        log.info("%s: %s belongs to another run, starting over", stage, tmp)
-    if tmp.exists():
-        _remove(tmp)
-    return False
-
-
-def mark_resumable(tmp: Path, fingerprint: dict) -> None:
-    """Store the run's fingerprint: from now on ``same_run`` lets a rerun resume ``tmp``."""
-    work = tmp / WORK
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "fingerprint.json").write_text(json.dumps(fingerprint))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 class SpatialView:

@@ -20,17 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dask
-import numpy as np
 from dask.callbacks import Callback
 from tqdm.auto import tqdm
 
 from .blocks import Block, BlockGrid
 from .errors import ConfigError
+from .runs import DoneMarkers, Summary  # noqa: F401 (the run protocol's done markers)
 
 log = logging.getLogger(__name__)
-
-Summary = dict[str, Any]
-
 
 @dataclass
 class DaskParams:
@@ -75,37 +72,6 @@ class _TqdmCallback(Callback):
     def _posttask(self, key, result, dsk, state, worker_id):
         if key in self._keys:
             self._bar.update(1)
-
-
-class DoneMarkers:
-    """Per-block done markers holding each block's summary (``<dir>/<block id>.npz``)."""
-
-    def __init__(self, directory: str | Path | None):
-        self.directory = None if directory is None else Path(directory)
-        if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-
-    def path(self, block_id: int) -> Path:
-        assert self.directory is not None
-        return self.directory / f"{block_id}.npz"
-
-    def load(self, block_id: int) -> Summary | None:
-        if self.directory is None:
-            return None
-        path = self.path(block_id)
-        if not path.exists():
-            return None
-        with np.load(path, allow_pickle=False) as data:
-            return {k: (data[k].item() if data[k].ndim == 0 else data[k]) for k in data.files}
-
-    def save(self, block_id: int, summary: Summary | None) -> None:
-        if self.directory is None:
-            return
-        path = self.path(block_id)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in (summary or {}).items()})
-        os.replace(tmp, path)  # atomic: a marker exists only for a finished block
 
 
 def _run_one(fn: Callable[[Block], Summary | None], block: Block, markers: DoneMarkers) -> Summary:

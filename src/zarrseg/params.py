@@ -7,11 +7,14 @@ config typo fails before any work starts.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import json
+import logging
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -125,9 +128,46 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     return value
 
 
+_WARNED: set[str] = set()
+
+
+def renamed_keys(cls: type) -> dict[str, list[str]]:
+    """Old key -> new dotted key(s) of a parameter class (class attribute ``RENAMED``)."""
+    return {old: [new] if isinstance(new, str) else list(new) for old, new in getattr(cls, "RENAMED", {}).items()}
+
+
+def _apply_renames(cls: type, values: dict, where: str) -> dict:
+    """Move deprecated keys to their new place (kept working for one release, with a message)."""
+    renames = renamed_keys(cls)
+    if not renames or not any(k in values for k in renames):
+        return values
+    values = copy.deepcopy(values)
+    for old, targets in renames.items():
+        if old not in values:
+            continue
+        value = values.pop(old)
+        message = (f"parameter {where}.{old} is deprecated and will be removed in the next release; "
+                   f"use {', '.join(f'{where}.{t}' for t in targets)}")
+        if message not in _WARNED:
+            _WARNED.add(message)
+            warnings.warn(message, FutureWarning, stacklevel=4)
+            logging.getLogger("zarrseg").warning(message)
+        for target in targets:
+            node = values
+            *parents, leaf = target.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    break
+            else:
+                node.setdefault(leaf, value)  # an explicit new key wins over the old one
+    return values
+
+
 def from_dict(cls: type[T], values: dict, where: str | None = None) -> T:
     """Build dataclass ``cls`` from ``values``, type-checking each field and rejecting unknown keys."""
     where = where or cls.__name__
+    values = _apply_renames(cls, values, where)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}

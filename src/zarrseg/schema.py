@@ -13,43 +13,58 @@ import dataclasses
 import importlib
 import inspect
 import io
+import os
 import re
 import sys
 import tokenize
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-# config section -> "module:Class" of the parameters its command loads
+# config section -> "module:Class" of the parameters its command loads (learning methods add
+# their own sections from the registry: see ``sections``)
 STAGES: dict[str, str] = {
     "ingest": "zarrseg.ingest.params:IngestParams",
-    "train": "zarrseg.unet.train_params:TrainParams",
-    "predict": "zarrseg.unet.params:PredictParams",
+    "predict": "zarrseg.predict.params:PredictParams",
     "segment": "zarrseg.segment.params:SegmentParams",
     "evaluate": "zarrseg.evaluation.score:EvaluateParams",
     "table": "zarrseg.evaluation.tables:TableParams",
     "features": "zarrseg.ssl.features:FeatureParams",
-    "pretrain": "zarrseg.ssl.dino:PretrainParams",
-    "finetune": "zarrseg.ssl.finetune:FinetuneParams",
     "cluster": "zarrseg.ssl.cluster:ClusterParams",
     "panels": "zarrseg.evaluation.panels:PanelParams",
 }
 
-# Keys a config section may hold for the workflow's own use (rules/*.smk read and remove them
-# before the command loads the section): train may name samples instead of image/label paths.
-WORKFLOW_KEYS: dict[str, dict[str, dict]] = {
-    "train": {
-        "samples": {"type": ["array", "null"], "items": {"type": "string"},
-                    "description": "samples whose image + ground truth train the model: names or shell patterns "
-                                   "(e.g. `train_*`), may lie outside the experiment's samples "
-                                   "(default: the experiment's samples with ground truth)"},
-        "val_samples": {"type": ["array", "null"], "items": {"type": "string"},
-                        "description": "samples used for validation"},
-        "roi": {"type": ["string", "null"], "description": "region of the training samples, e.g. '0:20'"},
-    },
+# Keys a learning method's section may hold for the workflow's own use (rules/*.smk read and
+# remove them before the command loads the section): the samples it learns from.
+METHOD_WORKFLOW_KEYS: dict[str, dict] = {
+    "samples": {"type": ["array", "null"], "items": {"type": "string"},
+                "description": "samples whose images (+ ground truth, for methods that need it) train the model: "
+                               "names or shell patterns (e.g. `train_*`), may lie outside the experiment's samples "
+                               "(default: `train.samples`, else the experiment's samples)"},
+    "val_samples": {"type": ["array", "null"], "items": {"type": "string"},
+                    "description": "samples used for validation"},
+    "roi": {"type": ["string", "null"], "description": "region of the training samples, e.g. '0:20'"},
 }
+
+
+def sections() -> dict[str, type]:
+    """Every config section with a parameter class: the stages, then each learning method's section."""
+    from .learn.registry import all_methods
+
+    out = {stage: params_class(stage) for stage in STAGES}
+    for spec in all_methods():
+        out.setdefault(spec.config_section, spec.params)
+    return out
+
+
+def workflow_keys(section: str) -> dict[str, dict]:
+    from .learn.registry import method_for_section
+
+    return METHOD_WORKFLOW_KEYS if method_for_section(section) is not None else {}
+
 
 # Defaults of these types are copied into the schema (documentation only: validation does not
 # write them into the config; the dataclasses stay the one place defaults live).
@@ -57,6 +72,13 @@ _JSON_DEFAULT_OK = (int, float, str, bool, type(None))
 
 
 def params_class(stage: str) -> type:
+    if stage not in STAGES:
+        from .learn.registry import method_for_section
+
+        spec = method_for_section(stage)
+        if spec is None:
+            raise KeyError(stage)
+        return spec.params
     module, name = STAGES[stage].split(":")
     return getattr(importlib.import_module(module), name)
 
@@ -128,10 +150,24 @@ def dataclass_schema(cls: type) -> dict:
         if f.name in comments:
             schema["description"] = comments[f.name]
         props[f.name] = schema
+    from .params import renamed_keys
+
+    for old, targets in renamed_keys(cls).items():
+        props[old] = {**_target_schema(cls, targets[0]), "deprecated": True,
+                      "description": f"deprecated (removed in the next release): use `{'`, `'.join(targets)}`"}
     out = {"type": "object", "additionalProperties": False, "properties": props}
     if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
         out["description"] = " ".join(cls.__doc__.split())
     return out
+
+
+def _target_schema(cls: type, dotted: str) -> dict:
+    """The type schema of the field a deprecated key moved to (``loop.steps`` -> int)."""
+    tp: Any = cls
+    for part in dotted.split("."):
+        tp = typing.get_type_hints(tp)[part]
+    schema = type_schema(tp)
+    return {k: v for k, v in schema.items() if k not in ("default", "description")}
 
 
 def build_schema() -> dict:
@@ -155,10 +191,13 @@ def build_schema() -> dict:
         "experiment": {"type": "string", "default": "default"},
         "storage": storage,
         "dask": dask,
+        "methods": {"type": ["array", "null"], "items": {"type": "string"},
+                    "description": "Python modules of third-party learning methods to register (each defines "
+                                   "METHOD); installed packages can use the entry point group `zarrseg.methods`"},
     }
-    for stage in STAGES:
-        section = dataclass_schema(params_class(stage))
-        section["properties"].update(WORKFLOW_KEYS.get(stage, {}))
+    for stage, cls in sections().items():
+        section = dataclass_schema(cls)
+        section["properties"].update(workflow_keys(stage))
         props[stage] = {"anyOf": [section, {"type": "null"}]}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -169,6 +208,23 @@ def build_schema() -> dict:
         "required": ["samples", "results_dir", "storage", "dask"],
         "properties": props,
     }
+
+
+def schema_for(config: dict, committed: str | Path) -> str:
+    """The schema file a config is validated against: the committed one, or (when the config
+    names third-party learning methods) one generated with their sections, in a temporary file."""
+    modules = config.get("methods") or []
+    if not modules:
+        return str(Path(committed).resolve())
+    import tempfile
+
+    from .learn.registry import load_modules
+
+    load_modules(modules)
+    fd, path = tempfile.mkstemp(prefix="zarrseg-schema-", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        f.write(dump())
+    return path
 
 
 def dump() -> str:
@@ -205,9 +261,8 @@ def _rows(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
 def markdown_reference() -> str:
     """Per-stage parameter tables for the README (key, default, meaning from the source comments)."""
     lines: list[str] = []
-    for stage in STAGES:
-        cls = params_class(stage)
-        extra = [f"| `{k}` | `null` | workflow only: {v['description']} |" for k, v in WORKFLOW_KEYS.get(stage, {}).items()]
+    for stage, cls in sections().items():
+        extra = [f"| `{k}` | `null` | workflow only: {v['description']} |" for k, v in workflow_keys(stage).items()]
         lines += [f"#### `{stage}`", "", "| key | default | meaning |", "|---|---|---|", *_rows(cls), *extra, ""]
     return "\n".join(lines)
 
@@ -224,8 +279,6 @@ def readme_with_reference(readme: str) -> str:
 
 def write(repo: str = ".") -> None:
     """Regenerate config/schema.yaml and the README's parameter reference in place."""
-    from pathlib import Path
-
     root = Path(repo)
     (root / "config" / "schema.yaml").write_text(dump())
     readme = root / "README.md"

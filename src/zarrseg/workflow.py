@@ -147,3 +147,301 @@ def stage_params(config: dict, stage: str, cell_values: dict[str, Any] | None = 
 def params_json(params: dict) -> str:
     """Canonical JSON (sorted keys) so Snakemake's params-change detection is stable."""
     return json.dumps(params, sort_keys=True, separators=(",", ":"))
+
+
+# ---- the jobs of an experiment ----------------------------------------------------------------
+# Rules ask a ``Plan`` what a grid cell needs; they never name a grid row or a learning method.
+# Pseudo-stage keys a grid cell may set besides stage parameters:
+#   grid.row           its label in summary tables (default: the segment partitioner)
+#   grid.model         the learning method whose model, trained for this cell, the cell uses: its
+#                      checkpoint becomes predict.checkpoint (methods with dense output) or
+#                      features.checkpoint (ViTs), unless the config sets those itself
+#   grid.labels        segment | cluster | threshold: how the labels are made (default: the model's
+#                      post-processing in the method registry, else segment)
+#   grid.ground_truth  as_is | foreground: score against the binary foreground of the ground truth
+# Any parameter may reference a model trained in the workflow as "model:<method>" (e.g.
+# finetune.checkpoint: model:dino); predict.checkpoint "train" is the former name of "model:unet".
+
+GRID = "grid"
+MODEL_REF = "model:"
+LABEL_ROUTES = ("segment", "cluster", "threshold")
+
+
+def model_refs(params: Any) -> list[str]:
+    """Methods whose trained models a parameter tree references (``"model:<method>"``), in order."""
+    found: list[str] = []
+    if isinstance(params, dict):
+        for value in params.values():
+            found += model_refs(value)
+    elif isinstance(params, list):
+        for value in params:
+            found += model_refs(value)
+    elif isinstance(params, str) and params.startswith(MODEL_REF):
+        found.append(params[len(MODEL_REF):])
+    return list(dict.fromkeys(found))
+
+
+class Plan:
+    """What every job of an experiment needs: parameters, sub-cell ids, model paths, inputs.
+
+    Cells that differ only in later stages share the outputs of earlier ones: the id of a
+    stage's output (``subcell``) keeps only the grid keys that stage depends on, including the
+    keys of the models it uses (and of the models those start from).
+    """
+
+    def __init__(self, config: dict, experiment: Experiment, samples: dict[str, Sample], results: str):
+        from .learn.registry import get_method, load_modules
+
+        load_modules(config.get("methods") or [])
+        self.config, self.experiment, self.samples, self.results = config, experiment, samples, results
+        self.exp = experiment.name
+        self.cells = experiment.cells()
+        self._method = get_method
+        self.models: dict[tuple[str, str], dict] = {}  # (method, model id) -> values of a cell using it
+        self.subcells: dict[tuple[str, str], dict] = {}  # (stage, sub-cell id) -> values
+        for cell in self.cells:
+            values = self.values(cell)
+            for stage in ("predict", "features"):
+                self.subcells.setdefault((stage, self.subcell(stage, values)), values)
+            for method in self.all_models(values):
+                self.models.setdefault((method, self.model_id(method, values)), values)
+        for method, _ in self.models:  # sample patterns that match nothing fail before any job
+            self.training_samples(method, self.models[(method, _)])
+        for cell in self.cells:
+            self.labels_route(cell)
+
+    # --- values of a cell ------------------------------------------------------------------------
+    def values(self, cell: str) -> dict[str, Any]:
+        """The cell's flat ``stage.key`` values: fixed keys, grid values, and what grid.model implies."""
+        values = {**self.experiment.fixed, **self.cells[cell]}
+        method = values.get(f"{GRID}.model")
+        if method:
+            spec = self._method(method, where=f"experiment {self.exp}")
+            stage = "features" if spec.inference == "features" else "predict"
+            own = self.config.get(stage) or {}
+            if f"{stage}.checkpoint" not in values and not own.get("checkpoint") and own.get("weights") != "hub":
+                values[f"{stage}.checkpoint"] = MODEL_REF + method
+            if stage == "predict":
+                values.setdefault("predict.method", "model")
+        if values.get("predict.checkpoint") == "train":  # the former name of model:unet
+            values["predict.checkpoint"] = MODEL_REF + "unet"
+        return values
+
+    def stage_params(self, stage: str, values: dict[str, Any]) -> dict:
+        return stage_params(self.config, stage, values)
+
+    def section(self, method: str) -> str:
+        return self._method(method).config_section
+
+    def depends(self, stage: str, values: dict[str, Any]) -> set[str]:
+        """Stages (config sections) whose keys decide ``stage``'s output for these values."""
+        out = {stage}
+        for method in model_refs(self.stage_params(stage, values)):
+            out |= self.depends(self.section(method), values)
+        return out
+
+    def uses_model(self, values: dict[str, Any]) -> bool:
+        return self.stage_params("predict", values).get("method", "intensity") in ("model", "unet")
+
+    def subcell(self, stage: str, values: dict[str, Any]) -> str:
+        from .experiments import cell_for
+
+        stages = self.depends(stage, values)
+        keys = {k: v for k, v in values.items() if k.split(".", 1)[0] in stages}
+        if self._sample_fallback(stages, values):
+            keys.setdefault("train.samples", values.get("train.samples"))
+        return cell_for(keys, tuple(k.split(".", 1)[0] for k in keys) or (stage,))
+
+    def _sample_fallback(self, stages: set[str], values: dict[str, Any]) -> bool:
+        """Whether a model among ``stages`` learns from train.samples (it names no samples itself)."""
+        from .learn.registry import method_for_section
+
+        if "train.samples" not in values:
+            return False
+        return any(
+            method_for_section(stage) is not None and not self.stage_params(stage, values).get("samples")
+            for stage in stages - {"train"}
+        )
+
+    # --- models ----------------------------------------------------------------------------------
+    def all_models(self, values: dict[str, Any]) -> list[str]:
+        """Every model the cell's stages need, the ones they start from first."""
+        wanted: list[str] = []
+        todo = [m for stage in ("predict", "features") for m in model_refs(self.stage_params(stage, values))]
+        while todo:
+            method = todo.pop(0)
+            if method in wanted:
+                continue
+            todo += model_refs(self.stage_params(self.section(method), values))
+            wanted.append(method)
+        return list(reversed(wanted))
+
+    def model_id(self, method: str, values: dict[str, Any]) -> str:
+        return self.subcell(self.section(method), values)
+
+    def model_path(self, method: str, values: dict[str, Any]) -> str:
+        return f"{self.results}/{self.exp}/models/{method}/{self.model_id(method, values)}/best.pt"
+
+    def resolve(self, params: Any, values: dict[str, Any]) -> Any:
+        """``params`` with every ``model:<method>`` replaced by that model's checkpoint path."""
+        if isinstance(params, dict):
+            return {k: self.resolve(v, values) for k, v in params.items()}
+        if isinstance(params, list):
+            return [self.resolve(v, values) for v in params]
+        if isinstance(params, str) and params.startswith(MODEL_REF):
+            return self.model_path(params[len(MODEL_REF):], values)
+        return params
+
+    def checkpoints(self, stage: str, values: dict[str, Any]) -> list[str]:
+        """Checkpoint files a stage's parameters reference (Snakemake inputs)."""
+        return [self.model_path(m, values) for m in model_refs(self.stage_params(stage, values))]
+
+    def training_samples(self, method: str, values: dict[str, Any]) -> tuple[list[str], list[str], str | None]:
+        """(training samples, validation samples, roi) of a model, from its section's workflow keys."""
+        spec = self._method(method)
+        params = self.stage_params(spec.config_section, values)
+        patterns = params.get("samples") or self.stage_params("train", values).get("samples")
+        labelled = spec.data == "labelled"
+        if patterns:
+            names = self.match_samples(patterns, labelled)
+        else:
+            names = [s for s in self.experiment_samples() if self.samples[s].ground_truth or not labelled]
+        val = self.match_samples(params.get("val_samples") or [], labelled)
+        return names, val, params.get("roi")
+
+    def match_samples(self, patterns: list[str], labelled: bool = False) -> list[str]:
+        """Sample names matching any of the shell ``patterns`` (sheet order); with ground truth when
+        ``labelled``. A pattern matching nothing is an error, not a silent empty set."""
+        from fnmatch import fnmatchcase
+
+        names: list[str] = []
+        for pattern in patterns:
+            found = [s for s in self.samples if fnmatchcase(s, pattern)]
+            if not found:
+                raise ConfigError(f"train.samples entry {pattern!r} matches no sample of the sample sheet")
+            names += found
+        names = list(dict.fromkeys(names))
+        return [s for s in names if self.samples[s].ground_truth] if labelled else names
+
+    def experiment_samples(self) -> list[str]:
+        return list(self.experiment.samples or self.samples)
+
+    def model_params(self, method: str, model_id: str) -> dict:
+        """The parameters ``zarrseg train --method`` gets: the section, its training data, resolved references."""
+        values = self.models[(method, model_id)]
+        spec = self._method(method)
+        params = self.resolve(self.stage_params(spec.config_section, values), values)
+        for key in ("samples", "val_samples", "roi"):
+            params.pop(key, None)
+        names, val, roi = self.training_samples(method, values)
+        if spec.data == "labelled":
+            params.setdefault("train", [self.train_item(s, roi) for s in names])
+            params.setdefault("val", [self.train_item(s, None) for s in val])
+        else:
+            params.setdefault("images", [self.image_input(s) for s in names])
+        return params
+
+    def model_inputs(self, method: str, model_id: str) -> list[str]:
+        values = self.models[(method, model_id)]
+        spec = self._method(method)
+        params = self.stage_params(spec.config_section, values)
+        inputs = self.checkpoints(spec.config_section, values)
+        if "train" in params or "images" in params:  # explicit paths: nothing for Snakemake to build
+            return inputs
+        names, val, _roi = self.training_samples(method, values)
+        names = list(dict.fromkeys([*names, *val]))
+        inputs += [self.image_path(s) for s in names]
+        if spec.data == "labelled":
+            inputs += [self.ground_truth_path(s) for s in names]
+        return inputs
+
+    def train_item(self, sample: str, roi: str | None) -> dict:
+        item = {"image": self.image_input(sample), "labels": self.ground_truth_path(sample),
+                "channel": self.samples[sample].channel}
+        if roi:
+            item["roi"] = roi
+        return item
+
+    # --- paths -----------------------------------------------------------------------------------
+    def image_path(self, sample: str) -> str:
+        return f"{self.results}/ingest/{sample}/image.ome.zarr"
+
+    def image_input(self, sample: str) -> str:
+        """The image a stage opens (the scene inside the staged container)."""
+        return f"{self.image_path(sample)}/{self.samples[sample].scene}"
+
+    def ground_truth_path(self, sample: str) -> str:
+        return f"{self.results}/ingest/{sample}/ground_truth.ome.zarr"
+
+    def prediction_path(self, sample: str, cell: str) -> str:
+        pcell = self.subcell("predict", self.values(cell))
+        return f"{self.results}/{self.exp}/{sample}/predict/{pcell}/boundaries.ome.zarr"
+
+    def features_path(self, sample: str, cell: str) -> str:
+        fcell = self.subcell("features", self.values(cell))
+        return f"{self.results}/{self.exp}/{sample}/features/{fcell}/features.zarr"
+
+    def labels_path(self, sample: str, cell: str) -> str:
+        return f"{self.results}/{self.exp}/{sample}/{cell}/labels.ome.zarr"
+
+    # --- how a cell's labels are made ------------------------------------------------------------
+    def model_of(self, values: dict[str, Any]) -> str | None:
+        if values.get(f"{GRID}.model"):
+            return values[f"{GRID}.model"]
+        refs = model_refs(self.stage_params("predict", values)) if self.uses_model(values) else []
+        return refs[0] if refs else None
+
+    def labels_route(self, cell: str) -> str:
+        values = self.values(cell)
+        route = values.get(f"{GRID}.labels")
+        if route is None:
+            method = self.model_of(values)
+            route = self._method(method).postprocess if method else "segment"
+        if route not in LABEL_ROUTES:
+            raise ConfigError(f"grid.labels of cell {cell!r} must be one of {list(LABEL_ROUTES)}, got {route!r}")
+        return route
+
+    def cluster_source(self, sample: str, cell: str) -> str:
+        """What the cluster rule reads: the prediction, the features of the cell's ViT, or the image."""
+        values = self.values(cell)
+        if self.labels_route(cell) == "threshold":
+            return self.prediction_path(sample, cell)
+        method = self.model_of(values)
+        if method and self._method(method).inference == "features":
+            return self.features_path(sample, cell)
+        if method or self.uses_model(values):
+            return self.prediction_path(sample, cell)
+        if self.stage_params("features", values).get("checkpoint") or \
+                self.stage_params("features", values).get("weights") == "hub":
+            return self.features_path(sample, cell)
+        return self.image_path(sample)
+
+    def cluster_params(self, cell: str) -> dict:
+        params = self.stage_params("cluster", self.values(cell))
+        if self.labels_route(cell) == "threshold":
+            params["method"] = "threshold"
+        return params
+
+    def row_label(self, cell: str) -> str:
+        values = self.values(cell)
+        if f"{GRID}.row" in values:
+            return str(values[f"{GRID}.row"])
+        from .params import load_params
+        from .segment.params import SegmentParams
+
+        return load_params(SegmentParams, self.stage_params("segment", values), where="segment").partitioner
+
+    def scores_foreground(self, cell: str) -> bool:
+        return self.values(cell).get(f"{GRID}.ground_truth", "as_is") == "foreground"
+
+    def clustered_cells(self) -> list[str]:
+        return [c for c in self.cells if self.labels_route(c) != "segment"]
+
+
+def with_workers(params: dict, threads: int) -> dict:
+    """A blockwise stage uses exactly the cores Snakemake gave its job (unless dask.n_workers is set)."""
+    params = copy.deepcopy(params)
+    dask = params.setdefault("dask", {})
+    if not dask.get("n_workers"):
+        dask["n_workers"] = threads
+    return params

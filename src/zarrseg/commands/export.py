@@ -1,7 +1,7 @@
 """Export a checkpoint written by 'zarrseg train' as a BioImage.IO-style model package.
 
 DIR receives rdf.yaml (model description format 0.5), weights_torchscript.pt (runs without
-zarrseg: torch.jit.load), weights.pt (state dict for zarrseg.unet.models.build_unet), a test
+zarrseg: torch.jit.load), weights.pt (state dict for zarrseg.methods.unet.models.build_unet), a test
 input/output pair (.npy) and README.md. Nothing is downloaded; when the bioimageio.spec package
 is installed the description is validated with it.
 """
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..unet.export import ExportOptions, export_bioimageio
+    from ..methods.unet.export import ExportOptions, export_bioimageio
 
     opts = ExportOptions(
         name=args.name,

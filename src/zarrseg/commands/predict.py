@@ -1,8 +1,10 @@
-"""Predict a boundary-probability map of an OME-Zarr image.
+"""Predict a dense map of an OME-Zarr image: boundaries, foreground, affinities, embeddings, ...
 
 Methods: 'intensity' (the normalised membrane stain itself, optionally smoothed / inverted;
-no training needed) and 'unet' (a checkpoint written by 'zarrseg train', run over
-overlapping tiles with Gaussian/cosine blending, block by block, on GPU when available).
+no training needed) and 'model' (a checkpoint of any method trained by 'zarrseg train'; 'unet'
+is its former name), run over overlapping tiles with Gaussian/cosine blending, block by block,
+on GPU when available. The checkpoint says how many channels the model takes and returns and
+which activation (sigmoid, softmax, none) turns its outputs into the map.
 The output is an OME-Zarr with the input's spatial axes and scale, written atomically into
 '<output>.partial'; a killed run, rerun with the same input, checkpoint and parameters, redoes
 only the blocks that had not finished.
@@ -23,14 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         metavar="CKPT",
-        help="model checkpoint (method 'unet'); overrides the 'checkpoint' parameter",
+        help="model checkpoint (method 'model'); overrides the 'checkpoint' parameter",
     )
     add_params_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..unet.params import PredictParams
-    from ..unet.predict import predict
+    from ..predict.params import PredictParams
+    from ..predict.stage import predict
 
     params = params_from_args(PredictParams, args, "predict")
     predict(args.image, args.output, params, checkpoint=args.checkpoint or params.checkpoint)

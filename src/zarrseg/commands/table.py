@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..evaluation.tables import TableParams, aggregate
+from ..evaluation.report import aggregate
+from ..evaluation.tables import TableParams
 from ._common import add_params_arguments, params_from_args
 
 HELP = "aggregate metric tables of an experiment grid into summaries and plots"

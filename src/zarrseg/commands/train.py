@@ -1,13 +1,15 @@
-"""Train a 2D/3D U-Net boundary (or foreground / affinity) predictor on OME-Zarr images.
+"""Train a learning method (default: the U-Net) on OME-Zarr images; every method through one loop.
 
-Training data are lists of {image, labels, roi} entries (parameters 'train' and 'val');
-patches are read lazily from Zarr. MODEL_DIR receives best.pt (best by 'val_metric': ARand of
-threshold + connected components, validation loss, or ARand / VOI of the full segment pipeline
-on a validation crop with 'val_segment.enabled'), last.pt (for --resume), metrics.csv and, when
-available, TensorBoard logs. With several visible CUDA devices one DDP process runs per device
-('multi_gpu'); 'torchrun --nproc-per-node N -m zarrseg train ...' works too. The checkpoint
-carries the model config and normalisation, so 'zarrseg predict --checkpoint MODEL_DIR/best.pt'
-needs nothing else; 'zarrseg export' packages it for BioImage.IO.
+--method picks a registered method (zarrseg train --list-methods shows them); its parameters
+come from --params / --set (the method's config section, e.g. 'train' for unet, 'pretrain' for
+dino). MODEL_DIR receives best.pt when training ends (the best validation, or the final weights
+for methods without one; all zarrseg predict / features need), last.pt (every
+loop.checkpoint_every steps: the resume point), history.csv (loss per step), metrics.csv (one
+row per evaluation) and, when installed, TensorBoard logs. A killed run continues exactly with
+--resume (or --resume auto: resume when MODEL_DIR holds the same run, else start over).
+With several visible CUDA devices one DDP process runs per device (loop.multi_gpu); 'torchrun
+--nproc-per-node N -m zarrseg train ...' works too. 'zarrseg export' packages a U-Net for
+BioImage.IO.
 """
 
 from __future__ import annotations
@@ -17,27 +19,63 @@ import argparse
 from ._common import add_params_arguments, params_from_args
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every training command shares (train, pretrain, finetune)."""
     parser.add_argument(
         "-o", "--output", required=True, metavar="MODEL_DIR", help="folder for checkpoints and logs"
     )
-    parser.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/last.pt")
     parser.add_argument(
-        "--torchscript", action="store_true", help="also export MODEL_DIR/best.torchscript.pt"
+        "--resume",
+        nargs="?",
+        const="yes",
+        default="no",
+        choices=["yes", "auto", "no"],
+        help="continue from MODEL_DIR/last.pt; 'auto': resume when MODEL_DIR holds the same run, else start over",
+    )
+    parser.add_argument(
+        "--images", nargs="+", metavar="IMAGE", help="training OME-Zarr images (methods that learn from images)"
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", default="unet", help="learning method (default: unet)")
+    parser.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
+    add_train_arguments(parser)
+    parser.add_argument(
+        "--torchscript", action="store_true", help="unet: also export MODEL_DIR/best.torchscript.pt"
     )
     add_params_arguments(parser)
 
 
+def run_method(method: str, args: argparse.Namespace, init_checkpoint_key: str | None = None) -> dict:
+    """Load the method's parameters from the arguments, train, return the loop's summary."""
+    from ..learn.loop import train
+    from ..learn.registry import get_method
+
+    spec = get_method(method)
+    params = params_from_args(spec.params, args, spec.config_section)
+    if getattr(args, "images", None):
+        if not hasattr(params, "images"):
+            raise SystemExit(f"zarrseg train: --images does not apply to method {method!r}")
+        params.images = list(args.images)
+    if init_checkpoint_key and getattr(args, "checkpoint", None):
+        setattr(params, init_checkpoint_key, args.checkpoint)
+    resume = {"yes": True, "no": False, "auto": "auto"}[args.resume]
+    return train(spec, params, args.output, resume=resume)
+
+
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    if args.list_methods:
+        from ..learn.registry import all_methods
 
-    from ..unet.train_params import TrainParams
-    from ..unet.trainer import train
-
-    params = params_from_args(TrainParams, args, "train")
-    train(params, args.output, resume=args.resume)
+        for spec in all_methods():
+            print(f"{spec.name:12s} section '{spec.config_section}': {spec.summary}")
+        return 0
+    run_method(args.method, args)
     if args.torchscript:
-        from ..unet.checkpoint import export_torchscript
+        from pathlib import Path
+
+        from ..methods.unet.checkpoint import export_torchscript
 
         export_torchscript(Path(args.output) / "best.pt", Path(args.output) / "best.torchscript.pt")
     return 0

@@ -292,7 +292,7 @@ class TableParams:
             raise ConfigError(f"table.digits must be within 0..10, got {self.digits}")
 
 
-def _selected(table: pd.DataFrame, annotator: str) -> pd.DataFrame:
+def annotator_rows(table: pd.DataFrame, annotator: str) -> pd.DataFrame:
     """Rows of single-annotator tables plus the chosen aggregate of multi-annotator ones."""
     return table[table["annotator"].isin(["", annotator])]
 
@@ -321,7 +321,7 @@ def summarize(table: pd.DataFrame, params: TableParams | None = None) -> pd.Data
     Runtime and peak memory (per sample, from the benchmarks) are summarised the same way.
     """
     params = params or TableParams()
-    table = _selected(table, params.annotator)
+    table = annotator_rows(table, params.annotator)
     metrics = summary_metrics(table, params.metrics)
     keys = group_columns(table)
     expanded, swept = expand_params(table)
@@ -450,39 +450,3 @@ def write_summary(
     with atomic_output(csv) as tmp:
         summary.to_csv(tmp, index=False)
     return md, csv
-
-
-def aggregate(
-    paths: Sequence[str | Path], outdir: str | Path, params: TableParams | None = None
-) -> dict[str, Any]:
-    """The ``table`` stage: concatenated table, summary (Markdown + CSV) and figures under ``outdir``."""
-    from .plots import make_figures  # matplotlib only when figures are drawn
-
-    params = params or TableParams()
-    outdir = Path(outdir)
-    table = read_metrics(paths)
-    if table.empty:
-        raise InputError(f"the {len(paths)} metric table(s) hold no rows")
-    summary_metrics(_selected(table, params.annotator), params.metrics)  # fail on bad names before writing
-    outdir.mkdir(parents=True, exist_ok=True)
-    parquet, csv = write_table(table, outdir / "metrics.parquet")
-    summary = summarize(table, params)
-    title = ", ".join(sorted(table["experiment"].unique()))
-    md, scsv = write_summary(summary, summary_markdown(summary, params, title=f"Experiment {title}"), outdir)
-    best = best_per_method(summary, params.rank_by)
-    best_title = f"Experiment {title}: best parameter set per method by mean {display_name(best.attrs.get('rank_by', ''))}"
-    best_md, best_csv = write_summary(
-        best, summary_markdown(best, params, title=best_title), outdir, name="best"
-    )
-    figures = make_figures(_selected(table, params.annotator), outdir / "figures", params)
-    log.info("table: %d rows from %d tables -> %s (%d figures)", len(table), len(paths), outdir, len(figures))
-    return {
-        "metrics": parquet,
-        "metrics_csv": csv,
-        "summary_md": md,
-        "summary_csv": scsv,
-        "best_md": best_md,
-        "best_csv": best_csv,
-        "figures": figures,
-        "summary": summary,
-    }

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .. import ome
+from .. import ome, runs
 from ..blocks import BlockGrid, check_halo
 from ..errors import ConfigError, InputError
 from ..parallel import dask_client, map_blocks
@@ -36,7 +36,7 @@ from .write import NodeView, WriteTask
 
 log = logging.getLogger(__name__)
 
-WORK = ome.WORK
+WORK = runs.WORK
 _SV_COMPRESSION = ome.Compression(codec="lz4", level=1, shuffle="shuffle")
 
 
@@ -117,7 +117,7 @@ def _prepare(
     grid: BlockGrid,
 ) -> bool:
     """Create the partial output, or keep it when it belongs to the same run. Returns True when resuming."""
-    if ome.same_run(tmp, fingerprint, "segment"):
+    if runs.same_run(tmp, fingerprint, "segment"):
         return True
     ndim = view.ndim
     ome.create_image(
@@ -137,7 +137,7 @@ def _prepare(
     ome.create_array(work, "supervoxels", view.shape, np.uint64, chunks, _SV_COMPRESSION)
     ome.create_array(work, "distance", view.shape, np.float32, chunks, _SV_COMPRESSION)
     ome.create_array(work, "boundaries", view.shape, view.dtype, chunks, _SV_COMPRESSION)
-    ome.mark_resumable(tmp, fingerprint)
+    runs.mark_resumable(tmp, fingerprint)
     return False
 
 

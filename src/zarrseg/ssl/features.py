@@ -26,12 +26,13 @@ import torch
 import torch.nn.functional as F
 import zarr
 
-from .. import ome
+from .. import ome, runs
 from ..blocks import Block, BlockGrid
 from ..errors import ConfigError, InputError
+from ..learn.device import resolve_device
 from ..parallel import DaskParams, map_blocks
 from .tiling import ImageSource, Preprocess, from_tiles, to_tiles
-from .vit import ViTSpec, cls_attention, load_vit, patch_tokens, select_device
+from .vit import ViTSpec, cls_attention, load_vit, patch_tokens
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def get_model(params: FeatureParams) -> tuple[torch.nn.Module, ViTSpec, str]:
         model, spec, source = load_vit(
             params.vit, checkpoint=_resolve_checkpoint(params.checkpoint), weights=params.weights
         )
-        _MODELS[key] = (model.to(select_device(params.device)), spec, source)
+        _MODELS[key] = (model.to(resolve_device(params.device)), spec, source)
     return _MODELS[key]
 
 
@@ -90,8 +91,8 @@ def get_source(image: str | Path, prep: Preprocess) -> ImageSource:
 
 
 def _resolve_checkpoint(checkpoint: str | None) -> str | None:
-    if checkpoint is not None and Path(checkpoint).is_dir():  # a pretrain/finetune output folder
-        return str(Path(checkpoint) / "checkpoint.pt")
+    if checkpoint is not None and Path(checkpoint).is_dir():  # a dino/finetune model folder
+        return str(Path(checkpoint) / "best.pt")
     return checkpoint
 
 
@@ -195,7 +196,7 @@ def extract_features(
         )
         if attention_dir is not None and params.attention_tiles:
             write_attention_pngs(src, model, attention_dir, params.attention_tiles)
-        ome._remove(done)
+        runs.remove(done)
     n_tiles = int(sum(s["tiles"] for s in summaries))
     dt = time.perf_counter() - t0
     log.info(

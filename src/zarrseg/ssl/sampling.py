@@ -30,14 +30,15 @@ class TileSampler:
         areas = np.array([s.n_slices * s.shape_yx[0] * s.shape_yx[1] for s in self.sources], dtype=np.float64)
         self.weights = areas / areas.sum()
 
-    def tile(self) -> np.ndarray:
-        src = self.sources[self.rng.choice(len(self.sources), p=self.weights)]
-        z = int(self.rng.integers(src.n_slices))
+    def tile(self, rng: np.random.Generator | None = None) -> np.ndarray:
+        rng = self.rng if rng is None else rng
+        src = self.sources[rng.choice(len(self.sources), p=self.weights)]
+        z = int(rng.integers(src.n_slices))
         h, w = src.shape_yx
         # Tiles live at the scale of the resized image the feature stage sees.
         sy, sx = src.resized_yx[0] / h, src.resized_yx[1] / w
         th, tw = min(h, round(self.size / sy)), min(w, round(self.size / sx))
-        y0, x0 = int(self.rng.integers(h - th + 1)), int(self.rng.integers(w - tw + 1))
+        y0, x0 = int(rng.integers(h - th + 1)), int(rng.integers(w - tw + 1))
         raw = src.read_raw(z, slice(y0, y0 + th), slice(x0, x0 + tw))
         if raw.shape[1:] != (self.size, self.size):
             raw = resize_box(
@@ -48,5 +49,6 @@ class TileSampler:
             )
         return src.normalise(raw).astype(np.float32)
 
-    def batch(self, n: int) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self.tile() for _ in range(n)]))
+    def batch(self, n: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """``n`` tiles; with ``rng`` (e.g. seeded by the training step) instead of the sampler's own."""
+        return torch.from_numpy(np.stack([self.tile(rng) for _ in range(n)]))

@@ -85,6 +85,9 @@ def build_vit(spec: ViTSpec, *, hub: bool = False) -> nn.Module:
 
 
 def _read_checkpoint(path: Path) -> dict:
+    """A zarrseg checkpoint (any format, converted to the current one) or a plain state dict."""
+    from ..learn import checkpoint as ckpt
+
     if not path.is_file():
         raise InputError("checkpoint does not exist", path)
     try:
@@ -93,15 +96,28 @@ def _read_checkpoint(path: Path) -> dict:
         raise InputError(f"cannot be read as a torch checkpoint ({type(err).__name__}: {err})", path) from err
     if not isinstance(obj, dict):
         raise InputError(f"checkpoint must hold a dict, got {type(obj).__name__}", path)
+    if obj.get("format") == ckpt.FORMAT or obj.get("kind") == CHECKPOINT_KIND:
+        obj = ckpt.read(path)
+        if obj["io"].get("kind") != "features":
+            raise InputError(f"not a ViT checkpoint (a {obj['method']} model of {obj['io']['kind']})", path)
     return obj
+
+
+def _is_zarrseg(obj: dict) -> bool:
+    return obj.get("format") == "zarrseg-model"
 
 
 def spec_of_checkpoint(path: str | Path) -> ViTSpec | None:
     """The architecture stored in a zarrseg checkpoint (None for plain state dicts)."""
     obj = _read_checkpoint(Path(path))
-    if obj.get("kind") == CHECKPOINT_KIND:
-        return ViTSpec(**obj["spec"])
-    return None
+    return ViTSpec(**obj["model_config"]) if _is_zarrseg(obj) else None
+
+
+def build_from_config(config: dict) -> nn.Module:
+    """The registry's model builder: a ViT from a checkpoint's model config (its ``ViTSpec``)."""
+    from ..params import from_dict
+
+    return build_vit(from_dict(ViTSpec, config, where="checkpoint.model_config"))
 
 
 def _plain_state_dict(obj: dict) -> dict[str, torch.Tensor]:
@@ -133,10 +149,10 @@ def load_vit(
     if checkpoint is not None:
         path = Path(checkpoint)
         obj = _read_checkpoint(path)
-        if obj.get("kind") == CHECKPOINT_KIND:
-            spec = ViTSpec(**obj["spec"])
+        if _is_zarrseg(obj):
+            spec = ViTSpec(**obj["model_config"])
             model = build_vit(spec)
-            state = obj["model"]
+            state = obj["state_dict"]
         else:
             from timm.models.vision_transformer import checkpoint_filter_fn
 
@@ -178,15 +194,12 @@ def load_vit(
     return model, spec, source
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, spec: ViTSpec, **extra: Any) -> Path:
-    """Save the ViT so that ``load_vit(checkpoint=path)`` rebuilds it (written atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"kind": CHECKPOINT_KIND, "spec": asdict(spec), "model": state, **extra}, tmp)
-    tmp.replace(path)
-    return path
+def save_checkpoint(path: str | Path, model: nn.Module, spec: ViTSpec, method: str = "dino", **extra: Any) -> Path:
+    """Save the ViT (common checkpoint format) so that ``load_vit(checkpoint=path)`` rebuilds it."""
+    from ..learn import checkpoint as ckpt
+
+    config = asdict(spec)
+    return ckpt.save(path, method=method, model_config=config, io=ckpt.vit_io(config), module=model, **extra)
 
 
 def patch_tokens(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -219,12 +232,3 @@ def cls_attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return weights[:, :, model.num_prefix_tokens :].reshape(
         b, attn.num_heads, x.shape[2] // p, x.shape[3] // p
     )
-
-
-def select_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise ConfigError(f"unknown device {device!r}") from err

@@ -19,6 +19,7 @@ from ..blocks import Block, BlockGrid
 from ..normalize import VolumeStats, apply
 from ..parallel import map_blocks
 from .params import PredictParams
+from .runstate import mark_started, run_stats
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,6 @@ def predict_intensity(
     With ``work`` (a folder inside the partial output), statistics and per-block done markers
     are kept there; ``resume`` reopens the existing output instead of creating it.
     """
-    from .predict import mark_started, run_stats
-
     src = ome.SpatialView.of(image, channel=params.channel, timepoint=params.timepoint)
     stats = run_stats(work if resume else None, src, params.normalization, params.dask)
     axes = src.spatial_axes

@@ -13,16 +13,21 @@ from ..parallel import DaskParams
 
 @dataclass
 class PredictParams:
-    """Boundary prediction: the stain intensity itself (``intensity``) or a trained U-Net (``unet``)."""
+    """Dense prediction: the stain intensity itself (``intensity``) or a trained model (``model``).
 
-    method: Literal["intensity", "unet"] = "intensity"
+    ``model`` runs any registered method's checkpoint (U-Net boundaries, embeddings, soft cluster
+    assignments, ...): channels and output activation come from the checkpoint. ``unet`` is the
+    former name of ``model`` and means the same.
+    """
+
+    method: Literal["intensity", "model", "unet"] = "intensity"
     channel: int = 0  # channel of a multi-channel image holding the membrane stain
     timepoint: int = 0
-    # --- intensity method (the unet method takes its normalisation from the checkpoint)
+    # --- intensity method (the model method takes its normalisation from the checkpoint)
     normalization: Normalization = field(default_factory=Normalization)
     sigma: float = 0.0  # Gaussian smoothing in voxels (0: none)
     invert: bool = False  # EM: membranes are dark
-    # --- unet method
+    # --- model method
     checkpoint: str | None = None  # model file written by 'zarrseg train' (the --checkpoint flag wins)
     tile_shape: list[int] | None = None  # default: the checkpoint's training patch shape
     overlap: float = 0.5  # fraction of the tile shared by neighbouring tiles
@@ -39,11 +44,15 @@ class PredictParams:
     dtype: Literal["float16", "float32"] = "float32"
     # --- blockwise execution and storage
     block_shape: list[int] | None = (
-        None  # output block; default: a multiple of chunks (intensity) / tiles (unet)
+        None  # output block; default: a multiple of chunks (intensity) / tiles (model)
     )
     chunks: list[int] = field(default_factory=lambda: [64, 256, 256])
     compression: Compression = field(default_factory=Compression)
     dask: DaskParams = field(default_factory=DaskParams)
+
+    @property
+    def uses_model(self) -> bool:
+        return self.method in ("model", "unet")
 
     def validate(self) -> None:
         if self.sigma < 0:

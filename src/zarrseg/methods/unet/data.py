@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import ome
-from ..blocks import BlockGrid
-from ..errors import ConfigError, InputError
-from ..normalize import Normalization, VolumeStats, apply, volume_stats
-from ..parallel import map_blocks
+from ... import ome
+from ...blocks import BlockGrid
+from ...errors import ConfigError, InputError
+from ...normalize import Normalization, VolumeStats, apply, volume_stats
+from ...parallel import map_blocks
 from . import augment as aug
 from .targets import make_target
 from .train_params import DataItem, TrainParams
@@ -115,7 +115,7 @@ class PatchDataset(torch.utils.data.Dataset):
         seed_offset: int = 0,
     ):
         self.volumes, self.params, self.length, self.offset = volumes, params, length, offset
-        self.augment, self.seed = augment, params.seed + seed_offset
+        self.augment, self.seed = augment, params.loop.seed + seed_offset
         self.nd = params.model.ndim
         self.patch = params.patch
         self.halo = params.target.halo(self.nd)
@@ -137,7 +137,7 @@ class PatchDataset(torch.utils.data.Dataset):
         units = self._all_units()
         p = self.params
         if p.supervision_unit == "images" and p.supervision_fraction < 1.0:
-            rng = np.random.default_rng([p.seed, 1])
+            rng = np.random.default_rng([p.loop.seed, 1])
             n = max(1, int(round(p.supervision_fraction * len(units))))
             keep = sorted(rng.choice(len(units), size=n, replace=False).tolist())
             units = [units[i] for i in keep]
@@ -148,7 +148,7 @@ class PatchDataset(torch.utils.data.Dataset):
         p = self.params
         if p.supervision_unit != "objects" or p.supervision_fraction >= 1.0:
             return [None] * len(self.volumes)
-        rng = np.random.default_rng([p.seed, 2])
+        rng = np.random.default_rng([p.loop.seed, 2])
         out = []
         for vol in self.volumes:
             ids = label_ids(vol.labels, vol.roi)

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 
 @dataclass

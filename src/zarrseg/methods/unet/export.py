@@ -2,7 +2,7 @@
 
 The package follows the model description format 0.5 (``rdf.yaml``): weights in two formats
 (``torchscript``, usable without zarrseg, and ``pytorch_state_dict`` rebuilt by
-``zarrseg.unet.models.build_unet``), input/output axes with the sizes the network accepts
+``zarrseg.methods.unet.models.build_unet``), input/output axes with the sizes the network accepts
 (multiples of ``2**(depth-1)``), pre-/postprocessing that mirror zarrseg's normalisation and
 sigmoid, and a test input/output pair as ``.npy``. Everything is written offline; when the
 ``bioimageio.spec`` package is installed the description is also validated with it.
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import yaml
 
-from .. import __version__, ome
-from ..errors import ConfigError
+from ... import __version__, ome
+from ...errors import ConfigError
+from ...runs import file_sha256
 from .checkpoint import LoadedModel, export_torchscript, load_checkpoint
-from .predict import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def export_bioimageio(checkpoint: str | Path, out_dir: str | Path, opts: ExportO
                     "sha256": sha["state_dict"],
                     "architecture": {
                         "callable": "build_unet",
-                        "import_from": "zarrseg.unet.models",
+                        "import_from": "zarrseg.methods.unet.models",
                         "kwargs": dataclasses.asdict(cfg),
                     },
                     "pytorch_version": torch_version,

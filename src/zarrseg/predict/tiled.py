@@ -1,4 +1,9 @@
-"""Tiled U-Net inference over Zarr with weighted blending, accumulated per output block.
+"""Tiled model inference over Zarr with weighted blending, accumulated per output block.
+
+Any registered method's dense model goes through here: the checkpoint's ``ModelIO`` says how
+many channels the model takes and returns and which activation turns its logits into the
+output (sigmoid boundaries / foreground / affinities, softmax soft cluster assignments,
+identity embeddings).
 
 Tiles lie on one global grid (stride = tile * (1 - overlap), the last tile flush with the
 volume end), so the blended value of a voxel is the same whichever output block computes
@@ -29,22 +34,16 @@ import torch
 
 from .. import ome
 from ..blocks import Block, BlockGrid
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
+from ..learn.checkpoint import Loaded, ModelIO
+from ..learn.device import resolve_device
 from ..normalize import Normalization, VolumeStats, apply
-from ..parallel import DoneMarkers, progress_bar
-from .checkpoint import LoadedModel
-from .models import ModelConfig
+from ..parallel import progress_bar
+from ..runs import DoneMarkers
 from .params import PredictParams
+from .runstate import mark_started, run_stats
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"predict.device {name!r} requested but CUDA is not available")
-    return torch.device(name)
 
 
 def tile_starts(size: int, tile: int, stride: int) -> list[int]:
@@ -84,9 +83,10 @@ class TilePlan:
     _windows: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def create(cls, shape, tile, overlap: float, margin: float, blend: str, cfg: ModelConfig) -> TilePlan:
+    def create(cls, shape, tile, overlap: float, margin: float, blend: str, cfg) -> TilePlan:
+        """The plan for a model described by ``cfg`` (anything with ``ndim`` and ``divisor``: a ``ModelIO``)."""
         shape = tuple(int(s) for s in shape)
-        div = cfg.divisor
+        div = tuple(cfg.divisor)
         tile = list(tile)
         if cfg.ndim == 2 and len(shape) == 3:  # a 2D model over a stack: tiles one slice thick
             div, tile = (1, *div), [1, *tile[-2:]]
@@ -156,18 +156,32 @@ class TilePlan:
         )
 
 
-class BlockTiles(torch.utils.data.Dataset):
-    """One item per output block: the normalised input covering all of its tiles."""
+class ChannelViews:
+    """The model's input channels of an image as one array-like: ``[box]`` -> (C, *box)."""
 
-    def __init__(
-        self,
-        view: ome.SpatialView,
-        blocks: list[Block],
-        plan: TilePlan,
-        stats: VolumeStats,
-        norm: Normalization,
-    ):
-        self.view, self.blocks, self.plan, self.stats, self.norm = view, blocks, plan, stats, norm
+    def __init__(self, views: list[ome.SpatialView], stats: list[VolumeStats], norm: Normalization):
+        self.views, self.stats, self.norm = views, stats, norm
+        self.shape = views[0].shape
+
+    def __getitem__(self, box: tuple[slice, ...]) -> np.ndarray:
+        return np.stack([apply(v[box], st, self.norm) for v, st in zip(self.views, self.stats, strict=True)])
+
+
+class _Leading:
+    """An in-memory (C, *spatial) array indexed by spatial boxes (the shape of ``ChannelViews``)."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+
+    def __getitem__(self, box: tuple[slice, ...]) -> np.ndarray:
+        return self.x[(slice(None), *box)]
+
+
+class BlockTiles(torch.utils.data.Dataset):
+    """One item per output block: the normalised input (C, *box) covering all of its tiles."""
+
+    def __init__(self, source: ChannelViews, blocks: list[Block], plan: TilePlan):
+        self.source, self.blocks, self.plan = source, blocks, plan
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -176,7 +190,7 @@ class BlockTiles(torch.utils.data.Dataset):
         block = self.blocks[index]
         tiles = self.plan.tiles_for(block.inner)
         box = self.plan.read_box(tiles)
-        data = read_padded(self.view, box, self.plan.shape, lambda x: apply(x, self.stats, self.norm))
+        data = read_padded(self.source, box, self.plan.shape)
         return {
             "index": index,
             "data": data,
@@ -186,11 +200,15 @@ class BlockTiles(torch.utils.data.Dataset):
 
 
 def read_padded(source, box: tuple[slice, ...], shape: tuple[int, ...], transform=None) -> np.ndarray:
-    """``source[box]`` as float32, padded by reflection where ``box`` extends past the volume end."""
+    """``source[box]`` as float32, padded by reflection where ``box`` extends past the volume end.
+
+    A source may return leading channel axes in front of the spatial ``box`` (``ChannelViews``).
+    """
     clipped = tuple(slice(b.start, min(b.stop, n)) for b, n in zip(box, shape, strict=True))
     data = np.asarray(source[clipped])
     data = transform(data) if transform is not None else data
-    pad = [(0, b.stop - c.stop) for b, c in zip(box, clipped, strict=True)]
+    lead = data.ndim - len(box)
+    pad = [(0, 0)] * lead + [(0, b.stop - c.stop) for b, c in zip(box, clipped, strict=True)]
     if any(p[1] for p in pad):
         fits = all(p[1] < s for p, s in zip(pad, data.shape, strict=True))
         data = np.pad(data, pad, mode="reflect" if fits else "symmetric")
@@ -201,23 +219,29 @@ def _identity(item):
     return item
 
 
+ACTIVATIONS = {
+    "sigmoid": torch.sigmoid,
+    "softmax": lambda y: torch.softmax(y, dim=1),
+    "identity": lambda y: y,
+}
+
+
 class TiledPredictor:
     """Runs a model over tiles of one block at a time and blends them into the block."""
 
     def __init__(
         self,
         model: torch.nn.Module,
-        channels: int,
+        io: ModelIO,
         plan: TilePlan,
         device: torch.device,
         batch_size: int,
         amp: bool,
     ):
         self.model = model.to(device).eval()
-        self.channels = channels
-        self.slicewise = (
-            getattr(model, "config", None) is not None and model.config.ndim == len(plan.shape) - 1
-        )
+        self.channels = io.channels
+        self.activation = ACTIVATIONS[io.activation]
+        self.slicewise = io.ndim == len(plan.shape) - 1  # a 2D model over a stack
         self.plan, self.device, self.batch_size = plan, device, batch_size
         self.amp = amp and device.type == "cuda"
         self.forward_seconds = 0.0
@@ -226,14 +250,14 @@ class TiledPredictor:
 
     @torch.inference_mode()
     def forward(self, batch: np.ndarray) -> torch.Tensor:
-        """Sigmoid outputs of a batch of tiles, left on the device (blending happens there too)."""
+        """Activated outputs of a batch of (B, C, *tile) tiles, left on the device (blending happens there too)."""
         t0 = time.perf_counter()
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            if self.slicewise:  # (B, 1, 1, H, W) -> 2D model -> back
-                y = torch.sigmoid(self.model(x[:, :, 0])).float()[:, :, None]
+            if self.slicewise:  # (B, C, 1, H, W) -> 2D model -> back
+                y = self.activation(self.model(x[:, :, 0]).float())[:, :, None]
             else:
-                y = torch.sigmoid(self.model(x)).float()
+                y = self.activation(self.model(x).float())
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.forward_seconds += time.perf_counter() - t0
@@ -259,10 +283,10 @@ class TiledPredictor:
             chunk = tiles[i : i + self.batch_size]
             batch = np.stack(
                 [
-                    data[tuple(slice(s - o, s - o + t) for s, o, t in zip(start, origin, tile, strict=True))]
+                    data[(slice(None), *(slice(s - o, s - o + t) for s, o, t in zip(start, origin, tile, strict=True)))]
                     for start in chunk
                 ]
-            )[:, None]
+            )
             preds = self.forward(batch)
             for start, pred in zip(chunk, preds, strict=True):
                 start = tuple(int(s) for s in start)
@@ -283,7 +307,7 @@ class TiledPredictor:
 def predict_array(
     model: torch.nn.Module,
     x: np.ndarray,
-    cfg: ModelConfig,
+    io: ModelIO,
     tile,
     *,
     overlap: float = 0.5,
@@ -293,18 +317,24 @@ def predict_array(
     batch_size: int = 4,
     amp: bool = False,
 ) -> np.ndarray:
-    """Tiled, blended prediction of a normalised in-memory array (validation crops); (C, *x.shape)."""
-    plan = TilePlan.create(x.shape, tile, overlap, margin, blend, cfg)
-    full = tuple(slice(0, n) for n in x.shape)
-    block = Block(0, (0,) * x.ndim, full, full)
+    """Tiled, blended prediction of a normalised in-memory array (validation crops); (C, *x.shape).
+
+    ``x`` holds the spatial axes only (one input channel) or, for models with several input
+    channels, a leading channel axis.
+    """
+    x = x[None] if io.in_channels == 1 or x.ndim == io.ndim else x
+    spatial = x.shape[1:]
+    plan = TilePlan.create(spatial, tile, overlap, margin, blend, io)
+    full = tuple(slice(0, n) for n in spatial)
+    block = Block(0, (0,) * len(spatial), full, full)
     tiles = plan.tiles_for(full)
     box = plan.read_box(tiles)
     item = {
-        "data": read_padded(x, box, x.shape),
+        "data": read_padded(_Leading(x), box, spatial),
         "origin": np.array([b.start for b in box]),
         "tiles": np.array(tiles, dtype=np.int64),
     }
-    runner = TiledPredictor(model, cfg.out_channels, plan, device or torch.device("cpu"), batch_size, amp)
+    runner = TiledPredictor(model, io, plan, device or torch.device("cpu"), batch_size, amp)
     return runner.predict_block(block, item)
 
 
@@ -313,30 +343,45 @@ def default_block_shape(plan: TilePlan) -> list[int]:
     return [min(n, 8 * s) for n, s in zip(plan.shape, plan.stride, strict=True)]
 
 
-def predict_unet(
+def _input_views(image: ome.Image, params: PredictParams, io: ModelIO) -> list[ome.SpatialView]:
+    """The spatial views of the channels the model takes (``predict.channel`` onwards)."""
+    n_channels = dict(zip(image.axes, image.shape, strict=True)).get("c", 1)
+    if params.channel + io.in_channels > n_channels:
+        raise InputError(
+            f"the model takes {io.in_channels} channel(s) from channel {params.channel}, "
+            f"but the image has {n_channels}",
+            image.path,
+        )
+    return [
+        ome.SpatialView.of(image, channel=params.channel + c, timepoint=params.timepoint)
+        for c in range(io.in_channels)
+    ]
+
+
+def predict_model(
     image: ome.Image,
     out_path: Path,
     params: PredictParams,
-    loaded: LoadedModel,
+    loaded: Loaded,
     *,
     work: Path | None = None,
     resume: bool = False,
     fingerprint: dict | None = None,
 ) -> dict:
-    """Write the blended U-Net prediction of ``image`` to the OME-Zarr at ``out_path``.
+    """Write the blended prediction of a trained model over ``image`` to the OME-Zarr at ``out_path``.
 
     With ``work`` (a folder inside the partial output) each finished block leaves a done marker
-    there (``parallel.DoneMarkers``, as ``map_blocks`` does); ``resume`` reopens the existing
+    there (``runs.DoneMarkers``, as ``map_blocks`` does); ``resume`` reopens the existing
     output and predicts only the blocks without one. The loop is not ``map_blocks`` because one
     device consumes blocks in order while DataLoader workers prefetch the next ones.
     """
-    from .predict import mark_started, run_stats
-
-    view = ome.SpatialView.of(image, channel=params.channel, timepoint=params.timepoint)
-    cfg = loaded.config
-    tile = params.tile_shape or loaded.train_params.get("patch_shape") or [64] * view.ndim
-    plan = TilePlan.create(view.shape, tile, params.overlap, params.margin, params.blend, cfg)
-    stats = run_stats(work if resume else None, view, loaded.normalization, params.dask)
+    io = loaded.io
+    norm = loaded.normalization or Normalization(method="none")
+    views = _input_views(image, params, io)
+    view = views[0]
+    tile = params.tile_shape or io.tile or [64] * view.ndim
+    plan = TilePlan.create(view.shape, tile, params.overlap, params.margin, params.blend, io)
+    stats = channel_stats(work if resume else None, views, norm, params.dask)
     device = resolve_device(params.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -352,8 +397,8 @@ def predict_unet(
     markers = DoneMarkers(None if work is None else work / "done")
     todo = [b for b in blocks if markers.load(b.id) is None]
     if len(todo) < len(blocks):
-        log.info("predict unet: %d of %d blocks already done, resuming", len(blocks) - len(todo), len(blocks))
-    dataset = BlockTiles(view, todo, plan, stats, loaded.normalization)
+        log.info("predict: %d of %d blocks already done, resuming", len(blocks) - len(todo), len(blocks))
+    dataset = BlockTiles(ChannelViews(views, stats, norm), todo, plan)
     auto_workers = 2 if device.type == "cuda" else 0
     workers = (auto_workers if params.num_workers is None else params.num_workers) if len(todo) > 1 else 0
     loader = torch.utils.data.DataLoader(
@@ -365,9 +410,12 @@ def predict_unet(
         prefetch_factor=2 if workers else None,
         pin_memory=device.type == "cuda",
     )
-    runner = TiledPredictor(loaded.model, cfg.out_channels, plan, device, params.batch_size, params.amp)
+    runner = TiledPredictor(loaded.module, io, plan, device, params.batch_size, params.amp)
     log.info(
-        "predict unet: %d blocks of %s, %d tiles of %s (stride %s, margin %s) on %s",
+        "predict %s (%s, %s): %d blocks of %s, %d tiles of %s (stride %s, margin %s) on %s",
+        loaded.method,
+        io.kind,
+        io.activation,
         len(blocks),
         block_shape,
         plan.n_tiles(),
@@ -377,12 +425,12 @@ def predict_unet(
         device,
     )
     t0 = time.perf_counter()
-    with progress_bar(len(todo), "predict unet") as bar:
+    with progress_bar(len(todo), f"predict {loaded.method}") as bar:
         for item in loader:
             block = todo[int(item["index"])]
             n_before = runner.n_tiles
             out = runner.predict_block(block, item)
-            if cfg.out_channels == 1:
+            if io.channels == 1:
                 arr[block.inner] = out[0].astype(arr.dtype)
             else:
                 arr[(slice(None), *block.inner)] = out.astype(arr.dtype)
@@ -391,7 +439,7 @@ def predict_unet(
     seconds = time.perf_counter() - t0
     voxels = int(np.prod(view.shape))
     log.info(
-        "predict unet: %d tile forwards in %.1f s (%.1f tiles/s, %.3g voxels/s; %.1f s in forward)",
+        "predict: %d tile forwards in %.1f s (%.1f tiles/s, %.3g voxels/s; %.1f s in forward)",
         runner.n_tiles,
         seconds,
         runner.n_tiles / max(seconds, 1e-9),
@@ -406,16 +454,23 @@ def predict_unet(
         "loop_seconds": seconds,
         "forward_seconds": runner.forward_seconds,
         "voxels": voxels,
-        "stats": stats.to_dict(),
+        "stats": stats[0].to_dict(),
     }
 
 
-def _create_output(out_path, image, view, params, loaded, plan, stats):
-    cfg = loaded.config
+def channel_stats(work: Path | None, views, norm: Normalization, dask_params) -> list[VolumeStats]:
+    """Per-channel volume statistics (one channel: exactly ``run_stats``)."""
+    if len(views) == 1:
+        return [run_stats(work, views[0], norm, dask_params)]
+    return [run_stats(None, v, norm, dask_params) for v in views]
+
+
+def _create_output(out_path, image, view, params, loaded: Loaded, plan, stats):
+    io = loaded.io
     axes = view.spatial_axes
-    out_shape = view.shape if cfg.out_channels == 1 else (cfg.out_channels, *view.shape)
-    out_axes = axes if cfg.out_channels == 1 else "c" + axes
-    scale = image.spatial_scale if cfg.out_channels == 1 else (1.0, *image.spatial_scale)
+    out_shape = view.shape if io.channels == 1 else (io.channels, *view.shape)
+    out_axes = axes if io.channels == 1 else "c" + axes
+    scale = image.spatial_scale if io.channels == 1 else (1.0, *image.spatial_scale)
     return ome.create_image(
         out_path,
         shape=out_shape,
@@ -424,19 +479,20 @@ def _create_output(out_path, image, view, params, loaded, plan, stats):
         scale=scale,
         chunks=ome.chunk_shape(out_axes, out_shape, params.chunks),
         compression=params.compression,
-        name=loaded.target,
+        name=io.kind,
         attrs={
             "stage": "predict",
-            "method": "unet",
+            "method": loaded.method,
             "source": str(image.path),
-            "target": loaded.target,
+            "target": io.kind,
+            "activation": io.activation,
             "checkpoint": loaded.path,
             "checkpoint_zarrseg_version": loaded.zarrseg_version,
             "tile_shape": list(plan.tile),
             "stride": list(plan.stride),
             "margin": list(plan.margin),
             "blend": plan.blend,
-            "normalization_stats": stats.to_dict(),
-            "model_config": cfg.__dict__,
+            "normalization_stats": [st.to_dict() for st in stats] if len(stats) > 1 else stats[0].to_dict(),
+            "model_config": loaded.model_config,
         },
     )

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import ome
-from ..evaluation.contingency import Contingency
-from ..evaluation.instance import adapted_rand, voi
+from ... import ome
+from ...evaluation.contingency import Contingency
+from ...evaluation.instance import adapted_rand, voi
 from .train_params import ValSegmentParams
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def _nanmean(values: list[float]) -> float:
 
 
 def _segment_and_score(boundaries, gt, params, scale, work_dir) -> dict[str, float]:
-    from ..segment.engine import segment
+    from ...segment.engine import segment
 
     t0 = time.perf_counter()
     seg_params = params.segment

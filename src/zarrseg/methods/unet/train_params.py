@@ -1,13 +1,14 @@
-"""Parameters of ``zarrseg train`` (config section ``train``)."""
+"""Parameters of the ``unet`` learning method (config section ``train``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-from ..errors import ConfigError
-from ..normalize import Normalization
-from ..segment.params import SegmentParams
+from ...errors import ConfigError
+from ...learn.params import COMMON_RENAMES, LoopParams
+from ...normalize import Normalization
+from ...segment.params import SegmentParams
 from .augment import AugmentParams
 from .losses import LossParams
 from .models import ModelConfig
@@ -63,29 +64,30 @@ class TrainParams:
     augment: AugmentParams = field(default_factory=AugmentParams)
     patch_shape: list[int] | None = None  # default: [256, 256] (2D), [32, 128, 128] (3D)
     batch_size: int = 4
-    iterations: int = 10000  # optimizer steps (upper bound)
-    epochs: int | None = None  # if set: iterations = epochs * (training voxels / patch voxels / batch)
-    max_minutes: float | None = None  # wall-clock budget: stop (after a final validation) when exceeded
-    max_cpu_minutes: float | None = None  # CPU-time budget of the training process (all its threads)
-    validate_every: int = 200  # iterations between validations / checkpoints
+    epochs: int | None = None  # if set: steps = epochs * (training voxels / patch voxels / batch), at most loop.steps
     # selects best.pt and drives the LR schedule / early stop; segment_*: needs val_segment.enabled
     val_metric: Literal["arand", "loss", "segment_arand", "segment_voi"] = "arand"
     val_threshold: float = 0.5  # boundary threshold before connected components (validation ARand)
     val_segment: ValSegmentParams = field(default_factory=ValSegmentParams)
-    early_stopping: int = 20  # validations without improvement before stopping (0: never)
-    seed: int = 0
     supervision_fraction: float = 1.0  # fraction of training images / objects with labels used
     supervision_unit: Literal["images", "objects"] = "images"
     min_foreground: float = 0.05  # foreground-aware sampling: min. fraction of labelled voxels in a patch
     sampling_retries: int = 10
     num_workers: int = 2  # DataLoader processes preparing patches (augmentation runs there)
-    device: str = "auto"
-    amp: bool = True  # automatic mixed precision: CUDA always; CPU only with amp_dtype bfloat16
-    amp_dtype: Literal["float16", "bfloat16"] = "float16"  # float16 uses a GradScaler; bfloat16 needs none
     auto_batch: bool = True  # CUDA: probe, shrink batch / patch on out-of-memory, regrow the batch
-    multi_gpu: bool = True  # several visible CUDA devices: one DDP process per device (mp.spawn)
-    threads: int = 0  # torch CPU threads (0: torch's default)
-    tensorboard: bool = True  # also log to MODEL_DIR/tensorboard when tensorboard is installed
+    # steps, validation / checkpoint cadence, early stopping, budgets, device, AMP, seed
+    loop: LoopParams = field(default_factory=lambda: LoopParams(early_stopping=20))
+
+    RENAMED: ClassVar[dict] = {
+        **COMMON_RENAMES,
+        "iterations": "loop.steps",
+        "validate_every": ["loop.eval_every", "loop.checkpoint_every"],
+        "early_stopping": "loop.early_stopping",
+        "amp_dtype": "loop.amp_dtype",
+        "multi_gpu": "loop.multi_gpu",
+        "threads": "loop.threads",
+        "tensorboard": "loop.tensorboard",
+    }
 
     def validate(self) -> None:
         if not self.train:
@@ -94,8 +96,8 @@ class TrainParams:
             raise ConfigError(
                 f"train.supervision_fraction must be in (0, 1], got {self.supervision_fraction}"
             )
-        if self.batch_size < 1 or self.iterations < 1 or self.validate_every < 1:
-            raise ConfigError("train.batch_size, iterations and validate_every must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError("train.batch_size must be >= 1")
         if self.patch_shape is not None and len(self.patch_shape) != self.model.ndim:
             raise ConfigError(
                 f"train.patch_shape {self.patch_shape} must have model.ndim={self.model.ndim} entries"

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch.nn import functional as F
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 
 @dataclass

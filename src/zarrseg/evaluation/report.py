@@ -1,0 +1,62 @@
+"""The ``table`` stage: one tidy table of a grid's metrics, its summaries and its figures.
+
+Kept apart from ``tables`` (the table logic) and ``plots`` (the figures) so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .plots import make_figures
+from .tables import (
+    TableParams,
+    annotator_rows,
+    best_per_method,
+    display_name,
+    read_metrics,
+    summarize,
+    summary_markdown,
+    summary_metrics,
+    write_summary,
+    write_table,
+)
+
+log = logging.getLogger(__name__)
+
+
+def aggregate(
+    paths: Sequence[str | Path], outdir: str | Path, params: TableParams | None = None
+) -> dict[str, Any]:
+    """The ``table`` stage: concatenated table, summary (Markdown + CSV) and figures under ``outdir``."""
+    params = params or TableParams()
+    outdir = Path(outdir)
+    table = read_metrics(paths)
+    if table.empty:
+        raise InputError(f"the {len(paths)} metric table(s) hold no rows")
+    summary_metrics(annotator_rows(table, params.annotator), params.metrics)  # fail on bad names before writing
+    outdir.mkdir(parents=True, exist_ok=True)
+    parquet, csv = write_table(table, outdir / "metrics.parquet")
+    summary = summarize(table, params)
+    title = ", ".join(sorted(table["experiment"].unique()))
+    md, scsv = write_summary(summary, summary_markdown(summary, params, title=f"Experiment {title}"), outdir)
+    best = best_per_method(summary, params.rank_by)
+    best_title = f"Experiment {title}: best parameter set per method by mean {display_name(best.attrs.get('rank_by', ''))}"
+    best_md, best_csv = write_summary(
+        best, summary_markdown(best, params, title=best_title), outdir, name="best"
+    )
+    figures = make_figures(annotator_rows(table, params.annotator), outdir / "figures", params)
+    log.info("table: %d rows from %d tables -> %s (%d figures)", len(table), len(paths), outdir, len(figures))
+    return {
+        "metrics": parquet,
+        "metrics_csv": csv,
+        "summary_md": md,
+        "summary_csv": scsv,
+        "best_md": best_md,
+        "best_csv": best_csv,
+        "figures": figures,
+        "summary": summary,
+    }

@@ -1,0 +1,8 @@
+"""The learning core: one training loop, one checkpoint format and a registry of methods.
+
+A learning method (U-Net, DINO, ...) is a folder under ``zarrseg/methods`` (or a module of
+its own, registered through the ``zarrseg.methods`` entry point group or named in the config)
+that supplies per-step hooks (``learn.loop.Method``) and one ``learn.registry.MethodSpec``.
+The loop owns everything else: device, AMP, DDP ranks, budgets, seeding, history,
+``last.pt`` / ``best.pt`` and exact resume.
+"""

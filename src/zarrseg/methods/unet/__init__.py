@@ -1,0 +1,24 @@
+"""The ``unet`` learning method: 2D/3D U-Nets predicting boundaries, foreground or affinities.
+
+Models, targets, losses, patch sampling, validation by the segment pipeline and BioImage.IO
+export live in this folder; the registry entry below is all the rest of zarrseg sees.
+"""
+
+from __future__ import annotations
+
+from ...learn.registry import MethodSpec
+from .checkpoint import build_from_config
+from .method import UNetMethod
+from .train_params import TrainParams
+
+METHOD = MethodSpec(
+    name="unet",
+    section="train",
+    params=TrainParams,
+    hooks=UNetMethod,
+    build_model=build_from_config,
+    data="labelled",
+    inference="predict",
+    postprocess="segment",
+    summary="2D/3D U-Net: boundaries / foreground / affinities from labelled volumes (PlantSeg ch. 2)",
+)

@@ -1,0 +1,144 @@
+"""The run protocol every stage follows: atomic outputs, resume checks, per-block done markers.
+
+One place for how a stage leaves its mark on disk:
+
+* an output is written as ``<out>.partial`` and renamed only when complete (``atomic_output``),
+  so an interrupted run never leaves anything that looks finished;
+* a resumable stage stores the *fingerprint* of its run (inputs, parameters that change the
+  result) inside the partial output once it is set up (``mark_resumable``); a rerun with the
+  same fingerprint continues (``same_run``), anything else starts over;
+* blockwise stages keep one done marker per finished block, holding that block's small
+  summary (``DoneMarkers``), so a killed run redoes only unfinished blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+WORK = "_work"  # folder inside a partial output holding a blockwise stage's run state
+
+Summary = dict[str, Any]
+
+
+def partial_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def remove(path: Path) -> None:
+    """Remove a file, link or folder tree (nothing when absent)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, resume: bool = False) -> Iterator[Path]:
+    """Write to ``<path>.partial`` and rename to ``path`` only when the body succeeds.
+
+    A crash leaves only the ``.partial`` folder, which never looks like a finished output.
+    With ``resume=True`` an existing partial folder is kept (blockwise stages resume from
+    their done markers) and is also kept on failure; otherwise it is removed.
+    """
+    path = Path(path)
+    tmp = partial_path(path)
+    if tmp.exists() and not resume:
+        remove(tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+    except BaseException:
+        if not resume:
+            remove(tmp)
+        raise
+    if path.exists():
+        remove(path)
+    os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write a small file through a temporary name and a rename (never half-written)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def same_run(tmp: Path, fingerprint: dict, stage: str) -> bool:
+    """Whether the partial output ``tmp`` belongs to the run described by ``fingerprint``.
+
+    Resumable stages store the fingerprint of their run last, once the partial output is set
+    up. A partial output of any other run, or one that never got that far, is removed: the
+    caller starts over.
+    """
+    fp_path = tmp / WORK / "fingerprint.json"
+    if fp_path.exists():
+        try:
+            if json.loads(fp_path.read_text()) == fingerprint:
+                return True
+        except json.JSONDecodeError:
+            pass
+        log.info("%s: %s belongs to another run, starting over", stage, tmp)
+    if tmp.exists():
+        remove(tmp)
+    return False
+
+
+def mark_resumable(tmp: Path, fingerprint: dict) -> None:
+    """Store the run's fingerprint: from now on ``same_run`` lets a rerun resume ``tmp``."""
+    work = tmp / WORK
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "fingerprint.json").write_text(json.dumps(fingerprint))
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class DoneMarkers:
+    """Per-block done markers holding each block's summary (``<dir>/<block id>.npz``)."""
+
+    def __init__(self, directory: str | Path | None):
+        self.directory = None if directory is None else Path(directory)
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+
+    def path(self, block_id: int) -> Path:
+        assert self.directory is not None
+        return self.directory / f"{block_id}.npz"
+
+    def load(self, block_id: int) -> Summary | None:
+        if self.directory is None:
+            return None
+        path = self.path(block_id)
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return {k: (data[k].item() if data[k].ndim == 0 else data[k]) for k in data.files}
+
+    def save(self, block_id: int, summary: Summary | None) -> None:
+        if self.directory is None:
+            return
+        path = self.path(block_id)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: np.asarray(v) for k, v in (summary or {}).items()})
+        os.replace(tmp, path)  # atomic: a marker exists only for a finished block
