@@ -28,6 +28,7 @@ import csv
 import logging
 import math
 import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from .registry import MethodSpec, get_method
 log = logging.getLogger(__name__)
 
 LAST, BEST, BEST_SO_FAR = "last.pt", "best.pt", "best-so-far.pt"
+KILL_ENV = "ZARRSEG_KILL_AFTER_STEP"  # SIGKILL this process right after that step (tests of resume)
 
 
 class TrainingDiverged(ZarrsegError):
@@ -369,6 +371,8 @@ class Loop:
                     bar.set_postfix(loss=f"{self.rows[-1]['train_loss']:.4f}")
                 if self.step % self.lp.checkpoint_every == 0 or final or stop:
                     self._save_last(seconds, cpu)
+                if os.environ.get(KILL_ENV) == str(self.step):  # fault injection: tests of exact resume
+                    os.kill(os.getpid(), signal.SIGKILL)
                 if stop or over_time:
                     self.stop_reason = stop or "time budget"
                     break

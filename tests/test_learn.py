@@ -1,0 +1,361 @@
+"""The learning core: exact resume after a real kill for every method, the registry, the one
+checkpoint format (old files too), deprecated keys, and predict driven by a checkpoint's output."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, voronoi_cells, write_image
+from resume_check import assert_same_weights, kill_and_resume
+from skimage.segmentation import find_boundaries
+
+from zarrseg import ome
+from zarrseg.errors import ConfigError, InputError
+from zarrseg.learn import checkpoint as ckpt
+from zarrseg.learn import registry
+from zarrseg.learn.checkpoint import ModelIO
+from zarrseg.learn.loop import read_csv, train
+from zarrseg.params import from_dict, load_params
+from zarrseg.predict.params import PredictParams
+from zarrseg.predict.stage import predict
+
+TINY_VIT = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}
+LOOP = {"steps": 6, "checkpoint_every": 2, "eval_every": 3, "threads": 1, "device": "cpu", "tensorboard": False}
+
+
+@pytest.fixture
+def cells(tmp_path, rng):
+    lab = np.stack([voronoi_cells(rng, (48, 48), 20) for _ in range(3)])
+    img = (find_boundaries(lab).astype(np.float32) * 100 + rng.normal(50, 15, lab.shape)).astype(np.float32)
+    return write_image(tmp_path / "img.ome.zarr", img, "zyx"), write_image(
+        tmp_path / "lab.ome.zarr", lab, "zyx", is_label=True
+    )
+
+
+def unet_params(image: str, labels: str, **loop) -> dict:
+    return {
+        "train": [{"image": image, "labels": labels, "roi": "0:2"}],
+        "val": [{"image": image, "labels": labels, "roi": "2:3"}],
+        "model": {"ndim": 2, "f_maps": 4, "depth": 2},
+        "patch_shape": [32, 32],
+        "batch_size": 2,
+        "num_workers": 0,
+        "val_metric": "loss",
+        "loop": {**LOOP, **loop},
+    }
+
+
+def vit_params(image: str) -> dict:
+    return {
+        "images": [image],
+        "vit": TINY_VIT,
+        "preprocess": {"tile_size": 32},
+        "sample_size": 32,
+        "batch_size": 2,
+        "loop": LOOP,
+    }
+
+
+def dino_params(image: str) -> dict:
+    return {
+        **vit_params(image),
+        "global_crop_size": 32,
+        "local_crop_size": 16,
+        "n_local_crops": 2,
+        "out_dim": 64,
+        "hidden_dim": 32,
+        "bottleneck_dim": 16,
+        "warmup_steps": 2,
+        "freeze_last_layer_steps": 1,
+    }
+
+
+@pytest.fixture
+def tiny_vit(tmp_path) -> str:
+    from zarrseg.ssl import vit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", vit.RandomInitWarning)
+        torch.manual_seed(0)
+        model, spec, _ = vit.load_vit(vit.ViTSpec(**TINY_VIT))
+    return str(vit.save_checkpoint(tmp_path / "vit.pt", model, spec))
+
+
+# ---- exact resume after SIGKILL, every method -------------------------------------------------------
+def test_unet_resumes_exactly_after_sigkill(tmp_path, cells):
+    full, resumed = kill_and_resume("unet", unet_params(*cells), tmp_path, kill_after=5)
+    assert_same_weights(full, resumed)
+    rows = read_csv(tmp_path / "killed" / "metrics.csv")
+    assert [r["step"] for r in rows] == [3, 6]  # the evaluation rows of the killed part are not doubled
+
+
+def test_dino_resumes_exactly_after_sigkill(tmp_path, rng):
+    image = write_image(tmp_path / "i.ome.zarr", rng.integers(0, 255, (64, 64)).astype(np.uint8), "yx")
+    full, resumed = kill_and_resume("dino", dino_params(image), tmp_path, kill_after=3)
+    assert_same_weights(full, resumed)  # student, teacher and the DINO centre
+    assert "last.criterion" in full and len(read_csv(tmp_path / "killed" / "history.csv")) == 6
+
+
+def test_finetune_resumes_exactly_after_sigkill(tmp_path, rng, tiny_vit):
+    image = write_image(tmp_path / "i.ome.zarr", rng.integers(0, 255, (64, 64)).astype(np.uint8), "yx")
+    params = {**vit_params(image), "checkpoint": tiny_vit, "trainable_blocks": 1}
+    full, resumed = kill_and_resume("finetune", params, tmp_path, kill_after=5)
+    assert_same_weights(full, resumed)
+
+
+def test_resume_refuses_another_run_and_auto_starts_over(tmp_path, cells):
+    from zarrseg.methods.unet.train_params import TrainParams
+
+    train("unet", load_params(TrainParams, unet_params(*cells, steps=2)), tmp_path / "m")
+    other = load_params(TrainParams, {**unet_params(*cells, steps=4), "batch_size": 1})
+    with pytest.raises(InputError, match="batch_size"):
+        train("unet", other, tmp_path / "m", resume=True)
+    with pytest.raises(ConfigError, match="already holds a training run"):
+        train("unet", other, tmp_path / "m")
+    out = train("unet", other, tmp_path / "m", resume="auto")
+    assert out["steps"] == 4 and read_csv(tmp_path / "m" / "metrics.csv")[0]["batch_size"] == 1
+
+
+# ---- parameters ------------------------------------------------------------------------------------
+def test_old_key_names_work_with_a_deprecation_message(cells):
+    from zarrseg.methods.dino import PretrainParams
+    from zarrseg.methods.unet.train_params import TrainParams
+
+    old = {**unet_params(*cells), "iterations": 7, "validate_every": 5, "threads": 1}
+    old.pop("loop")
+    with pytest.warns(FutureWarning, match=r"train\.iterations is deprecated.*train\.loop\.steps"):
+        p = load_params(TrainParams, old, where="train")
+    assert (p.loop.steps, p.loop.eval_every, p.loop.checkpoint_every, p.loop.threads) == (7, 5, 5, 1)
+    # an explicit new key wins over its old name
+    p = from_dict(TrainParams, {**old, "loop": {"steps": 3}})
+    assert p.loop.steps == 3
+    p = from_dict(PretrainParams, {"num_threads": 2, "steps": 9, "checkpoint_every": 3})
+    assert (p.loop.threads, p.loop.steps, p.loop.checkpoint_every) == (2, 9, 3)
+    with pytest.raises(ConfigError, match="unknown parameter 'stepz'"):
+        from_dict(PretrainParams, {"stepz": 1})
+
+
+# ---- registry ---------------------------------------------------------------------------------------
+def test_registry_lists_builtins_and_rejects_unknown_names():
+    names = registry.method_names()
+    assert names[:3] == ["unet", "dino", "finetune"]
+    assert registry.get_method("dino").config_section == "pretrain"
+    with pytest.raises(ConfigError, match="unknown learning method 'unett'"):
+        registry.get_method("unett")
+    with pytest.raises(ConfigError, match="cannot be imported"):
+        registry.load_modules(["no_such_module_xyz"])
+
+
+TOY_METHOD = textwrap.dedent(
+    '''
+    """A minimal third-party method: one 3x3 convolution learning the foreground from labels."""
+    from dataclasses import dataclass, field
+    from itertools import count
+
+    import numpy as np
+    import torch
+
+    from zarrseg import ome
+    from zarrseg.learn.checkpoint import ModelIO
+    from zarrseg.learn.loop import Export, Method, Parts
+    from zarrseg.learn.params import LoopParams
+    from zarrseg.learn.registry import MethodSpec
+    from zarrseg.methods.unet.train_params import DataItem
+    from zarrseg.normalize import Normalization
+
+
+    @dataclass
+    class ToyParams:
+        train: list[DataItem] = field(default_factory=list)
+        val: list[DataItem] = field(default_factory=list)
+        lr: float = 0.05
+        loop: LoopParams = field(default_factory=lambda: LoopParams(steps=20, checkpoint_every=10))
+
+
+    def build(config):
+        return torch.nn.Conv2d(1, 1, 3, padding=1)
+
+
+    class Toy(Method):
+        def build(self):
+            item = self.params.train[0]
+            image = ome.open_image(item.image).data[...].astype(np.float32)
+            self.x = torch.from_numpy((image - image.mean()) / (image.std() + 1e-6))[None, None]
+            self.y = torch.from_numpy((ome.open_image(item.labels).data[...] > 0).astype(np.float32))[None, None]
+            self.model = build({})
+            return Parts({"model": self.model}, torch.optim.Adam(self.model.parameters(), lr=self.params.lr))
+
+        def batches(self, start):
+            for _ in count(start):
+                yield self.x, self.y
+
+        def step(self, batch, step):
+            x, y = batch
+            return {"loss": torch.nn.functional.binary_cross_entropy_with_logits(self.model(x), y)}
+
+        def export(self):
+            io = ModelIO(kind="foreground", channels=1, activation="sigmoid", ndim=2, divisor=[1, 1], tile=[32, 32])
+            return Export(self.model, {}, io, Normalization(method="meanstd"))  # as trained
+
+
+    METHOD = MethodSpec(name="toy", params=ToyParams, hooks=Toy, build_model=build, postprocess="threshold")
+    '''
+)
+
+
+@pytest.fixture
+def toy_module(tmp_path, monkeypatch):
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "toy_method.py").write_text(TOY_METHOD)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", f"{folder}:{REPO / 'src'}")
+    yield folder
+    registry._REGISTRY.pop("toy", None)
+    sys.modules.pop("toy_method", None)
+
+
+def test_a_method_from_outside_the_package_runs_through_the_workflow(tmp_path, toy_module, rng):
+    """Registered by naming its module in the config: train -> predict -> threshold -> evaluate,
+    with no edit of the rules, the CLI or the schema code."""
+    import subprocess
+
+    import pandas as pd
+    import tifffile
+    import yaml
+
+    work = tmp_path / "wd"
+    (work / "config" / "experiments").mkdir(parents=True)
+    labels = np.zeros((48, 48), np.uint16)
+    labels[8:24, 8:24], labels[30:44, 26:40] = 1, 2
+    image = (40 + 150 * (labels > 0) + rng.normal(0, 10, labels.shape)).clip(0, 255).astype(np.uint8)
+    tifffile.imwrite(work / "a.tif", image)
+    tifffile.imwrite(work / "a_labels.tif", labels)
+    (work / "samples.tsv").write_text("sample\timage\tground_truth\na\ta.tif\ta_labels.tif\n")
+    (work / "config" / "experiments" / "toy.yaml").write_text(
+        yaml.safe_dump(
+            {"name": "toy", "grid": {"grid.row": ["toy"]},
+             "fixed": {"grid.model": "toy", "grid.ground_truth": "foreground", "evaluate.kind": "clustering"}}
+        )
+    )
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(
+        samples={"sheet": "samples.tsv"},
+        experiment="toy",
+        methods=["toy_method"],
+        toy={"loop": {"steps": 30, "threads": 1, "device": "cpu", "tensorboard": False}},
+        predict={"device": "cpu", "num_workers": 0},
+    )
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+           "--directory", str(work), "--cores", "1", "--configfile", str(work / "config" / "config.yaml")]
+    env = {**__import__("os").environ, "ZARRSEG_NO_PROGRESS": "1",
+           "PATH": f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}"}
+    run = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert (work / "results" / "toy" / "models" / "toy").is_dir()
+    table = pd.read_parquet(work / "results" / "toy" / "metrics.parquet")
+    assert set(table["method"]) == {"toy"}
+    # the toy model's foreground, split at 0.5 (its registry post-processing), finds the two squares
+    iou = table[table["metric"] == "matched_fg_iou"]["value"]
+    assert len(iou) == 1 and float(iou.iloc[0]) > 0.8
+    # a typo in the plugin's section fails at start-up, before any job
+    config["toy"]["lr_typo"] = 1.0
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    run = subprocess.run([*cmd, "-n"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "lr_typo" in run.stdout + run.stderr
+
+
+def test_entry_points_register_methods(monkeypatch, toy_module):
+    from importlib import metadata
+
+    class FakeEntryPoint:
+        name = "toy"
+
+        def load(self):
+            import toy_method
+
+            return toy_method.METHOD
+
+    def entry_points(group):
+        return [FakeEntryPoint()] if group == registry.ENTRY_POINT_GROUP else []
+
+    monkeypatch.setattr(metadata, "entry_points", entry_points)
+    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
+    assert registry.get_method("toy").postprocess == "threshold"
+    assert "toy" in registry.method_names()
+
+
+# ---- checkpoints and predict ---------------------------------------------------------------------------
+def test_the_shipped_format_1_checkpoint_loads_through_the_registry():
+    path = REPO / "src" / "zarrseg" / "methods" / "unet" / "pretrained" / "ovule_boundaries_3d.pt"
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == "zarrseg-unet"  # an old file, converted on reading
+    loaded = ckpt.load(path)
+    assert loaded.method == "unet" and loaded.io.kind == "boundaries" and loaded.io.ndim == 3
+    assert loaded.io.activation == "sigmoid" and loaded.normalization is not None
+    with pytest.raises(InputError, match="not a zarrseg checkpoint"):
+        torch.save({"weights": torch.zeros(1)}, Path(raw_path := str(path) + ".nope"))
+        try:
+            ckpt.read(raw_path)
+        finally:
+            Path(raw_path).unlink()
+
+
+class Doubler(torch.nn.Module):
+    """Two output channels: the input and its negative (logits of a two-class model)."""
+
+    def forward(self, x):
+        return torch.cat([x, -x], dim=1)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "identity", "sigmoid"])
+def test_predict_applies_the_activation_the_checkpoint_declares(tmp_path, rng, activation, monkeypatch):
+    spec = registry.MethodSpec(name="doubler", params=dict, hooks=object, build_model=lambda c: Doubler())
+    monkeypatch.setitem(registry._REGISTRY, "doubler", spec)
+    io = ModelIO(kind="soft_clusters", channels=2, activation=activation, ndim=2, divisor=[1, 1], tile=[16, 16])
+    ckpt.save(tmp_path / "m.pt", method="doubler", model_config={}, io=io, state_dict={},
+              normalization={"method": "none"})
+    data = rng.normal(0, 2, (40, 24)).astype(np.float32)
+    image = write_image(tmp_path / "x.ome.zarr", data, "yx")
+    params = load_params(PredictParams, {"method": "model", "num_workers": 0, "chunks": [16, 16]})
+    predict(image, tmp_path / "out.ome.zarr", params, checkpoint=tmp_path / "m.pt")
+    out = ome.open_image(tmp_path / "out.ome.zarr")
+    assert out.axes == "cyx" and out.shape == (2, 40, 24)
+    logits = torch.from_numpy(np.stack([data, -data]))
+    expected = {"softmax": torch.softmax(logits, 0), "identity": logits, "sigmoid": torch.sigmoid(logits)}[activation]
+    np.testing.assert_allclose(out.data[...], expected.numpy(), atol=1e-5)
+    provenance = out.attrs["zarrseg"]
+    assert provenance["activation"] == activation and provenance["method"] == "doubler"
+
+
+def test_predict_refuses_a_vit_checkpoint(tmp_path, rng, tiny_vit):
+    image = write_image(tmp_path / "x.ome.zarr", rng.random((32, 32)).astype(np.float32), "yx")
+    params = load_params(PredictParams, {"method": "model"})
+    with pytest.raises(InputError, match="use 'zarrseg features'"):
+        predict(image, tmp_path / "o.ome.zarr", params, checkpoint=tiny_vit)
+    assert not (tmp_path / "o.ome.zarr").exists()
+
+
+def test_train_cli_lists_methods(capsys):
+    from zarrseg.cli import main
+
+    assert main(["train", "-o", "unused", "--list-methods"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{m} " in out for m in ("unet", "dino", "finetune"))
+
+
+def test_params_json_round_trip_of_a_loop_section():
+    from zarrseg.learn.params import LoopParams
+
+    lp = from_dict(LoopParams, json.loads(json.dumps({"steps": 5, "amp_dtype": "bfloat16"})))
+    assert lp.steps == 5 and lp.amp_dtype == "bfloat16"
+    with pytest.raises(ConfigError, match="loop.steps"):
+        from_dict(LoopParams, {"steps": 0})
