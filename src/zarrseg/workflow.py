@@ -155,12 +155,14 @@ def params_json(params: dict) -> str:
 #   grid.row           its label in summary tables (default: the segment partitioner)
 #   grid.model         the learning method whose model, trained for this cell, the cell uses: its
 #                      checkpoint becomes predict.checkpoint (methods with dense output) or
-#                      features.checkpoint (ViTs), unless the config sets those itself
+#                      features.checkpoint (ViTs), unless the cell sets those itself
 #   grid.labels        segment | cluster | threshold: how the labels are made (default: the model's
 #                      post-processing in the method registry, else segment)
 #   grid.ground_truth  as_is | foreground: score against the binary foreground of the ground truth
 # Any parameter may reference a model trained in the workflow as "model:<method>" (e.g.
 # finetune.checkpoint: model:dino); predict.checkpoint "train" is the former name of "model:unet".
+# The config key ``models`` ({method: checkpoint file}) supplies a method's model instead of
+# training it (e.g. a downloaded DINO ViT): every reference to that method then means the file.
 
 GRID = "grid"
 MODEL_REF = "model:"
@@ -194,6 +196,7 @@ class Plan:
 
         load_modules(config.get("methods") or [])
         self.config, self.experiment, self.samples, self.results = config, experiment, samples, results
+        self.given: dict[str, str] = dict(config.get("models") or {})  # method -> checkpoint file
         self.exp = experiment.name
         self.cells = experiment.cells()
         self._method = get_method
@@ -218,9 +221,7 @@ class Plan:
         if method:
             spec = self._method(method, where=f"experiment {self.exp}")
             stage = "features" if spec.inference == "features" else "predict"
-            own = self.config.get(stage) or {}
-            if f"{stage}.checkpoint" not in values and not own.get("checkpoint") and own.get("weights") != "hub":
-                values[f"{stage}.checkpoint"] = MODEL_REF + method
+            values.setdefault(f"{stage}.checkpoint", MODEL_REF + method)
             if stage == "predict":
                 values.setdefault("predict.method", "model")
         if values.get("predict.checkpoint") == "train":  # the former name of model:unet
@@ -237,7 +238,8 @@ class Plan:
         """Stages (config sections) whose keys decide ``stage``'s output for these values."""
         out = {stage}
         for method in model_refs(self.stage_params(stage, values)):
-            out |= self.depends(self.section(method), values)
+            if method not in self.given:
+                out |= self.depends(self.section(method), values)
         return out
 
     def uses_model(self, values: dict[str, Any]) -> bool:
@@ -270,7 +272,7 @@ class Plan:
         todo = [m for stage in ("predict", "features") for m in model_refs(self.stage_params(stage, values))]
         while todo:
             method = todo.pop(0)
-            if method in wanted:
+            if method in wanted or method in self.given:
                 continue
             todo += model_refs(self.stage_params(self.section(method), values))
             wanted.append(method)
@@ -280,6 +282,8 @@ class Plan:
         return self.subcell(self.section(method), values)
 
     def model_path(self, method: str, values: dict[str, Any]) -> str:
+        if method in self.given:
+            return self.given[method]
         return f"{self.results}/{self.exp}/models/{method}/{self.model_id(method, values)}/best.pt"
 
     def resolve(self, params: Any, values: dict[str, Any]) -> Any:
