@@ -6,6 +6,7 @@ from ...learn.registry import MethodSpec
 from ...ssl.vit import build_from_config
 from .method import DINOMethod, PretrainParams, pretrain
 
+
 def example(data: dict[str, str]) -> dict:
     """A small ViT pretrained on tiles of the synthetic image (smoke checks)."""
     return {"images": [data["image2d"]], "vit": {"patch_size": 8, "embed_dim": 192, "depth": 4, "num_heads": 3,

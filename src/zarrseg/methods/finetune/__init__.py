@@ -6,6 +6,7 @@ from ...learn.registry import MethodSpec
 from ...ssl.vit import build_from_config
 from .method import FinetuneMethod, FinetuneParams, finetune
 
+
 def example(data: dict[str, str]) -> dict:
     """Reconstruction fine-tuning of the given ViT on tiles of the synthetic image (smoke checks)."""
     return {"images": [data["image2d"]], "checkpoint": data["vit"], "sample_size": 96, "batch_size": 16}

@@ -11,6 +11,7 @@ from .checkpoint import build_from_config
 from .method import UNetMethod
 from .train_params import TrainParams
 
+
 def example(data: dict[str, str]) -> dict:
     """A small 3D boundary U-Net on the synthetic volume (smoke checks)."""
     item = {"image": data["image3d"], "labels": data["labels3d"]}
