@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("zarrseg").debug("error", exc_info=True)
         print(f"zarrseg {name}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except PermissionError as err:  # e.g. an output folder made read-only while the command ran
+        if args.debug:
+            raise
+        logging.getLogger("zarrseg").debug("error", exc_info=True)
+        print(f"zarrseg {name}: error: {err.filename or ''}: permission denied", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"zarrseg {name}: interrupted", file=sys.stderr)
         return 130
