@@ -49,6 +49,16 @@ def test_default_workflow_end_to_end_and_second_run_is_noop(workdir):
     assert {"arand", "voi_split", "voi_merge"} <= set(values)
     assert 0.0 <= values["arand"] < 0.9  # far better than a random labelling of 51 cells
     assert (table["sample"] == "ovule").all()
+    # nothing that is not the user's business: Snakemake's own RuntimeWarning, zarr on Snakemake's markers
+    assert "RuntimeWarning" not in run.stderr
+    logs = [p.read_text() for p in (results / "logs").rglob("*.log")]
+    assert logs and not any("not recognized as a component" in text for text in logs)
+
+    report = _snakemake(workdir, "--report", "report.html")  # make report
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (workdir / "report.html").read_text()
+    for shown in ("summary.md", "summary.csv", "best.csv", "box_cell.png"):
+        assert shown in html, shown  # the results are in the report, not only the workflow graph
 
     again = _snakemake(workdir)
     assert again.returncode == 0, again.stderr[-4000:]
@@ -69,5 +79,6 @@ def test_config_typo_fails_before_any_job(workdir):
 def test_dry_run_lists_every_stage(workdir):
     run = _snakemake(workdir, "-n")
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "RuntimeWarning" not in run.stderr + run.stdout
     for rule in ("ingest", "ingest_ground_truth", "predict", "segment", "evaluate", "aggregate"):
         assert rule in run.stdout, rule

@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         raise
     args = cmd_parser.parse_args(argv[1:])
     setup_logging(args.verbose, args.log)
+    from .ome import ignore_snakemake_markers
+
+    ignore_snakemake_markers()
     try:
         return int(module.run(args) or 0)
     except ZarrsegError as err:

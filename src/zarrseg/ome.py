@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,6 +251,19 @@ def open_image(path: str | Path, mode: str = "r") -> Image:
         channels = [c.get("label", str(i)) for i, c in enumerate(group.attrs["omero"].get("channels", []))]
     return Image(group=group, path=Path(str(path)), axes=axes, scale=scale, units=units,
                  channel_names=channels, level_paths=[d["path"] for d in datasets])
+
+
+def ignore_snakemake_markers() -> None:
+    """Silence zarr's warning about the ``.snakemake_timestamp`` file in Snakemake's directory outputs.
+
+    Snakemake marks every ``directory()`` output with that file; zarr (>= 3) warns "Object at
+    .snakemake_timestamp is not recognized as a component of a Zarr hierarchy" whenever it
+    lists such a group's members. Harmless and not the user's business; any other foreign
+    object still warns.
+    """
+    warnings.filterwarnings(
+        "ignore", message=r"Object at \.snakemake_timestamp is not recognized", category=UserWarning
+    )
 
 
 def partial_path(path: str | Path) -> Path:
