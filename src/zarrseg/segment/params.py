@@ -31,7 +31,7 @@ class SegmentParams:
     block_shape: list[int] = field(default_factory=lambda: [128, 256, 256])
     halo: list[int] = field(default_factory=lambda: [16, 32, 32])  # voxels read around each block per axis
     # supervoxels: distance-transform watershed (elf.segmentation.watershed)
-    threshold: float = 0.5  # boundary threshold before the distance transform
+    threshold: float = 0.5  # boundary threshold before the distance transform (foreground maps: object where >=)
     sigma_seeds: float = 1.0  # smoothing of the distance transform before seed (maxima) detection
     sigma_weights: float = 2.0  # smoothing of the boundaries for the watershed heightmap
     min_size: int = 100  # supervoxels smaller than this are absorbed by neighbours
@@ -42,7 +42,7 @@ class SegmentParams:
     # PlantSeg's 2D mode (supervoxels per z-slice, linked through z by the partitioner);
     # null: automatic, on when the z voxel is >= stacked_2d_anisotropy x the y/x voxel
     stacked_2d: bool | None = None
-    stacked_2d_anisotropy: float = 3.0
+    stacked_2d_anisotropy: float = 3.0  # z voxel / y,x voxel from which stacked_2d null means 2D
     invert: bool = False  # the map's high values mean cell interior (boundaries) / background (foreground)
     # partitioning; connected_components: the input is a foreground map (high = object), and
     # its connected components (face connectivity) are the segments
@@ -56,7 +56,9 @@ class SegmentParams:
     gasp_linkage: Literal["average", "mean", "max", "min", "sum"] = "average"
     beta: float = 0.5  # boundary bias: > 0.5 over-segments, < 0.5 under-segments
     edge_weighting: Literal["size", "none"] = "size"  # multicut costs weighted by boundary size
-    post_min_size: int = 100  # segments smaller than this merge into their weakest-boundary neighbour
+    # segments smaller than this merge into their weakest-boundary neighbour (foreground: the piece
+    # they touch most; objects without one are removed)
+    post_min_size: int = 100
     # huge graphs: elf's blockwise (domain-decomposition) multicut
     blockwise_solver: bool = False
     solver_block_shape: list[int] | None = None  # None: 2 x block_shape

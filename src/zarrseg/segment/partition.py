@@ -119,7 +119,10 @@ def join_necks(g: Graph, params: SegmentParams, node_peak: np.ndarray | None) ->
     are visited from the thickest (largest distance to the background on the contact) down,
     and two regions join when the contact reaches ``split_neck`` x the smaller of their
     largest distances, the joined region keeping the larger one. Visiting in this order makes
-    a thin bridge join one of the objects it links, never both into one.
+    a thin bridge join one of the objects it links, never both into one. Measured
+    (``benchmarks/instances.py``, F1@0.5 on ground-truth foregrounds, split / neck 0.5 / 0.85):
+    GOWT1 0.941 / 0.993 / 0.980, DSB2018 0.919 / 0.893 / 0.918: large nuclei gain, densely
+    touching small ones lose at low values; hence off (0) by default.
     """
     n = g.n_nodes
     if not params.split:
