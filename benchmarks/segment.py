@@ -20,8 +20,13 @@ peak (an upper bound). Usage:
 
     nice -n 10 python benchmarks/segment.py [--size 512] [--partitioner gasp] [--workdir DIR]
 
-Measured on the shared 2-core dev machine (load ~1-2), 512^3, GASP, blocks 256^3, halo 16:
-zarrseg 1 worker 78.6 s (1.71 Mvox/s, 1032 MB), 2 workers 47.4 s (1.66x, 1507 MB), whole-volume
+Measured with parity (shared 2-core machine, load ~3, 512^3, GASP, blocks 256^3): the engine
+calls halo 16 short and advises 35; ARand / VOI split / VOI merge against whole-volume elf 0.0074 /
+0.0099 / 0.0096 at halo 16 and 0.0074 / 0.0096 / 0.0096 at halo 35 (1 and 2 workers alike), segments
+12632 and 12612 vs elf's 12606. At halo 35: 1 worker 136.6 s (0.98 Mvox/s, CPU 138 s, 1035 MB),
+2 workers 90.8 s (1.50x, 1932 MB), elf 172.4 s wall / CPU 110 s (6480 MB): 1 worker / elf 1.26 by
+wall clock, 0.80 by CPU; peak RSS 512^3 / 256^3 1.33 (the 256^3 run is one block without halo;
+at halo 16 it is 1.14). Earlier, without parity, at halo 16 (load ~1-2): zarrseg 1 worker 78.6 s (1.71 Mvox/s, 1032 MB), 2 workers 47.4 s (1.66x, 1507 MB), whole-volume
 elf 85.8 s (1.56 Mvox/s, 6507 MB): 1 worker / elf 1.09; zarrseg at 256^3: 940 MB (512^3 / 256^3
 peak RSS: 1.10). Before the distance-transform stage, input staging, fused graph statistics and
 the cheaper size filter (blocks 192^3): 1 worker 0.93 Mvox/s vs elf 1.36 Mvox/s (0.68x).
