@@ -95,10 +95,10 @@ def test_components_are_the_whole_volume_components_for_any_blocking(tmp_path, r
 
 @pytest.mark.parametrize("split", [False, True])
 def test_same_instances_for_any_worker_count(tmp_path, rng, split):
-    fg = (_balls(rng, (32, 48, 48), 20, (5, 8, 8)) > 0).astype(np.uint8)
+    fg = (_balls(rng, (40, 64, 64), 30, (4, 6, 6)) > 0).astype(np.uint8)
     outs = []
     for i, dask in enumerate([{"scheduler": "synchronous"}, {"scheduler": "threads", "n_workers": 2}]):
-        seg, _ = _run(tmp_path, fg, _params(3, 16, 12, split=split, dask=dask), name=f"w{i}")
+        seg, _ = _run(tmp_path, fg, _params(3, 24, 12, split=split, dask=dask), name=f"w{i}")
         outs.append(seg)
     assert len(np.unique(outs[0])) > 5 and np.array_equal(outs[0], outs[1])
 
