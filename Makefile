@@ -34,13 +34,10 @@ lint: install
 docs: install  ## regenerate config/schema.yaml and the README parameter reference from the dataclasses
 	$(BIN)/python -m zarrseg.schema --write
 
-dry-run: install
+dry-run: install  ## what the local profile would run
 	$(BIN)/snakemake --snakefile workflow/Snakefile --profile profiles/local -n
 
-slurm-docs: install  ## regenerate config/schema.yaml and the README parameter reference from the dataclasses
-	$(BIN)/python -m zarrseg.schema --write
-
-dry-run: install
+slurm-dry-run: install  ## what the SLURM profile would submit
 	$(BIN)/snakemake --snakefile workflow/Snakefile --profile profiles/slurm -n
 
 report: install

@@ -52,8 +52,13 @@ rule aggregate:
         tables=lambda w: [metrics_path(s, c) for s in EXP_SAMPLES if SAMPLES[s].ground_truth for c in CELLS],
         figures=lambda w: panel_targets(),  # side-by-side figures of grids with rows (below)
     output:
-        summary=f"{R}/{EXP}/summary.md",
+        # report(): what `snakemake --report` (make report) shows; CSV tables render as tables there
+        summary=report(f"{R}/{EXP}/summary.md", category="Summary"),
+        summary_csv=report(f"{R}/{EXP}/summary.csv", category="Summary"),
+        best=report(f"{R}/{EXP}/best.csv", category="Summary"),
         table=f"{R}/{EXP}/metrics.parquet",
+        # a folder of its own: the panels rule writes side-by-side figures into figures/
+        figures=report(directory(f"{R}/{EXP}/figures/table"), patterns=["{name}.png"], category="Figures"),
     params:
         outdir=f"{R}/{EXP}",
         json=lambda w: stage_json("table"),
@@ -66,7 +71,8 @@ rule aggregate:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{ZARRSEG} table {input.tables:q} -o {params.outdir:q} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} table {input.tables:q} -o {params.outdir:q} --figures {output.figures:q}"
+        " --params {params.json:q} -v 2> {log:q}"
 
 
 def panel_cells():

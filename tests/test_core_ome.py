@@ -73,3 +73,30 @@ def test_open_image_errors(tmp_path):
     (tmp_path / "folder").mkdir()
     with pytest.raises(InputError):
         open_image(tmp_path / "folder")
+
+
+def test_snakemake_marker_warning_is_silenced_and_nothing_else(tmp_path):
+    """zarr warns about the .snakemake_timestamp Snakemake puts into directory outputs; only that is silenced."""
+    import warnings
+
+    import zarr
+
+    from zarrseg.ome import ignore_snakemake_markers
+
+    path = tmp_path / "labels.ome.zarr"
+    create_image(path, shape=(8, 8), dtype="uint32", axes="yx", scale=(1, 1), chunks=(8, 8), is_label=True)
+    (path / ".snakemake_timestamp").touch()
+
+    def listed() -> list[str]:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("default")
+            ignore_snakemake_markers() if silenced else None
+            list(zarr.open_group(str(path), mode="r"))
+        return [str(w.message) for w in seen if "not recognized" in str(w.message)]
+
+    silenced = False
+    assert any(".snakemake_timestamp" in m for m in listed())  # zarr does warn without the filter
+    silenced = True
+    assert listed() == []
+    (path / "junk").touch()
+    assert [m for m in listed() if "junk" in m]  # other foreign files still warn

@@ -303,3 +303,11 @@ def test_a_parameter_only_some_rows_set_shows_as_a_dash(tmp_path, capsys):
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "| method | supervision_fraction | n |" in md
     assert "| colour_kmeans | – | 1 |" in md and "| unet_20 | 0.2 | 1 |" in md
+
+
+def test_boolean_grid_values_get_boxes_not_curves():
+    """A grid over a switch (e.g. segment.split: [false, true]) is no curve axis: True - False fails in numpy."""
+    from zarrseg.evaluation.plots import _numeric
+
+    assert not _numeric(pd.Series([True, False, None], dtype=object))
+    assert _numeric(pd.Series([0.4, 0.5])) and _numeric(pd.Series(["0.4", "0.5"]))

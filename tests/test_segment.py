@@ -4,6 +4,7 @@ resumability, masks, bad input/config, CLI."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -423,14 +424,106 @@ def test_slurm_job_script_renders():
     assert "#SBATCH -t 02:00:00" in script and "#SBATCH -A lab" in script
 
 
+def _anisotropic(tmp_path, probs, scale, name="aniso.ome.zarr"):
+    return write_image(tmp_path / name, probs.astype(np.float32), "zyx", (25, 50, 50), scale=scale)
+
+
 def test_pixel_pitch_auto_uses_image_scale(gala, tmp_path):
     _, probs, _ = gala
-    path = tmp_path / "aniso.ome.zarr"
-    write_image(path, probs[:, :, :100].astype(np.float32), "zyx", (25, 50, 50), scale=(3.0, 1.0, 1.0))
-    base = {**GALA, "partitioner": "dtws", "block_shape": [25, 50, 50], "halo": [8, 16, 16]}
-    summary = segment(path, tmp_path / "auto.ome.zarr", SegmentParams(**base, pixel_pitch="auto"))
+    path = _anisotropic(tmp_path, probs[:, :, :100], (3.0, 1.0, 1.0))
+    base = {**GALA, "partitioner": "dtws", "block_shape": [25, 50, 50], "halo": [8, 16, 16], "stacked_2d": False}
+    summary = segment(path, tmp_path / "auto.ome.zarr", SegmentParams(**base))  # pixel_pitch "auto" by default
     assert summary["halo_short"]  # 16 voxels in y/x: short of gala's cells, warned
+    assert summary["pixel_pitch"] == [3.0, 1.0, 1.0] and not summary["stacked_2d"]
     segment(path, tmp_path / "explicit.ome.zarr", SegmentParams(**base, pixel_pitch=[3.0, 1.0, 1.0]))
+    segment(path, tmp_path / "unweighted.ome.zarr", SegmentParams(**base, pixel_pitch=None))
     auto = _read(tmp_path / "auto.ome.zarr")
     assert np.array_equal(auto, _read(tmp_path / "explicit.ome.zarr"))
+    assert rand_index(auto, _read(tmp_path / "unweighted.ome.zarr"))[0] > 0.01  # the weights matter
     assert ome.open_image(tmp_path / "auto.ome.zarr").scale == (3.0, 1.0, 1.0)
+
+
+def test_anisotropy_picks_stacked_2d_and_halo_advice_fits_the_volume(gala, tmp_path):
+    """A 5x coarser z: stacked-2D supervoxels unless overridden; the halo advice is per axis, in that
+    axis' voxels, and never more than the blocks hold (the issue: 61 voxels asked of a 32-slice stack)."""
+    _, probs, _ = gala
+    path = _anisotropic(tmp_path, probs[:32, :, :100], (5.0, 1.0, 1.0))
+    base = {**GALA, "partitioner": "dtws", "block_shape": [16, 50, 50], "halo": [4, 8, 8]}
+    auto = segment(path, tmp_path / "auto.ome.zarr", SegmentParams(**base))
+    assert auto["stacked_2d"] and auto["halo_advice"][0] == 0  # slices need no z halo
+    whole = segment_whole(probs[:32, :, :100], SegmentParams(**base), scale=(5.0, 1.0, 1.0))
+    assert rand_index(_read(tmp_path / "auto.ome.zarr"), whole)[0] < 0.05  # the reference resolves "auto" alike
+    forced = segment(path, tmp_path / "3d.ome.zarr", SegmentParams(**base, stacked_2d=False))
+    z, y, x = forced["halo_advice"]
+    assert not forced["stacked_2d"] and forced["pixel_pitch"] == [5.0, 1.0, 1.0]
+    assert 0 < z <= 15 and y == x > 8 and z < y / 3  # a z voxel is 5 y/x voxels
+    mild = _anisotropic(tmp_path, probs[:32, :, :100], (1.5, 1.0, 1.0), "mild.ome.zarr")
+    assert not segment(mild, tmp_path / "mild_seg.ome.zarr", SegmentParams(**base))["stacked_2d"]
+
+
+def test_halo_advice_per_axis_and_capped_by_the_blocks():
+    from zarrseg.segment.checks import halo_advice
+    from zarrseg.segment.watershed import DistanceRange, WatershedSettings
+
+    def advice(biggest, pitch, stacked, shape=(32, 160, 160), block=(16, 64, 64)):
+        s = WatershedSettings(0.5, 1.0, 2.0, 100, 1.0, pitch, stacked)
+        return halo_advice(BlockGrid(shape, block, 8), s, DistanceRange(np.asarray(0.0), np.asarray(biggest)))
+
+    assert advice(40.0, None, False) == [15, 60, 60]  # unweighted: 60 voxels, z capped at block - 1
+    assert advice(40.0, (5.0, 1.0, 1.0), False) == [12, 60, 60]  # weighted: 60 / 5 z voxels
+    assert advice(40.0, (5.0, 1.0, 1.0), True) == [0, 60, 60]  # stacked 2D: no z halo
+    assert advice(100.0, (5.0, 1.0, 1.0), False) == [15, 63, 63]  # capped by the blocks
+    assert advice(40.0, (5.0, 1.0, 1.0), False, block=(32, 64, 160)) == [0, 60, 0]  # one block along z and x
+
+
+def test_inverted_boundary_map_warns_with_the_fix(gala, tmp_path, caplog):
+    path, probs, _ = gala
+    params = SegmentParams(**{**GALA, "partitioner": "dtws"})
+    with caplog.at_level("WARNING", logger="zarrseg"):
+        normal = segment(path, tmp_path / "normal.ome.zarr", params)
+    assert not normal["looks_inverted"] and "invert" not in caplog.text
+    inverted = _write(tmp_path / "inv.ome.zarr", np.round((1.0 - probs) * 255).astype(np.uint8), (25, 50, 100))
+    with caplog.at_level("WARNING", logger="zarrseg"):
+        summary = segment(inverted, tmp_path / "wrong.ome.zarr", params)
+    assert summary["looks_inverted"] and "invert: true" in caplog.text and str(inverted) in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="zarrseg"):
+        fixed = segment(inverted, tmp_path / "fixed.ome.zarr", SegmentParams(**{**GALA, "partitioner": "dtws", "invert": True}))
+    assert not fixed["looks_inverted"] and "invert" not in caplog.text
+    assert rand_index(_read(tmp_path / "fixed.ome.zarr"), _read(tmp_path / "normal.ome.zarr"))[0] < 0.02
+
+
+def test_nan_boundary_map_is_one_line_and_exit_2(gala, tmp_path, capsys):
+    from zarrseg.cli import main
+
+    _, probs, _ = gala
+    bad = probs.copy()
+    bad[30, 40:60, 50:90] = np.nan
+    path = _write(tmp_path / "nan.ome.zarr", bad, (25, 50, 100))
+    out = tmp_path / "seg.ome.zarr"
+    rc = main(["segment", str(path), "-o", str(out), "--params", json.dumps(GALA)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and str(path) in err[0] and "800 NaN/Inf" in err[0]
+    assert not out.exists() and not ome.partial_path(out).exists()
+
+
+def test_read_only_output_folder_is_one_line(gala, tmp_path, capsys, monkeypatch):
+    """Checked before any work (os.access; as root the OS would not refuse, so the folder is refused by proxy)."""
+    import os
+
+    from zarrseg.cli import main
+
+    path, probs, gt = gala
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(ome.os, "access", lambda p, mode: Path(p) != locked and real(p, mode))
+    out = locked / "sub" / "seg.ome.zarr"
+    rc = main(["segment", str(path), "-o", str(out), "--params", json.dumps(GALA)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "not writable" in err[0] and str(locked) in err[0]
+    assert not (locked / "sub").exists()
+    gt_path = str(_write(tmp_path / "gt.ome.zarr", gt.astype(np.uint32), (25, 50, 100)))
+    rc = main(["evaluate", gt_path, "--gt", gt_path, "-o", str(locked / "m.parquet")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "not writable" in err[0]

@@ -49,6 +49,16 @@ def test_default_workflow_end_to_end_and_second_run_is_noop(workdir):
     assert {"arand", "voi_split", "voi_merge"} <= set(values)
     assert 0.0 <= values["arand"] < 0.9  # far better than a random labelling of 51 cells
     assert (table["sample"] == "ovule").all()
+    # nothing that is not the user's business: Snakemake's own RuntimeWarning, zarr on Snakemake's markers
+    assert "RuntimeWarning" not in run.stderr
+    logs = [p.read_text() for p in (results / "logs").rglob("*.log")]
+    assert logs and not any("not recognized as a component" in text for text in logs)
+
+    report = _snakemake(workdir, "--report", "report.html")  # make report
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (workdir / "report.html").read_text()
+    for shown in ("summary.md", "summary.csv", "best.csv", "box_cell.png"):
+        assert shown in html, shown  # the results are in the report, not only the workflow graph
 
     again = _snakemake(workdir)
     assert again.returncode == 0, again.stderr[-4000:]
@@ -69,5 +79,44 @@ def test_config_typo_fails_before_any_job(workdir):
 def test_dry_run_lists_every_stage(workdir):
     run = _snakemake(workdir, "-n")
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "RuntimeWarning" not in run.stderr + run.stdout
     for rule in ("ingest", "ingest_ground_truth", "predict", "segment", "evaluate", "aggregate"):
         assert rule in run.stdout, rule
+
+
+def test_foreground_instances_are_scored_in_a_grid(workdir):
+    """A grid over segment.split on a given foreground map: instance scores (F1, SEG) per cell."""
+    import numpy as np
+    import tifffile
+
+    yy, xx = np.mgrid[:160, :224]
+    gt = np.zeros((160, 224), np.uint16)
+    k = 0
+    for cy in (40, 120):
+        for cx in (40, 130):
+            for dx in (0, 30):  # pairs of touching discs: one component each, two nuclei
+                k += 1
+                gt[((yy - cy) ** 2 + (xx - cx - dx) ** 2 <= 18**2) & (gt == 0)] = k
+    data = workdir / "data"
+    tifffile.imwrite(data / "nuclei.tif", (gt > 0).astype(np.uint8) * 200)
+    tifffile.imwrite(data / "nuclei_labels.tif", gt)
+    tifffile.imwrite(data / "nuclei_fg.tif", (gt > 0).astype(np.float32) * 0.9)
+    (workdir / "config" / "samples_nuclei.tsv").write_text(
+        "sample\timage\tground_truth\tboundaries\nnuclei\tdata/nuclei.tif\tdata/nuclei_labels.tif\tdata/nuclei_fg.tif\n"
+    )
+    (workdir / "config" / "experiments" / "instances.yaml").write_text(yaml.safe_dump({
+        "name": "instances",
+        "sheet": "config/samples_nuclei.tsv",
+        "grid": {"segment.split": [False, True]},
+        "fixed": {"segment.partitioner": "connected_components", "segment.halo": [16, 40, 40],
+                  "segment.post_min_size": 20, "segment.min_size": 20},
+    }))
+    run = _snakemake(workdir, "--config", "experiment=instances")
+    assert run.returncode == 0, run.stderr[-4000:]
+    table = pd.read_parquet(workdir / "results" / "instances" / "metrics.parquet")
+    assert set(table["method"]) == {"connected_components"}
+    f1 = table[table["metric"] == "f1@0.50"].set_index("cell")["value"]
+    assert len(f1) == 2
+    split_cell = next(c for c in f1.index if "True" in c or "true" in c)
+    assert f1[split_cell] > 0.95 and f1.drop(split_cell).iloc[0] < 0.7  # pairs merged without the split
+    assert (table["metric"] == "seg").sum() == 2

@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         raise
     args = cmd_parser.parse_args(argv[1:])
     setup_logging(args.verbose, args.log)
+    from .ome import ignore_snakemake_markers
+
+    ignore_snakemake_markers()
     try:
         return int(module.run(args) or 0)
     except ZarrsegError as err:
@@ -103,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("zarrseg").debug("error", exc_info=True)
         print(f"zarrseg {name}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except PermissionError as err:  # e.g. an output folder made read-only while the command ran
+        if args.debug:
+            raise
+        logging.getLogger("zarrseg").debug("error", exc_info=True)
+        print(f"zarrseg {name}: error: {err.filename or ''}: permission denied", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"zarrseg {name}: interrupted", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import zarr
 
 from . import __version__
 from .errors import InputError
-from .runs import WORK, atomic_output, mark_resumable, partial_path, same_run  # noqa: F401 (the run protocol)
+from .runs import WORK, atomic_output, check_writable, mark_resumable, partial_path, same_run  # noqa: F401 (the run protocol)
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +248,19 @@ def open_image(path: str | Path, mode: str = "r") -> Image:
         channels = [c.get("label", str(i)) for i, c in enumerate(group.attrs["omero"].get("channels", []))]
     return Image(group=group, path=Path(str(path)), axes=axes, scale=scale, units=units,
                  channel_names=channels, level_paths=[d["path"] for d in datasets])
+
+
+def ignore_snakemake_markers() -> None:
+    """Silence zarr's warning about the ``.snakemake_timestamp`` file in Snakemake's directory outputs.
+
+    Snakemake marks every ``directory()`` output with that file; zarr (>= 3) warns "Object at
+    .snakemake_timestamp is not recognized as a component of a Zarr hierarchy" whenever it
+    lists such a group's members. Harmless and not the user's business; any other foreign
+    object still warns.
+    """
+    warnings.filterwarnings(
+        "ignore", message=r"Object at \.snakemake_timestamp is not recognized", category=UserWarning
+    )
 
 
 class SpatialView:

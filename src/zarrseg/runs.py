@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
+
 log = logging.getLogger(__name__)
 
 WORK = "_work"  # folder inside a partial output holding a blockwise stage's run state
@@ -45,6 +47,15 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
+def check_writable(path: str | Path) -> None:
+    """Fail before any work when ``path`` cannot be created: its nearest existing folder is read-only."""
+    folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write the output: folder {folder} is not writable", path)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, resume: bool = False) -> Iterator[Path]:
     """Write to ``<path>.partial`` and rename to ``path`` only when the body succeeds.
@@ -54,6 +65,7 @@ def atomic_output(path: str | Path, resume: bool = False) -> Iterator[Path]:
     their done markers) and is also kept on failure; otherwise it is removed.
     """
     path = Path(path)
+    check_writable(path)
     tmp = partial_path(path)
     if tmp.exists() and not resume:
         remove(tmp)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from ..evaluation.score import EvaluateParams, evaluate_images
 from ..evaluation.tables import metrics_frame, parse_benchmarks, parse_meta, write_table
+from ..ome import check_writable
 from ..params import to_dict
 from ._common import add_params_arguments, params_from_args
 
@@ -80,11 +81,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params_arguments(parser)
 
 
+def sample_name(path: str) -> str:
+    """The file name without its image suffix: ``seg_b0.5.ome.zarr`` -> ``seg_b0.5`` (dots are kept)."""
+    name = Path(path.rstrip("/")).name
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def run(args: argparse.Namespace) -> int:
     params = params_from_args(EvaluateParams, args, "evaluate")
     meta = parse_meta(args.meta)
-    meta.setdefault("sample", Path(args.segmentation.rstrip("/")).name.split(".")[0])
+    meta.setdefault("sample", sample_name(args.segmentation))
     benchmarks = parse_benchmarks(args.benchmark)
+    check_writable(args.output)
     t0 = time.perf_counter()
     scores = evaluate_images(args.segmentation, args.gt, params, mask=args.mask)
     frame = metrics_frame(scores, meta, benchmarks)

@@ -2,7 +2,8 @@
 
 Writes OUTDIR/metrics.parquet + metrics.csv (all rows), OUTDIR/summary.md + summary.csv (rows =
 method / parameter set, columns = metrics, mean ± sd over samples, in the layout of the thesis
-tables) and OUTDIR/figures/*.png (box plots per partitioner, metric-vs-parameter curves).
+tables) and OUTDIR/figures/*.png (box plots per partitioner, metric-vs-parameter curves; --figures
+names another folder).
 
 Example:
   zarrseg table results/exp/metrics/*.parquet -o results/exp --set box_by=partitioner
@@ -36,11 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o", "--outdir", metavar="OUTDIR", required=True, help="folder for tables and figures"
     )
+    parser.add_argument("--figures", metavar="DIR", help="folder for the figures (default OUTDIR/figures)")
     add_params_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     params = params_from_args(TableParams, args, "table")
-    out = aggregate(args.tables, args.outdir, params)
+    out = aggregate(args.tables, args.outdir, params, figures=args.figures)
     print(out["summary_md"].read_text(), end="")
     return 0

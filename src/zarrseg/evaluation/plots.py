@@ -79,8 +79,12 @@ def box_plot(
 
 
 def _numeric(series: pd.Series) -> bool:
+    """Values that make a curve axis: numbers, not booleans (a True/False switch gets boxes, not a curve)."""
+    values = series.dropna()
+    if values.map(lambda v: isinstance(v, bool | np.bool_)).any():
+        return False
     try:
-        pd.to_numeric(series.dropna(), errors="raise")
+        pd.to_numeric(values, errors="raise")
     except (ValueError, TypeError):
         return False
     return bool(series.notna().any())

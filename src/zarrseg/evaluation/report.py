@@ -29,9 +29,13 @@ log = logging.getLogger(__name__)
 
 
 def aggregate(
-    paths: Sequence[str | Path], outdir: str | Path, params: TableParams | None = None
+    paths: Sequence[str | Path],
+    outdir: str | Path,
+    params: TableParams | None = None,
+    figures: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The ``table`` stage: concatenated table, summary (Markdown + CSV) and figures under ``outdir``."""
+    """The ``table`` stage: concatenated table, summary (Markdown + CSV) and figures under ``outdir``
+    (figures in ``figures``, default ``outdir/figures``)."""
     params = params or TableParams()
     outdir = Path(outdir)
     table = read_metrics(paths)
@@ -48,7 +52,9 @@ def aggregate(
     best_md, best_csv = write_summary(
         best, summary_markdown(best, params, title=best_title), outdir, name="best"
     )
-    figures = make_figures(annotator_rows(table, params.annotator), outdir / "figures", params)
+    figdir = Path(figures) if figures else outdir / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)  # exists even without figures (a workflow output)
+    figures = make_figures(annotator_rows(table, params.annotator), figdir, params)
     log.info("table: %d rows from %d tables -> %s (%d figures)", len(table), len(paths), outdir, len(figures))
     return {
         "metrics": parquet,

@@ -23,14 +23,15 @@ import zarr
 
 from .. import ome, runs
 from ..blocks import BlockGrid, check_halo
-from ..errors import ConfigError, InputError
+from ..errors import InputError
 from ..parallel import dask_client, map_blocks
 from ..params import to_dict
 from . import graph as graph_mod
-from .io import ArrayRef, CopyTask, ImageReader, check_boundary_dtype, limit_malloc_arenas
-from .params import SegmentParams
+from .checks import check_halo_reach, check_values, looks_inverted, warn_inverted
+from .io import ArrayRef, CopyTask, ImageReader, check_boundary_dtype, limit_malloc_arenas, value_scale
+from .params import SegmentParams, geometry
 from .partition import partition
-from .supervoxels import DistanceTask, SupervoxelTask, distance_range, relabel
+from .supervoxels import DistanceTask, NodeTables, SupervoxelTask, distance_range, relabel
 from .watershed import WatershedSettings
 from .write import NodeView, WriteTask
 
@@ -62,22 +63,24 @@ def _open_inputs(boundaries_path, mask_path, channel):
     return image, view
 
 
-def _settings(params: SegmentParams, image: ome.Image, ndim: int) -> WatershedSettings:
-    pitch = params.pixel_pitch
-    if pitch == "auto":
-        pitch = list(image.spatial_scale)
-    if pitch is not None:
-        pitch = list(pitch)[-ndim:]
-        if len(pitch) != ndim:
-            raise ConfigError(f"segment.pixel_pitch {params.pixel_pitch} does not match the {ndim}-d input")
+def settings_for(params: SegmentParams, scale: tuple[float, ...], ndim: int) -> WatershedSettings:
+    """The watershed settings of an image with voxel size ``scale`` (see ``params.geometry``).
+
+    A foreground map is read inverted (background = "boundary"), so foreground is where the
+    value is >= ``threshold``; its pieces are split on the distance transform alone (alpha 0).
+    """
+    pitch, stacked = geometry(params, scale, ndim)
+    foreground = params.partitioner == "connected_components"
     return WatershedSettings(
-        params.threshold,
+        1.0 - params.threshold if foreground else params.threshold,
         params.sigma_seeds,
         params.sigma_weights,
         params.min_size,
-        params.alpha,
-        None if pitch is None else tuple(float(p) for p in pitch),
-        params.stacked_2d,
+        0.0 if foreground else params.alpha,
+        pitch,
+        stacked,
+        foreground=foreground,
+        split=params.split,
     )
 
 
@@ -85,7 +88,7 @@ def _fingerprint(params: SegmentParams, boundaries_path, mask_path, channel, sha
     p = to_dict(params)
     p.pop("dask", None)  # the number of workers does not change the result
     return {
-        "layout": 3,  # version of the _work layout: a partial output of an older engine starts over
+        "layout": 4,  # version of the _work layout: a partial output of an older engine starts over
         "params": p,
         "boundaries": str(Path(boundaries_path).resolve()),
         "channel": channel,
@@ -152,35 +155,18 @@ def _set_output_dtype(tmp: Path, dtype: np.dtype, params: SegmentParams) -> None
         ome.create_array(group, p, arr.shape, dtype, arr.chunks, params.compression)
 
 
-HALO_REACH = 1.5  # halo / largest distance-transform value below which blocks may disagree
-
-
-def check_halo_reach(grid: BlockGrid, settings: WatershedSettings, dt_range) -> bool:
-    """Warn when the halo is short of the data's largest distance to a boundary.
-
-    The DT-watershed floods from distance-transform maxima; a block whose halo does not
-    reach about 1.5x the largest distance value can miss a seed behind its face and give
-    a supervoxel there to a neighbour. Measured (ARand of blockwise vs whole-volume raw
-    supervoxels): FlyEM mirrored 256^3, max distance 19.6: halo 16 -> 0.04, 24 -> 0.03,
-    32 -> 0.002; gala, max 13: z-halo 16 (mutex watershed VOI to GT +0.03), 20 -> +0.0002.
-    Blocks of the multicut / GASP partitioners are far less sensitive. Returns True if short.
-    """
-    biggest = float(np.max(dt_range.hi)) if np.size(dt_range.hi) else 0.0
-    pitch = settings.pitch(len(grid.shape)) or [1.0] * len(grid.shape)
-    axes = range(1, len(grid.shape)) if settings.per_slice(len(grid.shape)) else range(len(grid.shape))
-    reach = [grid.halo[a] * pitch[a] for a in axes if grid.grid_shape[a] > 1]
-    if not reach or min(reach) >= HALO_REACH * biggest:
-        return False
-    want = [int(np.ceil(HALO_REACH * biggest / pitch[a])) for a in range(len(grid.shape))]
-    log.warning(
-        "segment: halo %s is short of %.1fx the largest distance to a boundary (%.1f): supervoxels "
-        "near block faces may differ from a whole-volume run; a halo of about %s avoids that",
-        list(grid.halo),
-        HALO_REACH,
-        biggest,
-        want,
-    )
-    return True
+def _node_tables(work: Path, summaries: list[dict]) -> NodeTables:
+    """``relabel`` of the blocks' summaries, saved in ``work`` (``node_of.npy`` last: marks it done)."""
+    files = {"sparse_ids": "sparse_ids", "sizes": "node_sizes", "z": "node_z", "peak": "node_peak", "node_of": "node_of"}
+    names = tuple(files)
+    paths = {n: work / f"{f}.npy" for n, f in files.items()}
+    if not paths["node_of"].exists():
+        nodes = relabel(summaries)
+        for n in names:
+            if getattr(nodes, n) is not None:
+                np.save(paths[n], getattr(nodes, n))
+    loaded = {n: np.load(paths[n]) if paths[n].exists() else None for n in names}
+    return NodeTables(**loaded)
 
 
 @contextlib.contextmanager
@@ -199,7 +185,8 @@ def segment(
     mask_path: str | Path | None = None,
     channel: int = 0,
 ) -> dict:
-    """Segment a boundary map into a label OME-Zarr at ``output_path``; return a summary dict."""
+    """Segment a boundary map (or, partitioner ``connected_components``, a foreground map) into a
+    label OME-Zarr at ``output_path``; return a summary dict."""
     params = params or SegmentParams()
     params.validate()
     limit_malloc_arenas(params.dask.workers)
@@ -207,17 +194,18 @@ def segment(
     ndim = view.ndim
     block_shape, halo = params.spatial("block_shape", ndim), params.spatial("halo", ndim)
     check_halo(block_shape, halo)
-    settings = _settings(params, image, ndim)
+    settings = settings_for(params, image.spatial_scale, ndim)
+    if settings.foreground and not settings.split:
+        halo = (0,) * ndim  # components meeting across a face are joined by the graph's face edges
     grid = BlockGrid(view.shape, block_shape, halo)
     chunks = params.spatial("chunks", ndim)
     write_grid = BlockGrid(view.shape, [-(-b // c) * c for b, c in zip(block_shape, chunks, strict=True)])
     fingerprint = _fingerprint(params, boundaries_path, mask_path, channel, view.shape)
-    boundaries = ImageReader(str(boundaries_path), channel)
     mask = None if mask_path is None else ImageReader(str(mask_path), 0)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     log.info(
-        "segment: %s %s -> %s, %d blocks of %s (halo %s), partitioner %s",
+        "segment: %s %s -> %s, %d blocks of %s (halo %s), partitioner %s, %s supervoxels, distance pitch %s",
         boundaries_path,
         view.shape,
         output_path,
@@ -225,6 +213,8 @@ def segment(
         grid.block_shape,
         grid.halo,
         params.partitioner,
+        "stacked-2D" if settings.per_slice(ndim) else f"{ndim}D",
+        settings.pixel_pitch,
     )
 
     with ome.atomic_output(output_path, resume=True) as tmp:
@@ -236,21 +226,35 @@ def segment(
         done = work / "done"
         with dask_client(params.dask) as client:
             kw = {"dask_params": params.dask, "client": client}
-            summaries: dict[int, dict] = {}
             with _stage("stage input", timings):
                 # every later pass reads blocks with their halo: from a copy in small, fast chunks
                 # instead of decoding the input's (possibly large, strongly compressed) chunks again
                 staged = ArrayRef(str(work / "boundaries"))
-                map_blocks(
-                    CopyTask(boundaries, staged), grid, name="stage input", done_dir=done / "copy", **kw
+                out = map_blocks(
+                    CopyTask(ImageReader(str(boundaries_path), channel), staged),
+                    grid,
+                    name="stage input",
+                    done_dir=done / "copy",
+                    **kw,
                 )
-                boundaries = staged
-            distance = ArrayRef(str(work / "distance"))
-            with _stage("distance", timings):
-                task = DistanceTask(boundaries, mask, distance, settings)
-                out = map_blocks(task, grid, name="distance transform", done_dir=done / "dt", **kw)
-                dt_range = distance_range(list(grid), out, settings.per_slice(ndim), view.shape[0])
-            short = check_halo_reach(grid, settings, dt_range)
+            try:
+                largest = check_values(out, boundaries_path)
+            except InputError:
+                shutil.rmtree(tmp)  # nothing of a rejected input is kept for a resume
+                raise
+            boundaries = ArrayRef(staged.path, value_scale(view.dtype, largest), params.invert != settings.foreground)
+            inverted = None if settings.foreground else looks_inverted(boundaries, grid, settings.threshold)
+            if inverted:
+                warn_inverted(boundaries_path, settings.threshold, inverted)
+            distance, dt_range, advice = None, None, None
+            if settings.needs_distance:
+                distance = ArrayRef(str(work / "distance"))
+                with _stage("distance", timings):
+                    task = DistanceTask(boundaries, mask, distance, settings)
+                    out = map_blocks(task, grid, name="distance transform", done_dir=done / "dt", **kw)
+                    dt_range = distance_range(list(grid), out, settings.per_slice(ndim), view.shape[0])
+                advice = check_halo_reach(grid, settings, dt_range)
+            summaries: dict[int, dict] = {}
             with _stage("supervoxels", timings):
                 for colour in (0, 1):
                     blocks = [b for b in grid if b.colour == colour]
@@ -259,21 +263,10 @@ def segment(
                         task, blocks, name=f"supervoxels {colour + 1}/2", done_dir=done / f"sv{colour}", **kw
                     )
                     summaries.update({b.id: s for b, s in zip(blocks, out, strict=True)})
-            ids_path, node_of_path = work / "sparse_ids.npy", work / "node_of.npy"
-            sizes_path, z_path = work / "node_sizes.npy", work / "node_z.npy"
-            if not node_of_path.exists():
-                sparse_ids, node_of, node_sizes, node_z = relabel([summaries[i] for i in sorted(summaries)])
-                if node_z is not None:
-                    np.save(z_path, node_z)
-                np.save(sizes_path, node_sizes)
-                np.save(ids_path, sparse_ids)
-                np.save(node_of_path, node_of)  # written last: marks the relabel as done
+            nodes = _node_tables(work, [summaries[i] for i in sorted(summaries)])
             skipped = int(sum(int(s.get("skipped", 0)) for s in summaries.values()))
-            node_sizes = np.load(sizes_path)
-            node_z = None
-            if z_path.exists():
-                node_z = np.concatenate([[-1], np.load(z_path)])
-            n_nodes = len(node_sizes) + 1
+            node_z = None if nodes.z is None else np.concatenate([[-1], nodes.z])
+            n_nodes = len(nodes.sizes) + 1
             log.info("segment: %d supervoxels (%d fully masked blocks skipped)", n_nodes - 1, skipped)
 
             graph_path = work / "graph.npz"
@@ -282,7 +275,7 @@ def segment(
                     g = graph_mod.Graph.load(graph_path)
                 else:
                     blocks = [summaries[i] for i in sorted(summaries)]
-                    g = graph_mod.merge(blocks, np.load(ids_path), np.load(node_of_path), n_nodes)
+                    g = graph_mod.merge(blocks, nodes.sparse_ids, nodes.node_of, n_nodes)
                     del blocks
                     g.save(graph_path)
             del summaries
@@ -291,12 +284,10 @@ def segment(
             labels_path = work / "node_labels.npy"
             with _stage("partition", timings):
                 if not labels_path.exists():
-                    seg_view = (
-                        NodeView(sv, np.load(ids_path), np.load(node_of_path))
-                        if params.blockwise_solver
-                        else None
+                    seg_view = NodeView(sv, nodes.sparse_ids, nodes.node_of) if params.blockwise_solver else None
+                    labels = partition(
+                        g, params, nodes.sizes, node_z, seg_view, n_threads=params.dask.workers, node_peak=nodes.peak
                     )
-                    labels = partition(g, params, node_sizes, node_z, seg_view, n_threads=params.dask.workers)
                     np.save(labels_path, labels)
             labels = np.load(labels_path)
             n_segments = int(labels.max()) if len(labels) else 0
@@ -320,7 +311,11 @@ def segment(
             "timings_s": timings,
             "total_s": round(time.perf_counter() - t_start, 3),
             "resumed": resumed,
-            "halo_short": short,
+            "halo_short": advice is not None,
+            "halo_advice": advice,
+            "stacked_2d": settings.per_slice(ndim),
+            "pixel_pitch": None if settings.pixel_pitch is None else list(settings.pixel_pitch),
+            "looks_inverted": inverted is not None,
         }
         group = zarr.open_group(str(tmp), mode="r+", zarr_format=2)
         attrs = dict(group.attrs["zarrseg"])

@@ -89,25 +89,30 @@ class Graph:
     uv: np.ndarray  # (E, 2) uint64
     mean: np.ndarray  # (E,) mean boundary value on the face between two supervoxels
     size: np.ndarray  # (E,) number of voxel pairs on that face
+    max: np.ndarray | None = None  # (E,) largest value on that face (split foreground: the contact's thickness)
 
     @property
     def n_nodes(self) -> int:
         return int(self.graph.number_of_nodes)
 
     def save(self, path: str | Path) -> None:
-        np.savez(path, uv=self.uv, mean=self.mean, size=self.size, n_nodes=self.n_nodes)
+        extra = {} if self.max is None else {"max": self.max}
+        np.savez(path, uv=self.uv, mean=self.mean, size=self.size, n_nodes=self.n_nodes, **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> Graph:
         with np.load(path) as data:
-            return cls.build(int(data["n_nodes"]), data["uv"], data["mean"], data["size"])
+            top = data["max"] if "max" in data.files else None
+            return cls.build(int(data["n_nodes"]), data["uv"], data["mean"], data["size"], top)
 
     @classmethod
-    def build(cls, n_nodes: int, uv: np.ndarray, mean: np.ndarray, size: np.ndarray) -> Graph:
+    def build(
+        cls, n_nodes: int, uv: np.ndarray, mean: np.ndarray, size: np.ndarray, top: np.ndarray | None = None
+    ) -> Graph:
         graph = bic.graph.UndirectedGraph.from_unique_edges(
             n_nodes, np.ascontiguousarray(uv, dtype=np.uint64)
         )
-        return cls(graph, uv, mean, size)
+        return cls(graph, uv, mean, size, top)
 
 
 def merge(summaries: list[dict], sparse_ids: np.ndarray, node_of: np.ndarray, n_nodes: int) -> Graph:
@@ -126,5 +131,5 @@ def merge(summaries: list[dict], sparse_ids: np.ndarray, node_of: np.ndarray, n_
     for edges, block_stats in parts:
         if len(edges):
             dist.merge_block_edge_stats(graph, stats, edges, block_stats)
-    features = dist.finalize_edge_features(stats)
-    return Graph(graph, uv, features[:, 0].copy(), features[:, 1].copy())
+    features = dist.finalize_edge_features(stats, compute_complex_features=True)  # mean, std, min, max, size
+    return Graph(graph, uv, features[:, 0].copy(), features[:, 4].copy(), features[:, 3].copy())

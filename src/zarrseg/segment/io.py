@@ -1,8 +1,10 @@
 """Reading the boundary map, mask and intermediate arrays of the segmentation stage.
 
-Boundary maps are read as float32 in [0, 1]: float inputs are used as they are, uint8 and
-uint16 intensity images are divided by their dtype maximum (255 / 65535), so an ingested
-membrane-stain image can be segmented directly; any other dtype is an input error.
+Boundary (or foreground) maps are read as float32 in [0, 1]: float inputs are used as they
+are, uint8 and uint16 intensity images are divided by their dtype maximum (255 / 65535), so an
+ingested membrane-stain image can be segmented directly; boolean maps and integer maps whose
+largest value is 1 (binary masks) as 0 / 1 (``value_scale``); ``invert`` reads 1 - value.
+Any other dtype is an input error.
 Readers are small picklable objects that (re)open their Zarr array lazily, so blocks can
 run in threads, local processes or on distributed workers.
 """
@@ -24,18 +26,28 @@ SCALED_DTYPES = {np.dtype("uint8"): 255.0, np.dtype("uint16"): 65535.0}
 
 def check_boundary_dtype(dtype: np.dtype, path: str | Path) -> None:
     dtype = np.dtype(dtype)
-    if dtype.kind != "f" and dtype not in SCALED_DTYPES:
+    if dtype.kind not in "fb" and dtype not in SCALED_DTYPES:
         raise InputError(
-            f"boundary map has dtype {dtype}; expected float (probabilities) or uint8/uint16", path
+            f"boundary map has dtype {dtype}; expected float (probabilities), bool or uint8/uint16", path
         )
 
 
-def to_float(data: np.ndarray) -> np.ndarray:
-    """Boundary values as float32 in [0, 1] (integer intensities scaled by their dtype maximum)."""
-    scale = SCALED_DTYPES.get(data.dtype)
+def value_scale(dtype: np.dtype, largest: float) -> float | None:
+    """Divisor of an integer map: 1 for a binary mask (largest value 1), else the dtype maximum."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui" and largest <= 1:
+        return 1.0
+    return SCALED_DTYPES.get(dtype)
+
+
+def to_float(data: np.ndarray, scale: float | None = None, invert: bool = False) -> np.ndarray:
+    """Map values as float32 in [0, 1] (integers divided by ``scale``, default their dtype maximum)."""
+    scale = SCALED_DTYPES.get(data.dtype) if scale is None else scale
     if scale is not None:
-        return (data.astype(np.float32) / np.float32(scale)).astype(np.float32)
-    return data.astype(np.float32, copy=False)
+        out = (data.astype(np.float32) / np.float32(scale)).astype(np.float32)
+    else:
+        out = data.astype(np.float32, copy=False)
+    return np.subtract(np.float32(1.0), out, dtype=np.float32) if invert else out
 
 
 @dataclass
@@ -67,13 +79,18 @@ class ImageReader:
 
 @dataclass
 class ArrayRef:
-    """A plain Zarr array by path (the intermediate supervoxel array), reopened lazily."""
+    """A plain Zarr array by path (the intermediate supervoxel array), reopened lazily.
+
+    ``scale`` / ``invert`` say how ``read_float`` reads a staged input map (see ``to_float``).
+    """
 
     path: str
+    scale: float | None = None
+    invert: bool = False
     _array: zarr.Array | None = field(default=None, init=False, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
-        return {"path": self.path, "_array": None}
+        return {"path": self.path, "scale": self.scale, "invert": self.invert, "_array": None}
 
     @property
     def array(self) -> zarr.Array:
@@ -88,13 +105,17 @@ class ArrayRef:
         self.array[tuple(box)] = value
 
     def read_float(self, box: tuple[slice, ...]) -> np.ndarray:
-        """A staged copy of the boundary map (input dtype), read as float32 like ``ImageReader``."""
-        return to_float(self[box])
+        """A staged copy of the input map (input dtype), read as float32 in [0, 1]."""
+        return to_float(self[box], self.scale, self.invert)
 
 
 @dataclass
 class CopyTask:
-    """Copy one block's inner box of the input into the work array (``engine``'s staging pass)."""
+    """Copy one block's inner box of the input into the work array (``engine``'s staging pass).
+
+    Reports what the engine checks before any work on the values: NaN / Inf voxels, and the
+    largest finite value (a 0/1 integer mask is read as binary, see ``value_scale``).
+    """
 
     source: ImageReader
     target: ArrayRef
@@ -102,8 +123,12 @@ class CopyTask:
     def __call__(self, block) -> dict:
         bounded_malloc()
         release_memory()
-        self.target[block.inner] = self.source[block.inner]
-        return {}
+        data = self.source[block.inner]
+        self.target[block.inner] = data
+        finite = np.isfinite(data) if data.dtype.kind == "f" else None
+        bad = 0 if finite is None else int(data.size - np.count_nonzero(finite))
+        values = data if finite is None or not bad else data[finite]
+        return {"nonfinite": bad, "max": float(values.max()) if values.size else 0.0}
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,7 @@
 
 Defaults follow PlantSeg where it has them (DT-watershed threshold 0.5, sigma_seeds 1,
 sigma_weights 2, min_size 100, alpha 1, GASP average linkage, beta 0.5, post_minsize 100).
+``geometry`` turns the voxel size into the distance-transform weights and the 2D/3D choice.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from ..errors import ConfigError
 from ..ome import Compression
 from ..parallel import DaskParams
 
-PARTITIONERS = ("multicut", "gasp", "mutex_watershed", "dtws")
+PARTITIONERS = ("multicut", "gasp", "mutex_watershed", "dtws", "connected_components")
 SOLVERS = ("gaec", "kl", "fusion", "decomposition")
 LINKAGES = ("average", "mean", "max", "min", "sum")
 
@@ -30,20 +31,34 @@ class SegmentParams:
     block_shape: list[int] = field(default_factory=lambda: [128, 256, 256])
     halo: list[int] = field(default_factory=lambda: [16, 32, 32])  # voxels read around each block per axis
     # supervoxels: distance-transform watershed (elf.segmentation.watershed)
-    threshold: float = 0.5  # boundary threshold before the distance transform
+    threshold: float = 0.5  # boundary threshold before the distance transform (foreground maps: object where >=)
     sigma_seeds: float = 1.0  # smoothing of the distance transform before seed (maxima) detection
     sigma_weights: float = 2.0  # smoothing of the boundaries for the watershed heightmap
     min_size: int = 100  # supervoxels smaller than this are absorbed by neighbours
     alpha: float = 1.0  # heightmap = alpha * boundaries + (1 - alpha) * inverted distance transform
-    pixel_pitch: list[float] | Literal["auto"] | None = None  # DT anisotropy; "auto": the image's scale
-    stacked_2d: bool = False  # PlantSeg's 2D mode: supervoxels per z-slice
-    # partitioning
-    partitioner: Literal["multicut", "gasp", "mutex_watershed", "dtws"] = "gasp"
+    # distance-transform weights per axis; "auto": the image's voxel size (relative to its finest
+    # axis); null: every axis 1
+    pixel_pitch: list[float] | Literal["auto"] | None = "auto"
+    # PlantSeg's 2D mode (supervoxels per z-slice, linked through z by the partitioner);
+    # null: automatic, on when the z voxel is >= stacked_2d_anisotropy x the y/x voxel
+    stacked_2d: bool | None = None
+    stacked_2d_anisotropy: float = 3.0  # z voxel / y,x voxel from which stacked_2d null means 2D
+    invert: bool = False  # the map's high values mean cell interior (boundaries) / background (foreground)
+    # partitioning; connected_components: the input is a foreground map (high = object), and
+    # its connected components (face connectivity) are the segments
+    partitioner: Literal["multicut", "gasp", "mutex_watershed", "dtws", "connected_components"] = "gasp"
+    # connected_components: split touching objects by a distance-transform watershed of the foreground
+    split: bool = False
+    # split pieces whose contact is at least this fraction of the thinner piece's largest distance to
+    # the background are joined again (0: keep every split; 1: keep only splits at real necks)
+    split_neck: float = 0.0
     solver: Literal["gaec", "kl", "fusion", "decomposition"] = "gaec"  # multicut solver
     gasp_linkage: Literal["average", "mean", "max", "min", "sum"] = "average"
     beta: float = 0.5  # boundary bias: > 0.5 over-segments, < 0.5 under-segments
     edge_weighting: Literal["size", "none"] = "size"  # multicut costs weighted by boundary size
-    post_min_size: int = 100  # segments smaller than this merge into their weakest-boundary neighbour
+    # segments smaller than this merge into their weakest-boundary neighbour (foreground: the piece
+    # they touch most; objects without one are removed)
+    post_min_size: int = 100
     # huge graphs: elf's blockwise (domain-decomposition) multicut
     blockwise_solver: bool = False
     solver_block_shape: list[int] | None = None  # None: 2 x block_shape
@@ -97,6 +112,12 @@ class SegmentParams:
             raise ConfigError(
                 "segment.blockwise_solver supports solver 'gaec' or 'kl' as the internal solver"
             )
+        if self.stacked_2d_anisotropy < 1.0:
+            raise ConfigError(f"segment.stacked_2d_anisotropy must be >= 1, got {self.stacked_2d_anisotropy}")
+        if not 0.0 <= self.split_neck <= 1.0:
+            raise ConfigError(f"segment.split_neck must be in [0, 1], got {self.split_neck}")
+        if self.split and self.partitioner != "connected_components":
+            raise ConfigError("segment.split needs partitioner 'connected_components'")
         if self.n_levels is not None and self.n_levels < 1:
             raise ConfigError(f"segment.n_levels must be >= 1 or null, got {self.n_levels}")
         self.dask.validate()
@@ -107,3 +128,24 @@ class SegmentParams:
         if len(value) < ndim:
             raise ConfigError(f"segment.{name} {value} has fewer values than the {ndim}-d input")
         return tuple(value[-ndim:])
+
+
+def geometry(params: SegmentParams, scale: tuple[float, ...], ndim: int) -> tuple[tuple[float, ...] | None, bool]:
+    """(distance-transform pitch, stacked 2D?) of a ``ndim``-d image with voxel size ``scale``.
+
+    The distance transform measures in units of the finest axis, so "auto" on an isotropic
+    image is the unweighted transform and the voxel-based halo advice keeps its meaning.
+    """
+    pitch = params.pixel_pitch
+    if pitch == "auto":
+        spatial = [float(s) for s in list(scale)[-ndim:]]
+        pitch = [s / min(spatial) for s in spatial] if spatial and min(spatial) > 0 else None
+    if pitch is not None:
+        pitch = list(pitch)[-ndim:]
+        if len(pitch) != ndim:
+            raise ConfigError(f"segment.pixel_pitch {params.pixel_pitch} does not match the {ndim}-d input")
+    stacked = params.stacked_2d
+    if stacked is None:
+        spatial = [float(s) for s in list(scale)[-ndim:]]
+        stacked = ndim == 3 and min(spatial[1:]) > 0 and spatial[0] / max(spatial[1:]) >= params.stacked_2d_anisotropy
+    return (None if pitch is None else tuple(float(p) for p in pitch)), bool(stacked)

@@ -7,10 +7,14 @@
 - ``gasp``: GASP on signed weights ``(1 - p) - beta`` (PlantSeg's GASP from superpixels).
 - ``mutex_watershed``: GASP with the mutex-watershed linkage (PlantSeg's mutex_ws).
 - ``dtws``: every supervoxel is a segment (baseline).
+- ``connected_components`` (foreground maps): the connected components of the graph, i.e. of
+  the foreground; with ``split`` the DT-watershed pieces, joined again where their contact is
+  not a neck (``join_necks``).
 
 ``post_min_size`` then merges segments smaller than it into the neighbouring segment with
-the weakest boundary, on the graph (supervoxel sizes are known), so no extra pass over the
-voxels is needed.
+the weakest boundary (foreground: the thickest contact), on the graph (supervoxel sizes are
+known), so no extra pass over the voxels is needed; a foreground object still below it with
+no neighbour to join is removed (background).
 """
 
 from __future__ import annotations
@@ -105,15 +109,73 @@ def consecutive(node_labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def join_necks(g: Graph, params: SegmentParams, node_peak: np.ndarray | None) -> np.ndarray:
+    """Segment per node of a foreground map's graph: connected components, or split pieces joined again.
+
+    Without ``split`` every edge joins (the graph's nodes are pieces of connected components
+    cut by block faces). With ``split``, DT-watershed pieces are joined where the watershed
+    line runs across a thick part of one object (elongated or rough masks give several
+    distance maxima) rather than across the narrow neck between two touching objects: contacts
+    are visited from the thickest (largest distance to the background on the contact) down,
+    and two regions join when the contact reaches ``split_neck`` x the smaller of their
+    largest distances, the joined region keeping the larger one. Visiting in this order makes
+    a thin bridge join one of the objects it links, never both into one. Measured
+    (``benchmarks/instances.py``, F1@0.5 on ground-truth foregrounds, split / neck 0.5 / 0.85):
+    GOWT1 0.941 / 0.993 / 0.980, DSB2018 0.919 / 0.893 / 0.918: large nuclei gain, densely
+    touching small ones lose at low values; hence off (0) by default.
+    """
+    n = g.n_nodes
+    if not params.split:
+        return bic.graph.connected_components(g.graph).astype(np.uint64)
+    labels = np.arange(n, dtype=np.uint64)
+    if params.split_neck <= 0 or node_peak is None or g.max is None or not len(g.uv):
+        return labels
+    parent = list(range(n))
+    peak = [0.0, *np.asarray(node_peak, np.float64).tolist()]
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    uv = g.uv.astype(np.int64)
+    for e in np.lexsort((uv[:, 1], uv[:, 0], -g.max)).tolist():
+        ru, rv = find(int(uv[e, 0])), find(int(uv[e, 1]))
+        if ru != rv and g.max[e] >= params.split_neck * min(peak[ru], peak[rv]):
+            parent[rv] = ru
+            peak[ru] = max(peak[ru], peak[rv])
+    return np.array([find(x) for x in range(n)], dtype=np.uint64)
+
+
+def drop_small(labels: np.ndarray, node_sizes: np.ndarray, min_size: int) -> np.ndarray:
+    """Segments below ``min_size`` voxels (after merging, those without neighbours) become background."""
+    seg_size = np.bincount(labels.astype(np.int64), weights=node_sizes, minlength=int(labels.max()) + 1)
+    small = seg_size < min_size
+    small[0] = False
+    if not small.any():
+        return labels
+    new_id = np.cumsum(~small) - 1  # kept segments stay consecutive 1..K, the small ones -> 0
+    new_id[small] = 0
+    return new_id[labels.astype(np.int64)].astype(np.uint64)
+
+
 def size_filter(
-    g: Graph, labels: np.ndarray, node_sizes: np.ndarray, min_size: int, max_rounds: int = 20
+    g: Graph,
+    labels: np.ndarray,
+    node_sizes: np.ndarray,
+    min_size: int,
+    max_rounds: int = 20,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Merge segments below ``min_size`` voxels into the adjacent segment with the lowest mean boundary.
+    """Merge segments below ``min_size`` voxels into the adjacent segment with the lowest edge weight.
 
     Graph-level counterpart of elf's ``apply_size_filter`` (which refills removed segments by
-    a seeded watershed over the voxels): exact sizes come from the supervoxel stage.
+    a seeded watershed over the voxels): exact sizes come from the supervoxel stage. Weights
+    default to the mean boundary value of the edges.
     """
     labels = labels.copy()
+    weights = g.mean if weights is None else weights
     uv = g.uv.astype(np.int64)
     for _ in range(max_rounds):
         seg_size = np.bincount(labels.astype(np.int64), weights=node_sizes, minlength=int(labels.max()) + 1)
@@ -123,7 +185,7 @@ def size_filter(
             break
         su, sv = labels[uv[:, 0]].astype(np.int64), labels[uv[:, 1]].astype(np.int64)
         cross = su != sv
-        a, b, w = su[cross], sv[cross], g.mean[cross]
+        a, b, w = su[cross], sv[cross], weights[cross]
         # candidate merges in both directions: small segment -> neighbour, weakest boundary first
         src, dst, ww = np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([w, w])
         keep = small[src]
@@ -147,13 +209,22 @@ def partition(
     node_z: np.ndarray | None = None,
     segmentation: Any = None,
     n_threads: int = 1,
+    node_peak: np.ndarray | None = None,
 ) -> np.ndarray:
     """Final segment id per node: solve, make consecutive (background 0), size-filter."""
-    labels = consecutive(solve(g, params, node_z, segmentation, n_threads))
+    foreground = params.partitioner == "connected_components"
+    if foreground:
+        labels = consecutive(join_necks(g, params, node_peak))
+    else:
+        labels = consecutive(solve(g, params, node_z, segmentation, n_threads))
     if params.post_min_size > 0:
         sizes = np.zeros(g.n_nodes, np.float64)
         sizes[1:] = node_sizes
-        labels = size_filter(g, labels, sizes, params.post_min_size)
+        # foreground pieces: join the one they touch most (largest distance on the contact)
+        weights = -g.max if foreground and g.max is not None else None
+        labels = size_filter(g, labels, sizes, params.post_min_size, weights=weights)
+        if foreground:
+            labels = drop_small(labels, sizes, params.post_min_size)
     log.info(
         "partition (%s): %d supervoxels -> %d segments",
         params.partitioner,

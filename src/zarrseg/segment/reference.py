@@ -17,23 +17,31 @@ from elf.segmentation.features import (
 from elf.segmentation.watershed import apply_size_filter, distance_transform_watershed, stacked_watershed
 
 from .graph import Graph
-from .params import SegmentParams
+from .params import SegmentParams, geometry
 from .partition import consecutive, solve
 
 
 def segment_whole(
-    boundaries: np.ndarray, params: SegmentParams, mask: np.ndarray | None = None, n_threads: int = 1
+    boundaries: np.ndarray,
+    params: SegmentParams,
+    mask: np.ndarray | None = None,
+    n_threads: int = 1,
+    scale: tuple[float, ...] | None = None,
 ) -> np.ndarray:
+    """The boundary partitioners on a whole in-memory volume of voxel size ``scale`` (default 1)."""
+    if params.partitioner == "connected_components":
+        raise ValueError("the whole-volume reference covers the boundary partitioners only")
     boundaries = boundaries.astype(np.float32, copy=False)
+    pitch, stacked = geometry(params, scale or (1.0,) * boundaries.ndim, boundaries.ndim)
     kwargs = {
         "threshold": params.threshold,
         "sigma_seeds": params.sigma_seeds,
         "sigma_weights": params.sigma_weights,
         "min_size": params.min_size,
         "alpha": params.alpha,
-        "pixel_pitch": None if params.pixel_pitch in (None, "auto") else list(params.pixel_pitch),
+        "pixel_pitch": None if pitch is None else list(pitch),
     }
-    if params.stacked_2d and boundaries.ndim == 3:
+    if stacked and boundaries.ndim == 3:
         kwargs["pixel_pitch"] = None if kwargs["pixel_pitch"] is None else kwargs["pixel_pitch"][-2:]
         ws, _ = stacked_watershed(boundaries, mask=mask, n_threads=n_threads, **kwargs)
     else:
@@ -45,7 +53,7 @@ def segment_whole(
     keep = uv[:, 0] != 0  # background (masked) is not a node of the partition
     g = Graph.build(int(rag.number_of_nodes), uv[keep], feats[keep, 0], feats[keep, 1])
     node_z = None
-    if params.stacked_2d and boundaries.ndim == 3:
+    if stacked and boundaries.ndim == 3:
         node_z = np.full(g.n_nodes, -1, np.int64)
         for z in range(ws.shape[0]):
             node_z[ws[z]] = z

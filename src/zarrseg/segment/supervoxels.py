@@ -21,11 +21,19 @@ from dataclasses import dataclass
 
 import bioimage_cpp as bic
 import numpy as np
+from scipy import ndimage
 
 from ..blocks import Block, BlockGrid
 from .graph import block_edges, face_edges
 from .io import ArrayRef, ImageReader, bounded_malloc, release_memory
-from .watershed import DistanceRange, WatershedSettings, dt_watershed, smoothed_distance
+from .watershed import (
+    DistanceRange,
+    WatershedSettings,
+    components,
+    dt_watershed,
+    foreground_mask,
+    smoothed_distance,
+)
 
 ID_SHIFT = 40  # up to 2**40 local ids per block, 2**24 blocks
 MATCH_DEPTH = 4  # supervoxels are matched in the quarter of the halo next to the face
@@ -88,10 +96,10 @@ def match_to_neighbours(
             slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, block.outer, strict=True)
         )
         found.append(mutual_best(labels[local], finished[box]))
-    if not found:
+    a = np.concatenate([f[0] for f in found]) if found else np.zeros(0, np.uint64)
+    if not len(a):  # no neighbour, or none shares a segment with this block (e.g. background there)
         empty = np.zeros(0, np.uint64)
         return empty, empty, np.zeros((0, 2), np.uint64)
-    a = np.concatenate([f[0] for f in found])
     f = np.concatenate([f[1] for f in found])
     c = np.concatenate([f[2] for f in found])
     order = np.lexsort((f, -c, a))
@@ -139,41 +147,51 @@ def distance_range(blocks: list[Block], summaries: list[dict], per_slice: bool, 
 
 @dataclass
 class SupervoxelTask:
-    """One block of one checkerboard pass (picklable: paths and settings only)."""
+    """One block of one checkerboard pass (picklable: paths and settings only).
+
+    Foreground maps: supervoxels are the foreground's connected components, or with ``split``
+    its DT-watershed pieces; the graph's edge values are then the distance transform (how
+    thick the contact between two pieces is) and each piece reports its largest distance
+    (``peak``), the two numbers ``partition.join_necks`` compares.
+    """
 
     boundaries: ImageReader | ArrayRef
     mask: ImageReader | None
-    distance: ArrayRef
-    dt_range: DistanceRange
+    distance: ArrayRef | None
+    dt_range: DistanceRange | None
     output: ArrayRef
     grid: BlockGrid
     settings: WatershedSettings
     colour: int
 
+    def _empty(self) -> dict:
+        return {
+            "ids": np.zeros(0, np.uint64),
+            "counts": np.zeros(0, np.int64),
+            "skipped": 1,
+            "equiv": np.zeros((0, 2), np.uint64),
+            "edges": np.zeros((0, 2), np.uint64),
+            "stats": np.zeros((0, 5)),
+        }
+
     def __call__(self, block: Block) -> dict:
         bounded_malloc()
         release_memory()
+        mask = None
         if self.mask is not None:
             mask = self.mask.read_mask(block.outer)
             if not mask[block.local].any():  # fully masked: nothing to segment, output stays 0
-                return {
-                    "ids": np.zeros(0, np.uint64),
-                    "counts": np.zeros(0, np.int64),
-                    "skipped": 1,
-                    "equiv": np.zeros((0, 2), np.uint64),
-                    "edges": np.zeros((0, 2), np.uint64),
-                    "stats": np.zeros((0, 5)),
-                }
-        else:
-            mask = None
+                return self._empty()
         boundaries = self.boundaries.read_float(block.outer)
-        labels = dt_watershed(
-            boundaries,
-            self.distance[block.outer],
-            self.dt_range.crop_z(block.outer[0]),
-            self.settings,
-            mask=mask,
-        )
+        s = self.settings
+        dt = None
+        if not s.needs_distance:
+            labels = components(boundaries, s, mask)
+        else:
+            dt = self.distance[block.outer]
+            labels = dt_watershed(
+                boundaries, dt, self.dt_range.crop_z(block.outer[0]), s, mask=foreground_mask(boundaries, s, mask)
+            )
         inner = labels[block.local]
         # local id -> global id table (O(voxels) gathers instead of sorting the block)
         lut = np.arange(int(labels.max()) + 1, dtype=np.uint64) + (np.uint64(block.id) << np.uint64(ID_SHIFT))
@@ -188,10 +206,10 @@ class SupervoxelTask:
         counts = np.bincount(inner.ravel(), minlength=len(lut))
         present = np.flatnonzero(counts[1:]) + 1
         ids, first = np.unique(lut[present], return_index=True)
-        id_counts = np.bincount(
-            np.searchsorted(ids, lut[present]), weights=counts[present], minlength=len(ids)
-        )
-        edges, stats = self.graph_parts(block, out, boundaries)
+        where = np.searchsorted(ids, lut[present])
+        id_counts = np.bincount(where, weights=counts[present], minlength=len(ids))
+        values = dt if s.foreground and s.split else boundaries
+        edges, stats = self.graph_parts(block, out, values)
         summary = {
             "ids": ids,
             "counts": id_counts.astype(np.int64),
@@ -200,12 +218,23 @@ class SupervoxelTask:
             "edges": edges,
             "stats": stats,
         }
-        if self.settings.stacked_2d and inner.ndim == 3:  # slice of each supervoxel (z-edges for costs)
+        if s.foreground and s.split:  # largest distance of each piece (inner box)
+            peak = np.zeros(len(ids), np.float64)
+            if len(present):
+                np.maximum.at(peak, where, ndimage.maximum(dt[block.local], inner, present))
+            summary["peak"] = peak
+        if s.stacked_2d and inner.ndim == 3:  # slice of each supervoxel (z-edges for costs)
             z_of_local = np.zeros(len(lut), np.int64)
             for z in range(inner.shape[0]):
                 z_of_local[np.unique(inner[z])] = block.inner[0].start + z
             summary["z"] = z_of_local[present][first]
         return summary
+
+    def _values(self, box: tuple[slice, ...]) -> np.ndarray:
+        """Edge values outside this block's read (no halo along an axis): boundaries or distances."""
+        if self.settings.foreground and self.settings.split:
+            return self.distance[box]
+        return self.boundaries.read_float(box)
 
     def graph_parts(
         self, block: Block, ids: np.ndarray, boundaries: np.ndarray
@@ -231,21 +260,27 @@ class SupervoxelTask:
                     if block.outer[axis].start <= k < block.outer[axis].stop:
                         nb_b = boundaries[tuple(local)]
                     else:  # no halo along this axis
-                        nb_b = self.boundaries.read_float(tuple(plane))
+                        nb_b = self._values(tuple(plane))
                     parts.append(face_edges(ids[tuple(own)], self.output[tuple(plane)], own_b, nb_b))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def relabel(summaries: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Global node tables from the block summaries.
+@dataclass
+class NodeTables:
+    """Global node tables from the block summaries (``relabel``)."""
 
-    Returns ``sparse_ids`` (sorted unique ids found in the volume), ``node_of`` (consecutive
-    node id 1..N of each sparse id; equivalent ids share a node), voxel count per node and,
-    in stacked-2D mode, the slice of each node.
-    """
+    sparse_ids: np.ndarray  # sorted unique (sparse) ids found in the volume
+    node_of: np.ndarray  # consecutive node id 1..N of each sparse id; equivalent ids share a node
+    sizes: np.ndarray  # voxel count per node
+    z: np.ndarray | None = None  # stacked-2D mode: the slice of each node
+    peak: np.ndarray | None = None  # split foreground: largest distance to the background per node
+
+
+def relabel(summaries: list[dict]) -> NodeTables:
+    """Node tables of the volume from its blocks' summaries."""
     found = [s for s in summaries if len(s["ids"])]
     if not found:
-        return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64), None
+        return NodeTables(np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64))
     sparse_ids, inverse = np.unique(np.concatenate([s["ids"] for s in found]), return_inverse=True)
     counts = np.concatenate([s["counts"] for s in found])
     equiv = np.concatenate(
@@ -267,8 +302,12 @@ def relabel(summaries: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     sizes = np.bincount(node_of[inverse].astype(np.int64) - 1, weights=counts, minlength=len(first)).astype(
         np.int64
     )
-    node_z = None
+    node = node_of[inverse].astype(np.int64) - 1
+    node_z = peak = None
     if all("z" in s for s in found):
         node_z = np.zeros(len(first), np.int64)
-        node_z[node_of[inverse].astype(np.int64) - 1] = np.concatenate([s["z"] for s in found])
-    return sparse_ids.astype(np.uint64), node_of, sizes, node_z
+        node_z[node] = np.concatenate([s["z"] for s in found])
+    if all("peak" in s for s in found):
+        peak = np.zeros(len(first), np.float64)
+        np.maximum.at(peak, node, np.concatenate([s["peak"] for s in found]))
+    return NodeTables(sparse_ids.astype(np.uint64), node_of, sizes, node_z, peak)

@@ -19,6 +19,13 @@ block of voxels twice) and refloods only around the removed segments (``_size_fi
 Stacked-2D mode (elf's ``stacked_watershed``) runs the 2D version per z-slice, normalised by
 that slice's volume-wide range, with elf's per-slice id offsets. Runs single-threaded:
 blocks are the unit of parallelism.
+
+Foreground maps (partitioner ``connected_components``) arrive here inverted, as "boundary"
+= background, so the same threshold, distance transform and watershed apply: ``components``
+labels the foreground's connected components (face connectivity, so that components meeting
+across a block face are exactly those the graph's face edges join), and with ``split`` the
+DT-watershed runs inside the foreground only, on the inverted distance transform alone
+(``alpha`` 0: inside a binary mask the map itself is flat).
 """
 
 from __future__ import annotations
@@ -39,6 +46,12 @@ class WatershedSettings:
     alpha: float
     pixel_pitch: tuple[float, ...] | None
     stacked_2d: bool
+    foreground: bool = False  # the map was a foreground map (inverted on reading): segments cover it only
+    split: bool = False  # foreground: DT-watershed pieces instead of connected components
+
+    @property
+    def needs_distance(self) -> bool:
+        return self.split or not self.foreground
 
     def pitch(self, ndim: int) -> list[float] | None:
         return None if self.pixel_pitch is None else list(self.pixel_pitch)[-ndim:]
@@ -181,6 +194,22 @@ def _watershed_nd(
     if mask is not None:
         ws[~mask] = 0
     return ws, max_id
+
+
+def components(boundaries: np.ndarray, s: WatershedSettings, mask: np.ndarray | None = None) -> np.ndarray:
+    """Connected components (face connectivity, uint32 ids local to the block) of ``boundaries <= threshold``."""
+    fg = boundaries <= s.threshold
+    if mask is not None:
+        fg &= mask
+    return bic.segmentation.label(fg, background=0, connectivity=1).astype(np.uint32)
+
+
+def foreground_mask(boundaries: np.ndarray, s: WatershedSettings, mask: np.ndarray | None) -> np.ndarray | None:
+    """The voxels a foreground map's segments may cover (None: all, for boundary maps)."""
+    if not s.foreground:
+        return mask
+    fg = boundaries <= s.threshold
+    return fg if mask is None else fg & mask
 
 
 def dt_watershed(
