@@ -67,20 +67,20 @@ def test_the_grid_file_links_each_unet_row_to_its_supervision_level():
 def test_linked_values_are_validated(tmp_path):
     path = tmp_path / "e.yaml"
     path.write_text(
-        yaml.safe_dump({"grid": {"ssl.row": ["a", "b"]}, "linked": {"ssl.row": {"c": {"train.seed": 1}}}})
+        yaml.safe_dump({"grid": {"grid.row": ["a", "b"]}, "linked": {"grid.row": {"c": {"train.seed": 1}}}})
     )
     with pytest.raises(ConfigError, match="not among the grid values"):
         load_experiment(path)
     path.write_text(
-        yaml.safe_dump({"grid": {"ssl.row": ["a"]}, "linked": {"ssl.rows": {"a": {"train.seed": 1}}}})
+        yaml.safe_dump({"grid": {"grid.row": ["a"]}, "linked": {"grid.rows": {"a": {"train.seed": 1}}}})
     )
     with pytest.raises(ConfigError, match="must be a grid key"):
         load_experiment(path)
-    path.write_text(yaml.safe_dump({"grid": {"ssl.row": ["a"]}, "linked": {"ssl.row": {"a": {"seed": 1}}}}))
+    path.write_text(yaml.safe_dump({"grid": {"grid.row": ["a"]}, "linked": {"grid.row": {"a": {"seed": 1}}}}))
     with pytest.raises(ConfigError, match="<stage>.<parameter>"):
         load_experiment(path)
-    exp = Experiment(name="e", grid={"ssl.row": ["a", "b"]}, linked={"ssl.row": {"b": {"train.seed": 3}}})
-    assert exp.cells() == {"row-a": {"ssl.row": "a"}, "row-b": {"ssl.row": "b", "train.seed": 3}}
+    exp = Experiment(name="e", grid={"grid.row": ["a", "b"]}, linked={"grid.row": {"b": {"train.seed": 3}}})
+    assert exp.cells() == {"row-a": {"grid.row": "a"}, "row-b": {"grid.row": "b", "train.seed": 3}}
 
 
 # ---- threshold rows -------------------------------------------------------------------------------

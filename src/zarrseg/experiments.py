@@ -8,7 +8,7 @@ swept key share outputs: ``cell_for(cell, stages)`` keeps only the keys of those
 
 Rows that are not a product of values (Table 3.4: colour K-means | DINO | ... | U-Net at 20 %)
 use ``linked``: per value of a grid key, more ``<stage>.<key>`` values that cell also takes
-(``linked: {ssl.row: {unet_20: {train.supervision_fraction: 0.2}}}``). They are part of the
+(``linked: {grid.row: {unet_20: {train.supervision_fraction: 0.2}}}``). They are part of the
 cell's values (so of its sub-cells) but not of its id.
 """
 
