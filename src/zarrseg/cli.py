@@ -18,7 +18,7 @@ from .errors import ZarrsegError
 
 # name -> (module, one-line help). Order is the pipeline order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ingest": ("zarrseg.commands.ingest", "stage CZI / TIFF / OME-TIFF into chunked, compressed OME-Zarr"),
+    "ingest": ("zarrseg.commands.ingest", "stage CZI / TIFF / OME-TIFF / PNG / JPEG into chunked, compressed OME-Zarr"),
     "train": ("zarrseg.commands.train", "train a 2D/3D U-Net boundary (or foreground) predictor"),
     "predict": ("zarrseg.commands.predict", "tiled, blended U-Net inference over an OME-Zarr image"),
     "export": ("zarrseg.commands.export", "export a U-Net checkpoint as TorchScript + BioImage.IO rdf.yaml"),

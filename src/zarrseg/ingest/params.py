@@ -8,7 +8,7 @@ from typing import Literal
 from ..errors import ConfigError
 from ..ome import Compression
 
-READERS = ("auto", "pylibczirw", "tifffile", "h5py")
+READERS = ("auto", "pylibczirw", "tifffile", "h5py", "pillow")
 
 
 @dataclass
@@ -19,7 +19,7 @@ class IngestParams:
     compression: Compression = field(default_factory=Compression)
     pyramid_levels: int | None = None  # None: halve Y/X until both are < 512 px
     voxel_size: list[float] | None = None  # (z, y, x) or (y, x) in µm; overrides the file's metadata
-    reader: Literal["auto", "pylibczirw", "tifffile", "h5py"] = "auto"
+    reader: Literal["auto", "pylibczirw", "tifffile", "h5py", "pillow"] = "auto"
     axes: str | None = None  # TIFF/HDF5 only: one letter of 'tczyx' per source axis, e.g. "zcyx"
     slab_mb: int = 128  # memory budget (MB) for the slabs in flight (one being read, one being written)
 

@@ -1,4 +1,7 @@
-"""Stream a ``Source`` into a bioformats2raw container of NGFF 0.4 images, atomically.
+"""Stream a ``Source`` into NGFF 0.4 images, atomically.
+
+One scene becomes a plain NGFF image at the output's root (what every OME-Zarr tool opens);
+several scenes keep the bioformats2raw container, one image per scene at ``output/<k>``.
 
 Memory is bounded by the slabs in flight (``slab_mb``): a z-range of one chunk depth, as many
 full chunk rows in y and x as fit, all channels of one timepoint. Slabs are chunk-aligned, so
@@ -56,8 +59,9 @@ def ingest(
 ) -> Path:
     """Convert ``source`` (CZI, TIFF, OME-TIFF or ``file.h5:dataset``) to an OME-Zarr container.
 
-    One NGFF image per selected scene at ``output/<k>`` (k-th selected scene; all scenes by
-    default). Re-running with the same source content and parameters is a no-op.
+    One selected scene: a plain NGFF image at ``output``; several: one NGFF image per selected
+    scene at ``output/<k>`` (k-th selected scene; all scenes by default) in a bioformats2raw
+    container. Re-running with the same source content and parameters is a no-op.
     """
     params = params or IngestParams()
     output = Path(output)
@@ -80,35 +84,32 @@ def ingest(
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sha256") as pool:
             digest = pool.submit(sha256_file, path, stop)  # hashes while we convert
             with _stop_on_error(stop), ome.atomic_output(output) as tmp:
-                root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-                root.attrs[LAYOUT_KEY] = 3
-                root.create_group("OME").attrs["series"] = [str(k) for k in range(len(selected))]
-                for k, index in enumerate(selected):
-                    base = {
-                        "source": str(path.resolve()),
-                        "source_size": stat.st_size,
-                        "source_mtime_ns": stat.st_mtime_ns,
-                        "reader": src.reader,
-                        "reader_version": src.reader_version,
-                        "scene": index,
-                        "scene_name": src.scenes[index].name,
-                        **src.scenes[index].extra,
-                    }
-                    write_scene(src, index, tmp / str(k), params, labels=labels, attrs=base)
-                _write_ome_xml(tmp, len(selected))
+                file_attrs = {
+                    "source": str(path.resolve()),
+                    "source_size": stat.st_size,
+                    "source_mtime_ns": stat.st_mtime_ns,
+                    "reader": src.reader,
+                    "reader_version": src.reader_version,
+                }
+                images = _image_paths(tmp, len(selected))
+                if len(selected) > 1:
+                    root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+                    root.attrs[LAYOUT_KEY] = 3
+                    root.create_group("OME").attrs["series"] = [str(k) for k in range(len(selected))]
+                for image, index in zip(images, selected, strict=True):
+                    attrs = {**file_attrs, "scene": index, "scene_name": src.scenes[index].name,
+                             **src.scenes[index].extra}
+                    write_scene(src, index, image, params, labels=labels, attrs=attrs)
+                if len(selected) > 1:
+                    _write_ome_xml(tmp, len(selected))
                 sha = digest.result()
-                for k in range(len(selected)):
-                    group = zarr.open_group(str(tmp / str(k)), mode="r+", zarr_format=2)
+                for image in images:
+                    group = zarr.open_group(str(image), mode="r+", zarr_format=2)
                     group.attrs["zarrseg"] = {**group.attrs["zarrseg"], "source_sha256": sha}
+                root = zarr.open_group(str(tmp), mode="r+", zarr_format=2)
                 root.attrs["zarrseg"] = {
-                    **ome.provenance(
-                        source=str(path.resolve()),
-                        source_sha256=sha,
-                        source_size=stat.st_size,
-                        source_mtime_ns=stat.st_mtime_ns,
-                        reader=src.reader,
-                        reader_version=src.reader_version,
-                    ),
+                    **dict(root.attrs.get("zarrseg", {})),
+                    **ome.provenance(source_sha256=sha, **file_attrs),
                     "request": request,
                 }
         seconds = time.perf_counter() - started
@@ -186,6 +187,11 @@ def _write_ome_xml(container: Path, n_images: int) -> None:
     ET.ElementTree(root).write(container / "OME" / "METADATA.ome.xml", encoding="utf-8", xml_declaration=True)
 
 
+def _image_paths(root: Path, n_images: int) -> list[Path]:
+    """Where the images go: the root for one scene, ``root/<k>`` in a container for several."""
+    return [root] if n_images == 1 else [root / str(k) for k in range(n_images)]
+
+
 def _select_scenes(src: Source, scenes: Sequence[int] | None) -> list[int]:
     if not scenes:
         return list(range(len(src.scenes)))
@@ -235,12 +241,17 @@ def _refuse_foreign_output(output: Path) -> None:
         attrs = dict(zarr.open_group(str(output), mode="r", zarr_format=2).attrs)
     except Exception:
         attrs = {}
-    if LAYOUT_KEY not in attrs or "zarrseg" not in attrs:
+    if not _is_ingest_output(attrs):
         raise InputError(
             "output exists and is not a zarrseg ingest container; refusing to overwrite it "
             "(remove it or choose another output)",
             output,
         )
+
+
+def _is_ingest_output(attrs: dict) -> bool:
+    """Root attributes of an ingest output: a container (several scenes) or a plain image (one)."""
+    return "zarrseg" in attrs and (LAYOUT_KEY in attrs or "multiscales" in attrs) and "request" in attrs["zarrseg"]
 
 
 def _is_up_to_date(output: Path, path: Path, stat: os.stat_result, request: dict) -> bool:
@@ -252,7 +263,7 @@ def _is_up_to_date(output: Path, path: Path, stat: os.stat_result, request: dict
     except Exception:  # not a Zarr group: will be replaced
         return False
     meta = attrs.get("zarrseg", {})
-    if LAYOUT_KEY not in attrs or meta.get("request") != request or "source_sha256" not in meta:
+    if not _is_ingest_output(attrs) or meta.get("request") != request or "source_sha256" not in meta:
         return False
     same_file = meta.get("source") == str(path.resolve()) and meta.get("source_mtime_ns") == stat.st_mtime_ns
     if same_file and meta.get("source_size") == stat.st_size:
@@ -376,6 +387,9 @@ def write_scene(
     scene = src.scenes[scene_index]
     axes, shape = scene.axes, scene.shape
     voxel = voxel_size(scene, params, src.path)
+    if "t" in axes and "t" not in scene.voxel_size:
+        log.warning("%s: %d timepoints but no time interval in the metadata; the time axis gets a "
+                    "scale of 1 s, which is invented", src.path, scene.sizes["t"])
     scale = [voxel.get(a, scene.voxel_size.get("t", 1.0) if a == "t" else 1.0) for a in axes]
     chunks = ome.chunk_shape(axes, shape, params.chunks)
     ome.create_image(
@@ -387,7 +401,8 @@ def write_scene(
         chunks=chunks,
         compression=params.compression,
         name=scene.name,
-        channel_names=scene.channel_names or [f"C{i}" for i in range(scene.sizes["c"])],
+        channel_names=None if labels and scene.sizes["c"] == 1
+        else scene.channel_names or [f"C{i}" for i in range(scene.sizes["c"])],
         n_levels=params.pyramid_levels,
         is_label=labels,
         attrs={**attrs, "voxel_size_um": voxel, "ingest_params": to_dict(params)},
