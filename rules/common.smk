@@ -8,7 +8,7 @@ from pathlib import Path
 from zarrseg.experiments import cell_for
 from zarrseg.params import load_params
 from zarrseg.segment.params import SegmentParams
-from zarrseg.workflow import discover_samples, experiment_for, params_json, stage_params
+from zarrseg.workflow import discover_samples, experiment_for, params_json, stage_params, staged_scene
 
 R = config["results_dir"]
 

@@ -8,6 +8,7 @@ rule ingest:
         directory(f"{R}/ingest/{{sample}}/image.ome.zarr"),
     params:
         source=lambda w: SAMPLES[w.sample].image,
+        scene=lambda w: SAMPLES[w.sample].scene,  # one scene per sample: a plain image (see staged_scene)
         json=lambda w: stage_json("ingest", pcell=""),
     conda:
         CPU_ENV
@@ -20,7 +21,7 @@ rule ingest:
         runtime=60,
     threads: 1
     shell:
-        "{ZARRSEG} ingest {params.source:q} -o {output:q} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} ingest {params.source:q} --scene {params.scene} -o {output:q} --params {params.json:q} -v 2> {log:q}"
 
 
 rule ingest_ground_truth:

@@ -28,7 +28,7 @@ rule predict:
     output:
         directory(f"{R}/{EXP}/{{sample}}/predict/{{pcell}}/boundaries.ome.zarr"),
     params:
-        image=lambda w, input: f"{input.image}/{SAMPLES[w.sample].scene}",
+        image=lambda w, input: staged_scene(input.image, SAMPLES[w.sample].scene),
         checkpoint=lambda w, input: f"--checkpoint {input.checkpoint}" if input.checkpoint else "",
         json=lambda w, input: stage_json("predict", pcell=w.pcell, channel=SAMPLES[w.sample].channel,
                                          **({"checkpoint": input.checkpoint} if input.checkpoint else {})),

@@ -163,7 +163,7 @@ rule features:
     output:
         directory(f"{R}/{EXP}/{{sample}}/ssl/{{model}}/features.zarr"),
     params:
-        image=lambda w, input: f"{input.image}/{SAMPLES[w.sample].scene}",
+        image=lambda w, input: staged_scene(input.image, SAMPLES[w.sample].scene),
         checkpoint=lambda w, input: f"--checkpoint {input.checkpoint}" if input.checkpoint else "",
         attention=lambda w: f"{R}/{EXP}/{w.sample}/ssl/{w.model}/attention",
         json=lambda w: ssl_json("features", preprocess={
@@ -193,9 +193,9 @@ rule cluster:
     wildcard_constraints:
         cell="|".join(map(re.escape, SSL_CELLS)) if SSL_CELLS else "NOSSLCELL",
     params:
-        source=lambda w, input: (f"{input.source}/{SAMPLES[w.sample].scene}"
+        source=lambda w, input: (staged_scene(input.source, SAMPLES[w.sample].scene)
                                  if input.source == image_path(w.sample) else input.source),
-        image=lambda w, input: f"{input.image}/{SAMPLES[w.sample].scene}",
+        image=lambda w, input: staged_scene(input.image, SAMPLES[w.sample].scene),
         json=lambda w: stage_json("cluster", cell=w.cell),
     conda:
         CPU_ENV
@@ -263,7 +263,7 @@ rule panels:
     output:
         f"{R}/{EXP}/figures/{{sample}}_side_by_side.png",
     params:
-        image=lambda w, input: f"{input.image}/{SAMPLES[w.sample].scene}",
+        image=lambda w, input: staged_scene(input.image, SAMPLES[w.sample].scene),
         labels=panel_labels,
         json=lambda w: params_json({"channel": SAMPLES[w.sample].channel, **(config.get("panels") or {})}),
     conda:

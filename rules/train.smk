@@ -35,7 +35,7 @@ def train_config(pcell):
 
 
 def train_item(sample, roi):
-    item = {"image": f"{image_path(sample)}/{SAMPLES[sample].scene}", "labels": ground_truth_path(sample),
+    item = {"image": staged_scene(image_path(sample), SAMPLES[sample].scene), "labels": ground_truth_path(sample),
             "channel": SAMPLES[sample].channel}
     if roi:
         item["roi"] = roi
