@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("zarrseg.commands.export", "export a U-Net checkpoint as TorchScript + BioImage.IO rdf.yaml"),
     "segment": ("zarrseg.commands.segment", "blockwise DT-watershed -> RAG -> multicut/GASP/MWS segmentation"),
     "evaluate": ("zarrseg.commands.evaluate", "score a segmentation against ground truth (one tidy table)"),
+    "describe": ("zarrseg.commands.describe", "segment counts and sizes without ground truth, thumbnail, summary"),
     "table": ("zarrseg.commands.table", "aggregate metric tables of an experiment grid into summaries and plots"),
     "features": ("zarrseg.commands.features", "DINO ViT patch features of an image into a Zarr feature volume"),
     "pretrain": ("zarrseg.commands.pretrain", "DINO self-distillation pretraining of a ViT on OME-Zarr tiles"),
