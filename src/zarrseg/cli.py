@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("zarrseg.commands.finetune", "fine-tune a DINO ViT with a reconstruction head (L1)"),
     "cluster": ("zarrseg.commands.cluster", "cluster feature volumes (PCA + colour + K-means/HDBSCAN) into labels"),
     "panels": ("zarrseg.commands.panels", "side-by-side figure: original | label images | ground truth"),
+    "nightly": ("zarrseg.commands.nightly", "process the new, complete acquisitions of a folder unattended"),
 }
 
 EPILOG = """\

@@ -15,9 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import ConfigError
+from .errors import ConfigError, ZarrsegError
 from .experiments import Experiment, load_experiment, stage_overrides
-from .params import deep_update
+from .ingest.params import IngestParams
+from .params import deep_update, load_params
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +94,25 @@ def image_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
 
 
-def discover_folder(folder: str | Path, gt_suffix: str = "_labels") -> list[Sample]:
-    """Every image in ``folder`` gives one sample per scene; ``<stem><gt_suffix>.<ext>`` beside it is its ground truth."""
+def folder_acquisitions(folder: str | Path, gt_suffix: str = "_labels") -> list[tuple[Path, Path | None]]:
+    """(image, ground truth or None) for every image in ``folder``; ``<stem><gt_suffix>.<ext>`` beside
+    an image is its ground truth, not an acquisition of its own."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError("input folder does not exist", folder)
     stems = {_stem(p): p for p in image_files(folder)}
-    samples = []
+    pairs = []
     for stem, path in stems.items():
         if gt_suffix and stem.endswith(gt_suffix) and stem[: -len(gt_suffix)] in stems:
             continue  # a ground-truth file, not a sample
-        gt = stems.get(stem + gt_suffix) if gt_suffix else None
-        samples += acquisition_samples(path, str(gt) if gt else None)
-    return samples
+        pairs.append((path, stems.get(stem + gt_suffix) if gt_suffix else None))
+    return pairs
+
+
+def discover_folder(folder: str | Path, gt_suffix: str = "_labels", params: IngestParams | None = None) -> list[Sample]:
+    """Every image in ``folder`` gives one sample per scene; ``<stem><gt_suffix>.<ext>`` beside it is its ground truth."""
+    return [sample for path, gt in folder_acquisitions(folder, gt_suffix)
+            for sample in acquisition_samples(path, str(gt) if gt else None, scene_labels(path, params))]
 
 
 def _stem(path: Path) -> str:
@@ -116,14 +123,19 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def acquisition_samples(path: Path, ground_truth: str | None = None) -> list[Sample]:
-    """One sample per scene (or position) of an acquisition, named ``<file>_<scene name or index>``.
+def sample_name(path: Path) -> str:
+    """The sample name of a file: its name without the image extension, other characters as '_'."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", _stem(path))
 
-    A single-scene file is one sample named after the file. A file that cannot be opened (still
-    being written, corrupt) is one sample too: its ingest job then fails with the reason.
+
+def acquisition_samples(path: Path, ground_truth: str | None, labels: list[str]) -> list[Sample]:
+    """One sample per scene (or position) of an acquisition, named ``<file>_<scene label>``.
+
+    ``labels``: from ``scene_labels``. A single-scene file is one sample named after the file;
+    so is a file that cannot be opened (still being written, corrupt): its ingest job then fails
+    with the reason.
     """
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", _stem(path))
-    labels = scene_labels(path)
+    name = sample_name(path)
     if len(labels) <= 1:
         return [Sample(name=name, image=str(path), ground_truth=ground_truth)]
     if ground_truth:
@@ -132,18 +144,23 @@ def acquisition_samples(path: Path, ground_truth: str | None = None) -> list[Sam
     return [Sample(name=f"{name}_{label}", image=str(path), scene=k) for k, label in enumerate(labels)]
 
 
-def scene_labels(path: Path) -> list[str]:
-    """Sample-name suffix of every scene: its name from the file, else its index (empty: unreadable)."""
+def read_scene_names(path: Path, params: IngestParams | None = None) -> list[str]:
+    """Names of the scenes of an image file; opening it is also its structural check (raises InputError)."""
     if not path.name.lower().endswith(MULTI_SCENE_SUFFIXES):
-        return ["0"]
-    from .errors import ZarrsegError
-    from .ingest import IngestParams, open_source
+        return [path.stem]  # PNG / JPEG: one 2D image, checked when ingested
+    from .ingest import open_source
 
-    try:
-        with open_source(path, None, IngestParams()) as src:
-            names = [s.name for s in src.scenes]
-    except (ZarrsegError, OSError):
-        return []
+    with open_source(path, None, params or IngestParams()) as src:
+        return [s.name for s in src.scenes]
+
+
+def scene_labels(path: Path, params: IngestParams | None = None, names: list[str] | None = None) -> list[str]:
+    """Sample-name suffix of every scene: its name from the file, else its index (empty: unreadable)."""
+    if names is None:
+        try:
+            names = read_scene_names(path, params)
+        except (ZarrsegError, OSError):
+            return []
     labels = [re.sub(r"[^A-Za-z0-9_.-]", "_", n.strip()) for n in names]
     generic = [not label or re.fullmatch(r"(scene|series)_\d+", label) for label in labels]
     if any(generic) or len(set(labels)) < len(labels):  # unnamed or ambiguous: indices for all
@@ -163,7 +180,8 @@ def discover_samples(config: dict, base: str | Path = ".", experiment: Experimen
     if sheet:
         samples += read_sample_sheet(base / sheet, base)
     if _setting(conf.get("input_dir")):
-        samples += discover_folder(base / conf["input_dir"], conf.get("ground_truth_suffix", "_labels"))
+        params = load_params(IngestParams, stage_params(config, "ingest"), where="ingest")
+        samples += discover_folder(base / conf["input_dir"], conf.get("ground_truth_suffix", "_labels"), params)
     out: dict[str, Sample] = {}
     for s in samples:
         if s.name in out:
