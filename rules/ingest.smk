@@ -1,4 +1,6 @@
-# Stage raw CZI / TIFF / OME-TIFF (and HDF5 "file.h5:dataset") inputs into OME-Zarr.
+# Stage raw CZI / TIFF / OME-TIFF / PNG / JPEG (and HDF5 "file.h5:dataset") inputs into OME-Zarr.
+# Ingest encodes chunks on every core it is given (--set threads={threads}; not a parameter, so
+# another --cores does not rerun it).
 
 
 rule ingest:
@@ -19,9 +21,10 @@ rule ingest:
     resources:
         mem_mb=2000,
         runtime=60,
-    threads: 1
+    threads: 4
     shell:
-        "{ZARRSEG} ingest {params.source:q} --scene {params.scene} -o {output:q} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} ingest {params.source:q} --scene {params.scene} -o {output:q} --params {params.json:q}"
+        " --set threads={threads} -v 2> {log:q}"
 
 
 rule ingest_ground_truth:
@@ -41,9 +44,10 @@ rule ingest_ground_truth:
     resources:
         mem_mb=2000,
         runtime=60,
-    threads: 1
+    threads: 4
     shell:
-        "{ZARRSEG} ingest {params.source:q} --labels -o {output:q} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} ingest {params.source:q} --labels -o {output:q} --params {params.json:q} --set threads={threads}"
+        " -v 2> {log:q}"
 
 
 rule ingest_boundaries:
@@ -63,6 +67,6 @@ rule ingest_boundaries:
     resources:
         mem_mb=2000,
         runtime=60,
-    threads: 1
+    threads: 4
     shell:
-        "{ZARRSEG} ingest {params.source:q} -o {output:q} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} ingest {params.source:q} -o {output:q} --params {params.json:q} --set threads={threads} -v 2> {log:q}"

@@ -33,6 +33,7 @@ from ..parallel import progress_bar
 from ..params import to_dict
 from .detect import open_source, resolve_input
 from .params import IngestParams
+from .pipeline import IN_FLIGHT, Pyramid, SlabWriter, fast_writes, level_ratios
 from .source import Scene, Source
 
 log = logging.getLogger(__name__)
@@ -341,7 +342,7 @@ def plan_slabs(
     ]
     if nbytes() > budget_bytes:
         log.warning(
-            "one slab (%s) needs %.0f MB, more than the budget of %.0f MB (slab_mb / 2); "
+            "one slab (%s) needs %.0f MB, more than the budget of %.0f MB (slab_mb / 3); "
             "smaller chunks would reduce it",
             (cb, zb, yb, xb),
             nbytes() / 2**20,
@@ -407,10 +408,11 @@ def write_scene(
         is_label=labels,
         attrs={**attrs, "voxel_size_um": voxel, "ingest_params": to_dict(params)},
     )
-    # two slabs live at once (one being read, one being written): each gets half the budget
-    slabs, slab_shape = plan_slabs(scene, chunks, params.slab_mb * 2**20 // 2)
+    # slabs live at once: one being read, IN_FLIGHT being encoded; each gets its share of the budget
+    slabs, slab_shape = plan_slabs(scene, chunks, params.slab_mb * 2**20 // (IN_FLIGHT + 1))
+    threads = encode_threads(params)
     log.info(
-        "scene %d %r: axes %s shape %s %s, voxel %s µm, %d slab(s) of %s",
+        "scene %d %r: axes %s shape %s %s, voxel %s µm, %d slab(s) of %s, %d encoding thread(s)",
         scene_index,
         scene.name,
         axes,
@@ -419,23 +421,20 @@ def write_scene(
         voxel,
         len(slabs),
         slab_shape,
+        threads,
     )
     started = time.perf_counter()
     image = ome.open_image(out, mode="r+")
-    levels = [image.level(i) for i in range(len(image.level_paths))]
-    ratios = _level_ratios(levels)
+    levels = [fast_writes(image.level(i)) for i in range(len(image.level_paths))]
+    ratios = level_ratios(levels)
     # Lower levels straight from the slab in memory (no second pass over level 0) when every
     # slab starts on a full downsampling window of the coarsest level; else ome.write_pyramid.
     window = int(np.prod([r[axes.index("y")] for r in ratios])) if ratios else 1
     streamed = all(s.y.start % window == 0 and s.x.start % window == 0 for s in slabs)
-    with progress_bar(len(slabs), f"ingest scene {scene_index}") as bar:
+    pyramid = Pyramid(levels, axes, labels) if streamed and len(levels) > 1 else None
+    with progress_bar(len(slabs), f"ingest scene {scene_index}") as bar, SlabWriter(threads, pyramid) as writer:
         for slab, data in _read_ahead(src, scene_index, slabs):
-            box = _target_index(axes, slab)
-            block = _squeeze(data, axes)
-            levels[0][box] = block
-            if streamed:
-                _write_lower_levels(levels, ratios, axes, box, block, labels)
-            bar.update(1)
+            writer.submit(levels[0], _target_index(axes, slab), _squeeze(data, axes), done=lambda: bar.update(1))
     level0_s = time.perf_counter() - started
     if not streamed and len(levels) > 1:
         ome.write_pyramid(out, is_label=labels)
@@ -452,54 +451,8 @@ def write_scene(
     )
 
 
-def _level_ratios(levels: list) -> list[tuple[int, ...]]:
-    """Per-axis integer ratio between consecutive levels (as ``ome.write_pyramid`` computes it)."""
-    return [
-        tuple(max(1, -(-p // t)) for p, t in zip(prev.shape, cur.shape, strict=True))
-        for prev, cur in zip(levels, levels[1:], strict=False)
-    ]
+def encode_threads(params: IngestParams) -> int:
+    """Threads that encode chunks: ``params.threads``, or all cores given to this job (0)."""
+    from ..parallel import DaskParams
 
-
-def _mean_2x2(plane: np.ndarray) -> np.ndarray:
-    """``ome.downsample(plane, (2, 2), False)`` for integer planes, ~5x faster.
-
-    numpy's mean over a reshaped (h, 2, w, 2) view walks memory with large strides; summing
-    the four strided views is exact in float64 for integers up to 32 bits, so the rounded
-    result is bit-identical (tested against ``ome.write_pyramid``).
-    """
-    if plane.shape[0] % 2 or plane.shape[1] % 2:
-        plane = np.pad(plane, ((0, plane.shape[0] % 2), (0, plane.shape[1] % 2)), mode="edge")
-    total = plane[0::2, 0::2].astype(np.float64)
-    total += plane[1::2, 0::2]
-    total += plane[0::2, 1::2]
-    total += plane[1::2, 1::2]
-    total *= 0.25
-    return np.round(total, out=total).astype(plane.dtype)
-
-
-def _write_lower_levels(
-    levels: list, ratios: list, axes: str, box: tuple, block: np.ndarray, labels: bool
-) -> None:
-    """Downsample a level-0 slab level by level with ``ome.downsample`` and write each result.
-
-    The slab covers whole downsampling windows (or the image border, edge-padded exactly like
-    ``ome.write_pyramid``), so the result equals the blockwise pyramid of the finished level 0.
-    Only y/x are downsampled, so we go one (y, x) plane at a time to bound temporary memory.
-    """
-    block_axes = axes.replace("t", "")
-    iy, ix = block_axes.index("y"), block_axes.index("x")
-    for level, ratio in enumerate(ratios, start=1):
-        ry, rx = ratio[axes.index("y")], ratio[axes.index("x")]
-        planes = block.reshape(-1, *block.shape[iy:])
-        out = np.empty((planes.shape[0], -(-planes.shape[1] // ry), -(-planes.shape[2] // rx)), block.dtype)
-        fast = not labels and (ry, rx) == (2, 2) and block.dtype.kind in "ui" and block.dtype.itemsize <= 4
-        for i, plane in enumerate(planes):
-            out[i] = _mean_2x2(plane) if fast else ome.downsample(plane, (ry, rx), labels)
-        block = out.reshape(*block.shape[:iy], *out.shape[1:])
-        box = tuple(
-            slice(index.start // ratio[k], index.start // ratio[k] + block.shape[iy if a == "y" else ix])
-            if a in "yx"
-            else index
-            for k, (a, index) in enumerate(zip(axes, box, strict=True))
-        )
-        levels[level][box] = block
+    return DaskParams(n_workers=params.threads).workers
