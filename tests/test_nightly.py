@@ -202,3 +202,31 @@ def test_nightly_help_and_bad_input(capsys, tmp_path):
     assert main(["nightly", str(tmp_path / "missing"), "-o", str(tmp_path / "out")]) == 2
     assert "input folder does not exist" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+def test_schedule_examples_match_the_readme_and_parse():
+    """The cron / scrontab / systemd entries in profiles/nightly/ are the README's, and their command parses."""
+    import argparse
+    import shlex
+
+    from zarrseg.commands import nightly
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    keys = ("zarrseg nightly", "#SCRON", "OnCalendar=", "Persistent=", "SuccessExitStatus=", "WorkingDirectory=")
+    commands = []
+    for name in ("crontab", "scrontab", "zarrseg-nightly.service", "zarrseg-nightly.timer"):
+        lines = [line for line in (repo / "profiles" / "nightly" / name).read_text().splitlines()
+                 if any(k in line for k in keys) and not line.startswith(("# ", "Description="))]
+        assert lines, name
+        for line in lines:
+            assert line in readme, (name, line)
+            if "zarrseg nightly" in line:
+                commands.append(line)
+    assert len(commands) == 3
+    parser = argparse.ArgumentParser()
+    nightly.add_arguments(parser)
+    for line in commands:
+        words = shlex.split(line.split("zarrseg nightly", 1)[1].split(">>")[0])
+        args = parser.parse_args(words)
+        assert args.results_dir == Path("/data/results/nightly") and args.profile in ("local", "slurm")

@@ -38,8 +38,8 @@ def resolve_profile(profile: str) -> Path:
     for candidate in (Path(profile), repo_root() / "profiles" / profile):
         if (candidate / "config.yaml").is_file():
             return candidate.resolve()
-    raise ConfigError(f"profile {profile!r} not found (a folder with config.yaml, or one of "
-                      f"{sorted(p.name for p in (repo_root() / 'profiles').iterdir() if p.is_dir())})")
+    known = sorted(p.parent.name for p in (repo_root() / "profiles").glob("*/config.yaml"))
+    raise ConfigError(f"profile {profile!r} not found (a folder with config.yaml, or one of {known})")
 
 
 @dataclass
