@@ -152,9 +152,8 @@ def output_chunks(out: Path, batch: int):
     """Batches of the decoded chunks of every array of an ingest output (what ingest encoded)."""
     import zarr
 
-    arrays = []
-    zarr.open_group(str(out), mode="r").visit(lambda name, node: arrays.append(node) if isinstance(node, zarr.Array)
-                                              else None)
+    arrays = [node for _name, node in zarr.open_group(str(out), mode="r").members(max_depth=None)
+              if isinstance(node, zarr.Array)]
     pending = []
     for array in arrays:
         grid = [range(0, n, c) for n, c in zip(array.shape, array.chunks, strict=True)]
