@@ -87,3 +87,12 @@ def test_a_failing_chunk_write_stops_the_ingest(tmp_path, rng, monkeypatch):
     with pytest.raises(OSError, match="disk fell off"):
         ingest(path, out, IngestParams(chunks=[1, 64, 64], slab_mb=1, threads=2))
     assert not out.exists() and not ome.partial_path(out).exists()
+
+
+def test_another_thread_count_is_the_same_output(tmp_path, rng, caplog):
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(path, rng.integers(0, 255, (4, 64, 64), dtype=np.uint8), photometric="minisblack")
+    out = ingest(path, tmp_path / "v.ome.zarr", IngestParams(threads=1))
+    caplog.set_level("INFO", logger="zarrseg.ingest.writer")
+    ingest(path, out, IngestParams(threads=3))
+    assert "up to date" in caplog.text

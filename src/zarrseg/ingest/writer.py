@@ -75,7 +75,9 @@ def ingest(
                 if src.scenes[index].dtype.kind not in "ui":
                     raise InputError(f"--labels needs an integer image, got {src.scenes[index].dtype}", path)
         stat = path.stat()
-        request = {"params": to_dict(params), "labels": labels, "scenes": selected, "dataset": dataset}
+        # what the output depends on (the thread count does not change a byte of it)
+        request = {"params": {k: v for k, v in to_dict(params).items() if k != "threads"}, "labels": labels,
+                   "scenes": selected, "dataset": dataset}
         _refuse_foreign_output(output)
         if _is_up_to_date(output, path, stat, request):
             log.info("%s is up to date with %s; nothing to do", output, path)
