@@ -166,12 +166,14 @@ def test_outcome_reads_snakemakes_summary_and_the_failing_log(tmp_path):
          "update pending"],
         ["results/ingest/s10/image.ome.zarr", "ingest", "", "ok", "no update"],
     ], columns=["output_file", "rule", "log-file(s)", "status", "plan"])
-    one = outcome(summary, "s1", tmp_path, since=0)
+    results = tmp_path / "results"
+    one = outcome(summary, "s1", tmp_path, results, since=0)
     assert not one.processed and one.reason == "zarrseg segment: error: a.ome.zarr: NaN" and not one.retry
-    two = outcome(summary, "s2", tmp_path, since=0)  # no error written anywhere: killed, retried next night
+    two = outcome(summary, "s2", tmp_path, results, since=0)  # no error written anywhere: killed, retried next night
     assert not two.processed and two.retry and "ingest pending" in two.reason
-    assert outcome(summary, "s10", tmp_path, since=0).processed  # "s1" is not a folder of s10's paths
-    late = outcome(summary, "s1", tmp_path, since=time.time() + 60)  # logs older than tonight do not count
+    assert outcome(summary, "s10", tmp_path, results, since=0).processed  # "s1" is not a folder of s10's paths
+    assert outcome(summary, "default", tmp_path, results, since=0).reason.startswith("the workflow did not plan")
+    late = outcome(summary, "s1", tmp_path, results, since=time.time() + 60)  # logs older than tonight do not count
     assert late.retry
 
 

@@ -96,7 +96,7 @@ def run_night(opts: NightOptions) -> NightResult:
             if code != 0:
                 notes.append(f"Snakemake exited with {code}: {last_error_line(text)}")
             summary = wf.summary(snake_log)
-            outcomes = {name: outcome(summary, name, wf.workdir, started) for name in samples}
+            outcomes = {name: outcome(summary, name, wf.workdir, results, started) for name in samples}
         rows = _rows(acquisitions, samples, outcomes, night, run_id, folder)
         history.append(rows)
         notes.append(f"run {run_id}, {time.time() - started:.0f} s; cumulative table: {history.path}")

@@ -33,15 +33,26 @@ class SampleOutcome:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (Snakemake benchmarks)
 
 
-def sample_rows(summary: pd.DataFrame, sample: str) -> pd.DataFrame:
-    """The summary rows of one sample's outputs: the sample name is a folder of their paths."""
-    parts = summary["output_file"].map(lambda p: Path(p).parts)
-    return summary[parts.map(lambda ps: sample in ps[:-1])]
+def sample_rows(summary: pd.DataFrame, sample: str, workdir: Path, results: Path) -> pd.DataFrame:
+    """The summary rows of one sample's outputs.
+
+    The workflow writes a sample's outputs below ``<results>/<stage or experiment>/<sample>/``
+    (``ingest/<sample>/image.ome.zarr``, ``<experiment>/<sample>/<cell>/labels.ome.zarr``), so
+    the second folder below the results folder names the sample.
+    """
+    def owner(path: str) -> str | None:
+        try:
+            parts = (workdir / path).relative_to(results).parts
+        except ValueError:
+            return None
+        return parts[1] if len(parts) > 2 else None
+
+    return summary[summary["output_file"].map(owner) == sample]
 
 
-def outcome(summary: pd.DataFrame, sample: str, workdir: Path, since: float) -> SampleOutcome:
-    """The outcome of ``sample`` (paths in ``summary`` are relative to ``workdir``)."""
-    rows = sample_rows(summary, sample)
+def outcome(summary: pd.DataFrame, sample: str, workdir: Path, results: Path, since: float) -> SampleOutcome:
+    """The outcome of ``sample`` (paths in ``summary`` are relative to ``workdir`` or absolute)."""
+    rows = sample_rows(summary, sample, workdir, results)
     pending = rows[(rows["status"] != "ok") | (rows["plan"] != "no update")]
     result = SampleOutcome(sample=sample, processed=not rows.empty and pending.empty)
     result.timings = _timings(rows, workdir)
