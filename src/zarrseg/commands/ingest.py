@@ -20,11 +20,13 @@ PARAMETERS = """\
 parameters (config sections 'storage' + 'ingest'; --set key=value):
   chunks=[32,256,256]      spatial chunk shape (z, y, x); 2D images use the last two
   compression={codec: zstd, level: 5, shuffle: bitshuffle}   Blosc compressor of every array
+                           (fast staging: compression.codec=lz4, several times faster, larger)
   pyramid_levels=null      number of levels; null: halve Y/X until both are < 512 px
   voxel_size=null          (z, y, x) or (y, x) in µm, overrides the file's metadata
   reader=auto              auto | pylibczirw | tifffile | h5py | pillow (PNG/JPEG)
   axes=null                TIFF/HDF5 only: one of t/c/z/y/x per source axis, e.g. zcyx
   slab_mb=128              memory budget (MB) of the slabs in flight; peak RSS ~ 3x this
+  threads=0                threads encoding chunks; 0: all cores given to the job
 """
 
 
