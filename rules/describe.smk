@@ -37,7 +37,6 @@ rule describe:
     params:
         image=lambda w, input: staged_scene(input.image, SAMPLES[w.sample].scene),
         channel=lambda w: SAMPLES[w.sample].channel,
-        json=lambda w, threads: params_json({"scheduler": "threads", "n_workers": threads}),
     conda:
         CPU_ENV
     log:
@@ -51,7 +50,7 @@ rule describe:
     shell:
         "{ZARRSEG} describe {input.labels:q} --image {params.image:q} --channel {params.channel}"
         " --thumbnail {output.thumbnail:q} -o {output.table:q} --meta experiment={EXP}"
-        " --meta sample={wildcards.sample} --meta cell={wildcards.cell} --params {params.json:q} -v 2> {log:q}"
+        " --meta sample={wildcards.sample} --meta cell={wildcards.cell} --set n_workers={threads} -v 2> {log:q}"
 
 
 rule segments_summary:
