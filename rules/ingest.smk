@@ -1,4 +1,6 @@
-# Stage raw CZI / TIFF / OME-TIFF (and HDF5 "file.h5:dataset") inputs into OME-Zarr.
+# Stage raw CZI / TIFF / OME-TIFF / PNG / JPEG (and HDF5 "file.h5:dataset") inputs into OME-Zarr.
+# Ingest encodes chunks on every core it is given (--set threads={threads}; not a parameter, so
+# another --cores does not rerun it).
 
 
 rule ingest:
@@ -8,6 +10,7 @@ rule ingest:
         directory(f"{R}/ingest/{{sample}}/image.ome.zarr"),
     params:
         source=lambda w: SAMPLES[w.sample].image,
+        scene=lambda w: SAMPLES[w.sample].scene,  # one scene per sample: a plain image (see staged_scene)
         json=lambda w: stage_json("ingest"),
     conda:
         CPU_ENV
@@ -18,9 +21,10 @@ rule ingest:
     resources:
         mem_mb=2000,
         runtime=60,
-    threads: 1
+    threads: 4
     shell:
-        "{ZARRSEG} ingest {params.source:q} -o {output:q} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} ingest {params.source:q} --scene {params.scene} -o {output:q} --params {params.json:q}"
+        " --set threads={threads} -v 2> {log:q}"
 
 
 rule ingest_ground_truth:
@@ -40,9 +44,10 @@ rule ingest_ground_truth:
     resources:
         mem_mb=2000,
         runtime=60,
-    threads: 1
+    threads: 4
     shell:
-        "{ZARRSEG} ingest {params.source:q} --labels -o {output:q} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} ingest {params.source:q} --labels -o {output:q} --params {params.json:q} --set threads={threads}"
+        " -v 2> {log:q}"
 
 
 rule ingest_boundaries:
@@ -62,6 +67,6 @@ rule ingest_boundaries:
     resources:
         mem_mb=2000,
         runtime=60,
-    threads: 1
+    threads: 4
     shell:
-        "{ZARRSEG} ingest {params.source:q} -o {output:q} --params {params.json:q} -v 2> {log:q}"
+        "{ZARRSEG} ingest {params.source:q} -o {output:q} --params {params.json:q} --set threads={threads} -v 2> {log:q}"

@@ -59,8 +59,8 @@ def test_czi_pixels_and_voxel_size(tmp_path_factory, name):
         for k, (scene, rect) in enumerate(
             sorted(rects.items(), key=lambda kv: -1 if kv[0] is None else kv[0])
         ):
-            image = ome.open_image(out / str(k))
-            _opens_with_ome_zarr(out / str(k))
+            image = ome.open_image(ome.scene_path(out, k))
+            _opens_with_ome_zarr(ome.scene_path(out, k))
             n_t, n_c, n_z = (box[d][1] - box[d][0] for d in "TCZ")
             data = image.data[...]
             full = data.reshape(n_t, -1, n_z, rect.h, rect.w)  # restore the dropped size-1 axes
@@ -96,7 +96,7 @@ def test_tiff_pixels_and_voxel_size(tmp_path_factory, name):
     out = _ingested(tmp_path_factory, "ome_tiff", name)
     path = shared_path("ome_tiff", name)
     image = ome.open_image(out)
-    _opens_with_ome_zarr(out / "0")
+    _opens_with_ome_zarr(out)  # one scene: a plain image at the root
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         ref = series.asarray()
@@ -183,7 +183,7 @@ def test_mosaic_tiles_land_at_their_stage_positions(tmp_path_factory, name):
         assert len(tiles) >= 2  # a mosaic
         checked = 0
         for k, (scene, rect) in enumerate(ordered):
-            image = ome.open_image(out / str(k))
+            image = ome.open_image(ome.scene_path(out, k))
             view = ome.SpatialView.of(image)
             for tx, ty, tw, th in tiles:
                 x0, y0 = tx - rect.x, ty - rect.y

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import shared_path
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -13,7 +14,15 @@ from zarrseg.errors import ConfigError
 from zarrseg.experiments import Experiment, cell_for, cell_id, load_experiment, stage_overrides
 from zarrseg.parallel import DaskParams
 from zarrseg.params import load_params, parse_overrides
-from zarrseg.workflow import discover_folder, discover_samples, read_sample_sheet, stage_params
+from zarrseg.workflow import (
+    DEFAULT_SHEET,
+    discover_folder,
+    discover_samples,
+    read_sample_sheet,
+    scene_labels,
+    sheet_setting,
+    stage_params,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,11 +81,13 @@ def test_sample_sheet_and_folder(tmp_path):
     assert set(both) == {"s1", "s2", "a", "b"}
 
 
-def test_sample_sheet_errors(tmp_path):
+def test_sample_sheet_errors(tmp_path, caplog):
     sheet = tmp_path / "s.tsv"
-    sheet.write_text("sample\timage\nx\tmissing.tif\n")
-    with pytest.raises(ConfigError, match="missing.tif does not exist"):
-        read_sample_sheet(sheet, tmp_path)
+    (tmp_path / "here.tif").write_bytes(b"x")
+    sheet.write_text("sample\timage\nx\tmissing.tif\ny\there.tif\n")
+    # one missing file skips its sample (with a warning naming it), not the whole workflow
+    assert [s.name for s in read_sample_sheet(sheet, tmp_path)] == ["y"]
+    assert "missing.tif does not exist" in caplog.text and "'x' skipped" in caplog.text
     sheet.write_text("sample\timgae\nx\ty\n")
     with pytest.raises(ConfigError, match="lacks column"):
         read_sample_sheet(sheet, tmp_path)
@@ -187,12 +198,12 @@ def test_plan_of_the_table_3_4_grid():
     assert ft["checkpoint"] == f"R/unsupervised_vs_supervised/models/dino/{dino_id}/best.pt"
     assert plan.model_inputs("finetune", ft_id)[0] == ft["checkpoint"]
     # every model learns from train.samples only; the U-Nets only from samples with ground truth
-    assert ft["images"] == ["R/ingest/train_a/image.ome.zarr/0", "R/ingest/train_b/image.ome.zarr/0"]
+    assert ft["images"] == ["R/ingest/train_a/image.ome.zarr", "R/ingest/train_b/image.ome.zarr"]
     unet_id = plan.model_id("unet", plan.values(cells["unet_20"]))
     unet = plan.model_params("unet", unet_id)
-    assert [i["image"] for i in unet["train"]] == ["R/ingest/train_a/image.ome.zarr/0"]
+    assert [i["image"] for i in unet["train"]] == ["R/ingest/train_a/image.ome.zarr"]
     assert unet["supervision_fraction"] == 0.2 and "samples" not in unet
-    assert plan.image_input("test_a") == "R/ingest/test_a/image.ome.zarr/2"
+    assert plan.image_input("test_a") == "R/ingest/test_a/image.ome.zarr"  # the ingest rule stages scene 2 alone
 
 
 def test_plan_uses_given_models_instead_of_training_them_and_legacy_names():
@@ -229,3 +240,59 @@ def test_long_cell_ids_are_shortened_by_a_hash():
     assert len(long_id) <= 100 and long_id.startswith("key_number_0-0_key_number_1-1")
     assert cell_id({**many, "train.key_number_19": 99}) != long_id  # the hash covers every value
     assert cell_id({"segment.beta": 0.5}) == "beta-0.5"  # short ids unchanged
+def test_folder_matching_ignores_case(tmp_path):
+    for name in ("A1.CZI", "x.TIF", "y.Tiff", "z.OME.TIF", "z_labels.TIF", "w.PNG", "v.jpeg", "notes.TXT"):
+        (tmp_path / name).write_bytes(b"x")  # unreadable: one sample each, the ingest job reports it
+    found = {s.name: s for s in discover_folder(tmp_path)}
+    assert set(found) == {"A1", "x", "y", "z", "w", "v"}
+    assert Path(found["z"].ground_truth).name == "z_labels.TIF"
+
+
+def test_every_scene_of_a_multi_scene_file_is_a_sample(tmp_path):
+    source = shared_path("czi", "S3_1Pos_2Mosaic_T2_Z3_CH2_sm.czi")
+    (tmp_path / "plate.czi").symlink_to(source)
+    (tmp_path / "single.czi").symlink_to(shared_path("czi", "CH=1_16bit.czi"))
+    samples = discover_folder(tmp_path)
+    assert [(s.name, s.scene) for s in samples] == [
+        ("plate_TR1", 0), ("plate_P1", 1), ("plate_TR2", 2), ("single", 0)]  # scene names from the file
+    assert scene_labels(source) == ["TR1", "P1", "TR2"]
+
+
+def test_unnamed_or_repeated_scene_names_become_indices(tmp_path, monkeypatch):
+    import zarrseg.workflow as wf
+
+    class FakeSource:
+        def __init__(self, names):
+            self.scenes = [type("S", (), {"name": n})() for n in names]
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    for names, expected in ((["scene 0", "scene 1"], ["0", "1"]), (["A", "A"], ["0", "1"]),
+                            (["well A1", "B/2"], ["well_A1", "B_2"])):
+        monkeypatch.setattr("zarrseg.ingest.open_source", lambda *a, names=names: FakeSource(names))
+        assert wf.scene_labels(tmp_path / "x.czi") == expected
+
+
+def test_sheet_switches(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "a.tif").write_bytes(b"x")
+    (tmp_path / "config" / "samples.tsv").write_text("sample\timage\nsheet_sample\ta.tif\n")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "b.tif").write_bytes(b"x")
+    default = {"sheet": DEFAULT_SHEET}
+    assert set(discover_samples({"samples": default}, tmp_path)) == {"sheet_sample"}
+    # input_dir set: the default sheet is not processed as well
+    assert set(discover_samples({"samples": {**default, "input_dir": "in"}}, tmp_path)) == {"b"}
+    # null from the command line (Snakemake's --config hands over the string "null") switches the sheet off
+    for off in ("null", "None", "", None):
+        assert sheet_setting({"sheet": off}) is None
+        with pytest.raises(ConfigError, match="no samples"):
+            discover_samples({"samples": {"sheet": off}}, tmp_path)
+    assert set(discover_samples({"samples": {"sheet": "null", "input_dir": "in"}}, tmp_path)) == {"b"}
+    # a sheet named on purpose is combined with the folder
+    (tmp_path / "mine.tsv").write_text("sample\timage\nmine\ta.tif\n")
+    assert set(discover_samples({"samples": {"sheet": "mine.tsv", "input_dir": "in"}}, tmp_path)) == {"mine", "b"}

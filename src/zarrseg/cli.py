@@ -18,18 +18,20 @@ from .errors import ZarrsegError
 
 # name -> (module, one-line help). Order is the pipeline order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ingest": ("zarrseg.commands.ingest", "stage CZI / TIFF / OME-TIFF into chunked, compressed OME-Zarr"),
+    "ingest": ("zarrseg.commands.ingest", "stage CZI / TIFF / OME-TIFF / PNG / JPEG into chunked, compressed OME-Zarr"),
     "train": ("zarrseg.commands.train", "train a learning method (U-Net by default; --list-methods)"),
     "predict": ("zarrseg.commands.predict", "dense prediction (intensity or any trained model) over OME-Zarr"),
     "export": ("zarrseg.commands.export", "export a U-Net checkpoint as TorchScript + BioImage.IO rdf.yaml"),
     "segment": ("zarrseg.commands.segment", "blockwise DT-watershed -> RAG -> multicut/GASP/MWS segmentation"),
     "evaluate": ("zarrseg.commands.evaluate", "score a segmentation against ground truth (one tidy table)"),
+    "describe": ("zarrseg.commands.describe", "segment counts and sizes without ground truth, thumbnail, summary"),
     "table": ("zarrseg.commands.table", "aggregate metric tables of an experiment grid into summaries and plots"),
     "features": ("zarrseg.commands.features", "DINO ViT patch features of an image into a Zarr feature volume"),
     "pretrain": ("zarrseg.commands.pretrain", "DINO self-distillation pretraining of a ViT on OME-Zarr tiles"),
     "finetune": ("zarrseg.commands.finetune", "fine-tune a DINO ViT with a reconstruction head (L1)"),
     "cluster": ("zarrseg.commands.cluster", "cluster feature volumes (PCA + colour + K-means/HDBSCAN) into labels"),
     "panels": ("zarrseg.commands.panels", "side-by-side figure: original | label images | ground truth"),
+    "nightly": ("zarrseg.commands.nightly", "process the new, complete acquisitions of a folder unattended"),
 }
 
 EPILOG = """\

@@ -26,3 +26,7 @@ class InputError(ZarrsegError):
 
 class ConfigError(ZarrsegError):
     """A configuration value or parameter set is invalid."""
+
+
+class OutputError(ZarrsegError):
+    """An output cannot be written (read-only folder, no permission, disk full)."""

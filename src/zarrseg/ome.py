@@ -3,8 +3,9 @@
 We write NGFF **0.4** on Zarr format 2 ("/" chunk keys) because that is what the tools our
 users open results in (napari-ome-zarr, Fiji/MoBIE, neuroglancer, ome-zarr-py) read
 everywhere today, and because it lets the numcodecs compressor from the config be stored as is.
-Multi-scene files use the ``bioformats2raw.layout`` container: one multiscale image per
-scene at ``<container>/<scene index>``.
+A single-scene ingest output is a plain multiscale image at its root; multi-scene files use
+the ``bioformats2raw.layout`` container: one multiscale image per scene at
+``<container>/<scene index>``. ``scene_path`` maps (output, scene) to the image to open for both.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def create_image(path: str | Path, *, shape: Sequence[int], dtype: Any, axes: st
     meta = multiscales_attrs(axes, scales, name or Path(str(path)).name, "nearest" if is_label else "mean")
     if is_label:
         meta["image-label"] = {"version": NGFF_VERSION}
-    if channel_names is not None and "c" in axes:
+    if channel_names is not None and ("c" in axes or len(channel_names) == 1):  # keep a lone channel's name
         meta["omero"] = {"version": NGFF_VERSION, "channels": [
             {"label": str(n), "active": True, "color": "FFFFFF", "coefficient": 1.0, "family": "linear",
              "inverted": False, "window": _window(np.dtype(dtype))} for n in channel_names]}
@@ -223,8 +224,38 @@ def _find_multiscale(group: zarr.Group, path: Path) -> zarr.Group:
     raise InputError("not an OME-Zarr image (no 'multiscales' metadata)", path)
 
 
+def _image_of_level0(path: Path) -> Path | None:
+    """The multiscale image whose level 0 is the array at ``path`` (old ``<output>/0`` addressing), else None."""
+    try:
+        attrs = dict(zarr.open_group(str(path.parent), mode="r").attrs)
+        return path.parent if attrs["multiscales"][0]["datasets"][0]["path"] == path.name else None
+    except Exception:  # no group, no multiscales: a bare array
+        return None
+
+
+def scene_path(path: str | Path, scene: int = 0) -> Path:
+    """The image to open for ``scene`` of an ingest output: the root of a single-scene output
+    (a plain NGFF image), ``<path>/<scene>`` of a multi-scene bioformats2raw container."""
+    path = Path(path)
+    try:
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception as err:
+        raise InputError(f"cannot be opened as Zarr ({err})", path) from err
+    if "multiscales" in attrs:
+        if scene != 0:
+            raise InputError(f"scene {scene} does not exist: a single-scene image", path)
+        return path
+    if not (path / str(scene) / ".zattrs").exists():
+        raise InputError(f"scene {scene} does not exist in this container", path)
+    return path / str(scene)
+
+
 def open_image(path: str | Path, mode: str = "r") -> Image:
-    """Open an OME-Zarr multiscale image (or a bioformats2raw container: scene 0)."""
+    """Open an OME-Zarr multiscale image (or a bioformats2raw container: scene 0).
+
+    Level 0 of a plain image (``<image>/0``, how scenes of single-scene outputs used to be
+    addressed) opens as the image itself, so old paths keep their voxel size and channels.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError("does not exist", path)
@@ -233,6 +264,9 @@ def open_image(path: str | Path, mode: str = "r") -> Image:
     except Exception as err:  # zarr raises several types for non-zarr folders
         raise InputError(f"cannot be opened as Zarr ({err})", path) from err
     if isinstance(node, zarr.Array):
+        parent = _image_of_level0(path)
+        if parent is not None:  # "<image>/0" of a plain image: the image itself, with its metadata
+            return open_image(parent, mode)
         axes = "zyx"[-node.ndim:] if node.ndim <= 3 else "tczyx"[-node.ndim:]
         return Image(group=zarr.open_group(str(path.parent), mode=mode), path=path, axes=axes,
                      scale=tuple(1.0 for _ in axes), level_paths=[path.name])

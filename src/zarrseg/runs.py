@@ -14,6 +14,7 @@ One place for how a stage leaves its mark on disk:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import OutputError
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,17 @@ def partial_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
-def remove(path: Path) -> None:
-    """Remove a file, link or folder tree (nothing when absent)."""
+def remove(path: Path, missing_ok: bool = False) -> None:
+    """Remove a file, link or folder tree (nothing when absent); ``missing_ok``: also ignore what
+    cannot be removed (cleanup after an error)."""
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=missing_ok)
     elif path.exists() or path.is_symlink():
-        path.unlink()
+        try:
+            path.unlink()
+        except OSError:
+            if not missing_ok:
+                raise
 
 
 def check_writable(path: str | Path) -> None:
@@ -53,7 +59,7 @@ def check_writable(path: str | Path) -> None:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write the output: folder {folder} is not writable", path)
+        raise OutputError(f"cannot write the output: folder {folder} is not writable", path)
 
 
 @contextlib.contextmanager
@@ -62,23 +68,44 @@ def atomic_output(path: str | Path, resume: bool = False) -> Iterator[Path]:
 
     A crash leaves only the ``.partial`` folder, which never looks like a finished output.
     With ``resume=True`` an existing partial folder is kept (blockwise stages resume from
-    their done markers) and is also kept on failure; otherwise it is removed.
+    their done markers) and is also kept on failure; otherwise it is removed. An output that
+    cannot be written (read-only folder, no permission, disk full) fails with one line:
+    before any work when the folder is read-only, else when the write fails.
     """
     path = Path(path)
     check_writable(path)
     tmp = partial_path(path)
-    if tmp.exists() and not resume:
-        remove(tmp)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with writable(path):
+        if tmp.exists() and not resume:
+            remove(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        yield tmp
+        with writable(path):
+            yield tmp
     except BaseException:
         if not resume:
-            remove(tmp)
+            remove(tmp, missing_ok=True)
         raise
-    if path.exists():
-        remove(path)
-    os.replace(tmp, path)
+    with writable(path):
+        if path.exists():
+            remove(path)
+        os.replace(tmp, path)
+
+
+# errno values that mean "this place cannot be written", not a bug: one line for the user
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+@contextlib.contextmanager
+def writable(path: Path) -> Iterator[None]:
+    """Turn a permission / read-only / disk-full error while writing ``path`` into one clear line."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in UNWRITABLE:
+            raise
+        where = f" ({err.filename})" if err.filename and not str(err.filename).startswith(str(path)) else ""
+        raise OutputError(f"cannot write the output: {err.strerror}{where}", path) from err
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

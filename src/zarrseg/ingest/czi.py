@@ -86,6 +86,8 @@ class CziSource(Source):
         meta = ET.fromstring(self._czi.raw_metadata)
         voxel = _scaling(meta)
         interval = _time_increment(meta)
+        if interval is None and box["T"][1] - box["T"][0] > 1:
+            interval = timestamps_step(self.path)  # ZEN keeps the real times in an attachment
         if interval is not None:
             voxel["t"] = interval
         names = _channel_names(meta, n_c)
@@ -205,6 +207,38 @@ def check_complete(path: Path) -> None:
             raise InputError(
                 f"truncated CZI: data extends to byte {max(ends)} but the file has only {size} bytes", path
             )
+
+
+def timestamps_step(path: Path) -> float | None:
+    """Mean seconds between timepoints from the CZI's "TimeStamps" attachment (CZTIMS), if any.
+
+    pylibCZIrw does not expose attachments; their directory has the fixed binary layout of the
+    CZI spec (entries of 128 bytes: file position at 12, content type at 40, name at 48), and a
+    CZTIMS attachment holds int32 size, int32 count, then ``count`` float64 seconds.
+    """
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(32 + 52 + 20)
+            (directory,) = struct.unpack("<q", fh.read(8))
+            if not directory:
+                return None
+            fh.seek(directory)
+            if not fh.read(32).startswith(b"ZISRAWATTDIR"):
+                return None
+            (count,) = struct.unpack("<i", fh.read(4))
+            fh.seek(252, 1)
+            entries = [fh.read(128) for _ in range(count)]
+            for entry in entries:
+                if entry[40:48].rstrip(b"\0") != b"CZTIMS":
+                    continue
+                fh.seek(struct.unpack_from("<q", entry, 12)[0] + 32 + 256)  # segment header + attachment header
+                _size, n = struct.unpack("<ii", fh.read(8))
+                stamps = struct.unpack(f"<{n}d", fh.read(8 * n)) if 1 < n < 10**7 else ()
+                if len(stamps) > 1 and stamps[-1] > stamps[0]:
+                    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    except (OSError, struct.error):
+        return None
+    return None
 
 
 def _short(err: Exception) -> str:

@@ -18,7 +18,11 @@ EXTENSIONS = {
     ".hdf5": "h5py",
     ".hdf": "h5py",
     ".he5": "h5py",
+    ".png": "pillow",
+    ".jpg": "pillow",
+    ".jpeg": "pillow",
 }
+KINDS = {"pylibczirw": "CZI", "tifffile": "TIFF", "h5py": "HDF5", "pillow": "PNG/JPEG"}
 
 
 def resolve_input(spec: str | Path) -> tuple[Path, str | None]:
@@ -33,14 +37,15 @@ def resolve_input(spec: str | Path) -> tuple[Path, str | None]:
         return h5
     missing = h5[0] if h5 is not None else path
     if missing.is_dir():
-        raise InputError("is a directory, expected a CZI, TIFF or HDF5 file", missing)
+        raise InputError("is a directory, expected a CZI, TIFF, HDF5, PNG or JPEG file", missing)
     raise InputError("does not exist", missing)
 
 
 def sniff(path: Path) -> str:
-    """'pylibczirw', 'tifffile' or 'h5py' from the first bytes of ``path``."""
+    """'pylibczirw', 'tifffile', 'h5py' or 'pillow' from the first bytes of ``path``."""
     from .czi import MAGIC as CZI_MAGIC
     from .hdf5 import MAGIC as H5_MAGIC
+    from .pillow import JPEG_MAGIC, PNG_MAGIC
 
     try:
         with open(path, "rb") as fh:
@@ -55,12 +60,12 @@ def sniff(path: Path) -> str:
         return "tifffile"
     if head.startswith(H5_MAGIC):
         return "h5py"
-    kind = {"pylibczirw": "CZI", "tifffile": "TIFF", "h5py": "HDF5"}.get(
-        EXTENSIONS.get(path.suffix.lower(), "")
-    )
+    if head.startswith(PNG_MAGIC) or head.startswith(JPEG_MAGIC):
+        return "pillow"
+    kind = KINDS.get(EXTENSIONS.get(path.suffix.lower(), ""))
     if kind:
         raise InputError(f"not a {kind} file (its header is not a {kind} signature)", path)
-    raise InputError("unsupported file type (expected CZI, TIFF/OME-TIFF or HDF5)", path)
+    raise InputError("unsupported file type (expected CZI, TIFF/OME-TIFF, HDF5, PNG or JPEG)", path)
 
 
 def open_source(path: Path, dataset: str | None, params: IngestParams) -> Source:
@@ -73,6 +78,12 @@ def open_source(path: Path, dataset: str | None, params: IngestParams) -> Source
         if params.axes is not None:
             raise InputError("parameter 'axes' applies to TIFF/HDF5 only; CZI files name their axes", path)
         return CziSource(path)
+    if reader == "pillow":
+        from .pillow import PillowSource
+
+        if params.axes is not None:
+            raise InputError("parameter 'axes' applies to TIFF/HDF5 only; PNG/JPEG images are 2D (yx or cyx)", path)
+        return PillowSource(path)
     if reader == "tifffile":
         from .tiff import TiffSource
 

@@ -8,7 +8,7 @@ from typing import Literal
 from ..errors import ConfigError
 from ..ome import Compression
 
-READERS = ("auto", "pylibczirw", "tifffile", "h5py")
+READERS = ("auto", "pylibczirw", "tifffile", "h5py", "pillow")
 
 
 @dataclass
@@ -19,9 +19,10 @@ class IngestParams:
     compression: Compression = field(default_factory=Compression)
     pyramid_levels: int | None = None  # None: halve Y/X until both are < 512 px
     voxel_size: list[float] | None = None  # (z, y, x) or (y, x) in µm; overrides the file's metadata
-    reader: Literal["auto", "pylibczirw", "tifffile", "h5py"] = "auto"
+    reader: Literal["auto", "pylibczirw", "tifffile", "h5py", "pillow"] = "auto"
     axes: str | None = None  # TIFF/HDF5 only: one letter of 'tczyx' per source axis, e.g. "zcyx"
-    slab_mb: int = 128  # memory budget (MB) for the slabs in flight (one being read, one being written)
+    slab_mb: int = 128  # memory budget (MB) for the slabs in flight (one being read, two being encoded)
+    threads: int = 0  # threads encoding chunks; 0: all cores given to the job (SLURM / Snakemake / affinity)
 
     def validate(self) -> None:
         if not 1 <= len(self.chunks) <= 3 or any(int(c) < 1 for c in self.chunks):
@@ -40,6 +41,8 @@ class IngestParams:
             or len(set(self.axes.lower())) != len(self.axes)
         ):
             raise ConfigError(f"ingest.axes must be distinct letters of 'tczyx', got {self.axes!r}")
+        if self.threads < 0:
+            raise ConfigError(f"ingest.threads must be >= 0 (0: all cores given), got {self.threads}")
         if self.slab_mb < 1:
             raise ConfigError(f"ingest.slab_mb must be >= 1, got {self.slab_mb}")
         if self.compression.shuffle not in ("noshuffle", "shuffle", "bitshuffle"):

@@ -97,6 +97,9 @@ class Source(abc.ABC):
         if not self.scenes:
             raise InputError("contains no image data", self.path)
         for scene in self.scenes:
+            # tifffile reports uint64 as 'Q' (numpy's ulonglong), which zarr does not accept: use
+            # the canonical type of the same size and byte order ('<u8'), whatever the reader said
+            scene.dtype = np.dtype(scene.dtype.str)
             if scene.dtype not in SUPPORTED_DTYPES:
                 raise InputError(
                     f"unsupported pixel type {scene.dtype} (supported: "

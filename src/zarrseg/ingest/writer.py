@@ -1,4 +1,7 @@
-"""Stream a ``Source`` into a bioformats2raw container of NGFF 0.4 images, atomically.
+"""Stream a ``Source`` into NGFF 0.4 images, atomically.
+
+One scene becomes a plain NGFF image at the output's root (what every OME-Zarr tool opens);
+several scenes keep the bioformats2raw container, one image per scene at ``output/<k>``.
 
 Memory is bounded by the slabs in flight (``slab_mb``): a z-range of one chunk depth, as many
 full chunk rows in y and x as fit, all channels of one timepoint. Slabs are chunk-aligned, so
@@ -30,6 +33,7 @@ from ..parallel import progress_bar
 from ..params import to_dict
 from .detect import open_source, resolve_input
 from .params import IngestParams
+from .pipeline import IN_FLIGHT, Pyramid, SlabWriter, fast_writes, level_ratios
 from .source import Scene, Source
 
 log = logging.getLogger(__name__)
@@ -56,8 +60,9 @@ def ingest(
 ) -> Path:
     """Convert ``source`` (CZI, TIFF, OME-TIFF or ``file.h5:dataset``) to an OME-Zarr container.
 
-    One NGFF image per selected scene at ``output/<k>`` (k-th selected scene; all scenes by
-    default). Re-running with the same source content and parameters is a no-op.
+    One selected scene: a plain NGFF image at ``output``; several: one NGFF image per selected
+    scene at ``output/<k>`` (k-th selected scene; all scenes by default) in a bioformats2raw
+    container. Re-running with the same source content and parameters is a no-op.
     """
     params = params or IngestParams()
     output = Path(output)
@@ -70,7 +75,9 @@ def ingest(
                 if src.scenes[index].dtype.kind not in "ui":
                     raise InputError(f"--labels needs an integer image, got {src.scenes[index].dtype}", path)
         stat = path.stat()
-        request = {"params": to_dict(params), "labels": labels, "scenes": selected, "dataset": dataset}
+        # what the output depends on (the thread count does not change a byte of it)
+        request = {"params": {k: v for k, v in to_dict(params).items() if k != "threads"}, "labels": labels,
+                   "scenes": selected, "dataset": dataset}
         _refuse_foreign_output(output)
         if _is_up_to_date(output, path, stat, request):
             log.info("%s is up to date with %s; nothing to do", output, path)
@@ -80,35 +87,32 @@ def ingest(
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sha256") as pool:
             digest = pool.submit(sha256_file, path, stop)  # hashes while we convert
             with _stop_on_error(stop), ome.atomic_output(output) as tmp:
-                root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-                root.attrs[LAYOUT_KEY] = 3
-                root.create_group("OME").attrs["series"] = [str(k) for k in range(len(selected))]
-                for k, index in enumerate(selected):
-                    base = {
-                        "source": str(path.resolve()),
-                        "source_size": stat.st_size,
-                        "source_mtime_ns": stat.st_mtime_ns,
-                        "reader": src.reader,
-                        "reader_version": src.reader_version,
-                        "scene": index,
-                        "scene_name": src.scenes[index].name,
-                        **src.scenes[index].extra,
-                    }
-                    write_scene(src, index, tmp / str(k), params, labels=labels, attrs=base)
-                _write_ome_xml(tmp, len(selected))
+                file_attrs = {
+                    "source": str(path.resolve()),
+                    "source_size": stat.st_size,
+                    "source_mtime_ns": stat.st_mtime_ns,
+                    "reader": src.reader,
+                    "reader_version": src.reader_version,
+                }
+                images = _image_paths(tmp, len(selected))
+                if len(selected) > 1:
+                    root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+                    root.attrs[LAYOUT_KEY] = 3
+                    root.create_group("OME").attrs["series"] = [str(k) for k in range(len(selected))]
+                for image, index in zip(images, selected, strict=True):
+                    attrs = {**file_attrs, "scene": index, "scene_name": src.scenes[index].name,
+                             **src.scenes[index].extra}
+                    write_scene(src, index, image, params, labels=labels, attrs=attrs)
+                if len(selected) > 1:
+                    _write_ome_xml(tmp, len(selected))
                 sha = digest.result()
-                for k in range(len(selected)):
-                    group = zarr.open_group(str(tmp / str(k)), mode="r+", zarr_format=2)
+                for image in images:
+                    group = zarr.open_group(str(image), mode="r+", zarr_format=2)
                     group.attrs["zarrseg"] = {**group.attrs["zarrseg"], "source_sha256": sha}
+                root = zarr.open_group(str(tmp), mode="r+", zarr_format=2)
                 root.attrs["zarrseg"] = {
-                    **ome.provenance(
-                        source=str(path.resolve()),
-                        source_sha256=sha,
-                        source_size=stat.st_size,
-                        source_mtime_ns=stat.st_mtime_ns,
-                        reader=src.reader,
-                        reader_version=src.reader_version,
-                    ),
+                    **dict(root.attrs.get("zarrseg", {})),
+                    **ome.provenance(source_sha256=sha, **file_attrs),
                     "request": request,
                 }
         seconds = time.perf_counter() - started
@@ -186,6 +190,11 @@ def _write_ome_xml(container: Path, n_images: int) -> None:
     ET.ElementTree(root).write(container / "OME" / "METADATA.ome.xml", encoding="utf-8", xml_declaration=True)
 
 
+def _image_paths(root: Path, n_images: int) -> list[Path]:
+    """Where the images go: the root for one scene, ``root/<k>`` in a container for several."""
+    return [root] if n_images == 1 else [root / str(k) for k in range(n_images)]
+
+
 def _select_scenes(src: Source, scenes: Sequence[int] | None) -> list[int]:
     if not scenes:
         return list(range(len(src.scenes)))
@@ -235,12 +244,17 @@ def _refuse_foreign_output(output: Path) -> None:
         attrs = dict(zarr.open_group(str(output), mode="r", zarr_format=2).attrs)
     except Exception:
         attrs = {}
-    if LAYOUT_KEY not in attrs or "zarrseg" not in attrs:
+    if not _is_ingest_output(attrs):
         raise InputError(
             "output exists and is not a zarrseg ingest container; refusing to overwrite it "
             "(remove it or choose another output)",
             output,
         )
+
+
+def _is_ingest_output(attrs: dict) -> bool:
+    """Root attributes of an ingest output: a container (several scenes) or a plain image (one)."""
+    return "zarrseg" in attrs and (LAYOUT_KEY in attrs or "multiscales" in attrs) and "request" in attrs["zarrseg"]
 
 
 def _is_up_to_date(output: Path, path: Path, stat: os.stat_result, request: dict) -> bool:
@@ -252,7 +266,7 @@ def _is_up_to_date(output: Path, path: Path, stat: os.stat_result, request: dict
     except Exception:  # not a Zarr group: will be replaced
         return False
     meta = attrs.get("zarrseg", {})
-    if LAYOUT_KEY not in attrs or meta.get("request") != request or "source_sha256" not in meta:
+    if not _is_ingest_output(attrs) or meta.get("request") != request or "source_sha256" not in meta:
         return False
     same_file = meta.get("source") == str(path.resolve()) and meta.get("source_mtime_ns") == stat.st_mtime_ns
     if same_file and meta.get("source_size") == stat.st_size:
@@ -330,7 +344,7 @@ def plan_slabs(
     ]
     if nbytes() > budget_bytes:
         log.warning(
-            "one slab (%s) needs %.0f MB, more than the budget of %.0f MB (slab_mb / 2); "
+            "one slab (%s) needs %.0f MB, more than the budget of %.0f MB (slab_mb / 3); "
             "smaller chunks would reduce it",
             (cb, zb, yb, xb),
             nbytes() / 2**20,
@@ -376,6 +390,9 @@ def write_scene(
     scene = src.scenes[scene_index]
     axes, shape = scene.axes, scene.shape
     voxel = voxel_size(scene, params, src.path)
+    if "t" in axes and "t" not in scene.voxel_size:
+        log.warning("%s: %d timepoints but no time interval in the metadata; the time axis gets a "
+                    "scale of 1 s, which is invented", src.path, scene.sizes["t"])
     scale = [voxel.get(a, scene.voxel_size.get("t", 1.0) if a == "t" else 1.0) for a in axes]
     chunks = ome.chunk_shape(axes, shape, params.chunks)
     ome.create_image(
@@ -387,15 +404,17 @@ def write_scene(
         chunks=chunks,
         compression=params.compression,
         name=scene.name,
-        channel_names=scene.channel_names or [f"C{i}" for i in range(scene.sizes["c"])],
+        channel_names=None if labels and scene.sizes["c"] == 1
+        else scene.channel_names or [f"C{i}" for i in range(scene.sizes["c"])],
         n_levels=params.pyramid_levels,
         is_label=labels,
         attrs={**attrs, "voxel_size_um": voxel, "ingest_params": to_dict(params)},
     )
-    # two slabs live at once (one being read, one being written): each gets half the budget
-    slabs, slab_shape = plan_slabs(scene, chunks, params.slab_mb * 2**20 // 2)
+    # slabs live at once: one being read, IN_FLIGHT being encoded; each gets its share of the budget
+    slabs, slab_shape = plan_slabs(scene, chunks, params.slab_mb * 2**20 // (IN_FLIGHT + 1))
+    threads = encode_threads(params)
     log.info(
-        "scene %d %r: axes %s shape %s %s, voxel %s µm, %d slab(s) of %s",
+        "scene %d %r: axes %s shape %s %s, voxel %s µm, %d slab(s) of %s, %d encoding thread(s)",
         scene_index,
         scene.name,
         axes,
@@ -404,23 +423,20 @@ def write_scene(
         voxel,
         len(slabs),
         slab_shape,
+        threads,
     )
     started = time.perf_counter()
     image = ome.open_image(out, mode="r+")
-    levels = [image.level(i) for i in range(len(image.level_paths))]
-    ratios = _level_ratios(levels)
+    levels = [fast_writes(image.level(i)) for i in range(len(image.level_paths))]
+    ratios = level_ratios(levels)
     # Lower levels straight from the slab in memory (no second pass over level 0) when every
     # slab starts on a full downsampling window of the coarsest level; else ome.write_pyramid.
     window = int(np.prod([r[axes.index("y")] for r in ratios])) if ratios else 1
     streamed = all(s.y.start % window == 0 and s.x.start % window == 0 for s in slabs)
-    with progress_bar(len(slabs), f"ingest scene {scene_index}") as bar:
+    pyramid = Pyramid(levels, axes, labels) if streamed and len(levels) > 1 else None
+    with progress_bar(len(slabs), f"ingest scene {scene_index}") as bar, SlabWriter(threads, pyramid) as writer:
         for slab, data in _read_ahead(src, scene_index, slabs):
-            box = _target_index(axes, slab)
-            block = _squeeze(data, axes)
-            levels[0][box] = block
-            if streamed:
-                _write_lower_levels(levels, ratios, axes, box, block, labels)
-            bar.update(1)
+            writer.submit(levels[0], _target_index(axes, slab), _squeeze(data, axes), done=lambda: bar.update(1))
     level0_s = time.perf_counter() - started
     if not streamed and len(levels) > 1:
         ome.write_pyramid(out, is_label=labels)
@@ -437,54 +453,8 @@ def write_scene(
     )
 
 
-def _level_ratios(levels: list) -> list[tuple[int, ...]]:
-    """Per-axis integer ratio between consecutive levels (as ``ome.write_pyramid`` computes it)."""
-    return [
-        tuple(max(1, -(-p // t)) for p, t in zip(prev.shape, cur.shape, strict=True))
-        for prev, cur in zip(levels, levels[1:], strict=False)
-    ]
+def encode_threads(params: IngestParams) -> int:
+    """Threads that encode chunks: ``params.threads``, or all cores given to this job (0)."""
+    from ..parallel import DaskParams
 
-
-def _mean_2x2(plane: np.ndarray) -> np.ndarray:
-    """``ome.downsample(plane, (2, 2), False)`` for integer planes, ~5x faster.
-
-    numpy's mean over a reshaped (h, 2, w, 2) view walks memory with large strides; summing
-    the four strided views is exact in float64 for integers up to 32 bits, so the rounded
-    result is bit-identical (tested against ``ome.write_pyramid``).
-    """
-    if plane.shape[0] % 2 or plane.shape[1] % 2:
-        plane = np.pad(plane, ((0, plane.shape[0] % 2), (0, plane.shape[1] % 2)), mode="edge")
-    total = plane[0::2, 0::2].astype(np.float64)
-    total += plane[1::2, 0::2]
-    total += plane[0::2, 1::2]
-    total += plane[1::2, 1::2]
-    total *= 0.25
-    return np.round(total, out=total).astype(plane.dtype)
-
-
-def _write_lower_levels(
-    levels: list, ratios: list, axes: str, box: tuple, block: np.ndarray, labels: bool
-) -> None:
-    """Downsample a level-0 slab level by level with ``ome.downsample`` and write each result.
-
-    The slab covers whole downsampling windows (or the image border, edge-padded exactly like
-    ``ome.write_pyramid``), so the result equals the blockwise pyramid of the finished level 0.
-    Only y/x are downsampled, so we go one (y, x) plane at a time to bound temporary memory.
-    """
-    block_axes = axes.replace("t", "")
-    iy, ix = block_axes.index("y"), block_axes.index("x")
-    for level, ratio in enumerate(ratios, start=1):
-        ry, rx = ratio[axes.index("y")], ratio[axes.index("x")]
-        planes = block.reshape(-1, *block.shape[iy:])
-        out = np.empty((planes.shape[0], -(-planes.shape[1] // ry), -(-planes.shape[2] // rx)), block.dtype)
-        fast = not labels and (ry, rx) == (2, 2) and block.dtype.kind in "ui" and block.dtype.itemsize <= 4
-        for i, plane in enumerate(planes):
-            out[i] = _mean_2x2(plane) if fast else ome.downsample(plane, (ry, rx), labels)
-        block = out.reshape(*block.shape[:iy], *out.shape[1:])
-        box = tuple(
-            slice(index.start // ratio[k], index.start // ratio[k] + block.shape[iy if a == "y" else ix])
-            if a in "yx"
-            else index
-            for k, (a, index) in enumerate(zip(axes, box, strict=True))
-        )
-        levels[level][box] = block
+    return DaskParams(n_workers=params.threads).workers

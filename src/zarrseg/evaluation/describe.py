@@ -1,0 +1,116 @@
+"""What a segmentation contains, without ground truth: segment counts and sizes per sample.
+
+Runs without ground truth (new acquisitions, nightly runs) still need a table a person can read:
+how many segments each sample got and how large they are, in voxels and in µm² / µm³ from the
+image's scale. Sizes are counted blockwise through ``parallel.map_blocks`` (memory: one block
+plus one count per segment id), so label images of any size are described the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import ome
+from ..blocks import Block, BlockGrid
+from ..errors import InputError
+from ..parallel import DaskParams, Summary, map_blocks
+from .contingency import spatial_block_shape
+from .tables import markdown_table, write_table
+
+log = logging.getLogger(__name__)
+
+# columns of segments.parquet, in display order (besides the --meta columns that come first)
+COLUMNS = ["n_segments", "size_min", "size_median", "size_mean", "size_max", "size_unit",
+           "voxels_median", "voxels_mean", "axes", "shape", "voxel_size_um", "labels", "image"]
+
+
+class _CountIds:
+    """Block function: voxels per non-zero label id in one block (picklable for process schedulers)."""
+
+    def __init__(self, view: ome.SpatialView):
+        self.view = view
+
+    def __call__(self, block: Block) -> Summary:
+        ids, counts = np.unique(self.view[block.inner], return_counts=True)
+        keep = ids != 0
+        return {"ids": ids[keep].astype(np.uint64), "counts": counts[keep].astype(np.int64)}
+
+
+def segment_sizes(labels: ome.SpatialView, block_shape: Sequence[int] = (64, 512, 512),
+                  dask_params: DaskParams | None = None) -> np.ndarray:
+    """Voxel count of every segment (label > 0) of a label volume, summed over blocks."""
+    grid = BlockGrid(labels.shape, spatial_block_shape(block_shape, labels.ndim))
+    summaries = map_blocks(_CountIds(labels), grid, name="describe: segment sizes", dask_params=dask_params)
+    ids = np.concatenate([s["ids"] for s in summaries]) if summaries else np.zeros(0, np.uint64)
+    counts = np.concatenate([s["counts"] for s in summaries]) if summaries else np.zeros(0, np.int64)
+    if not ids.size:
+        return np.zeros(0, np.int64)
+    _, inverse = np.unique(ids, return_inverse=True)
+    return np.bincount(inverse, weights=counts).astype(np.int64)
+
+
+def describe(labels_path: str | Path, image_path: str | Path | None = None,
+             dask_params: DaskParams | None = None) -> dict:
+    """One row: number of segments, their sizes (voxels and physical), shape and voxel size."""
+    labels = ome.open_image(labels_path)
+    if labels.data.dtype.kind not in "ui":
+        raise InputError(f"not a label image (pixel type {labels.data.dtype})", labels_path)
+    view = ome.SpatialView.of(labels)
+    scale = labels.spatial_scale
+    if image_path is not None:  # the image's voxel size is the reference (labels inherit it anyway)
+        scale = ome.open_image(image_path).spatial_scale[-view.ndim:]
+    sizes = segment_sizes(view, dask_params=dask_params)
+    voxel = float(np.prod(scale))
+    physical = sizes * voxel
+    row = {
+        "n_segments": int(sizes.size),
+        "size_min": float(physical.min()) if sizes.size else float("nan"),
+        "size_median": float(np.median(physical)) if sizes.size else float("nan"),
+        "size_mean": float(physical.mean()) if sizes.size else float("nan"),
+        "size_max": float(physical.max()) if sizes.size else float("nan"),
+        "size_unit": "µm³" if view.ndim == 3 else "µm²",
+        "voxels_median": float(np.median(sizes)) if sizes.size else float("nan"),
+        "voxels_mean": float(sizes.mean()) if sizes.size else float("nan"),
+        "axes": view.spatial_axes,
+        "shape": "x".join(str(s) for s in view.shape),
+        "voxel_size_um": "x".join(f"{s:g}" for s in scale),
+        "labels": str(labels_path),
+        "image": "" if image_path is None else str(image_path),
+    }
+    log.info("describe %s: %d segments, median size %.3g %s", labels_path, row["n_segments"],
+             row["size_median"], row["size_unit"])
+    return row
+
+
+def write_description(row: dict, meta: dict[str, str], output: str | Path) -> Path:
+    """``output`` (Parquet) + CSV: the --meta columns, then the description."""
+    frame = pd.DataFrame([{**meta, **row}])
+    return write_table(frame, output)[0]
+
+
+def summarize_descriptions(tables: Sequence[str | Path], outdir: str | Path, digits: int = 3) -> Path:
+    """``segments.parquet`` / ``.csv`` / ``.md`` in ``outdir``: one row per described segmentation."""
+    if not tables:
+        raise InputError("no segment tables given")
+    frame = pd.concat([pd.read_parquet(t) for t in tables], ignore_index=True)
+    outdir = Path(outdir)
+    write_table(frame, outdir / "segments.parquet")
+    first = [c for c in ("sample", "cell", "method") if c in frame.columns]
+    shown = first + [c for c in ("n_segments", "size_median", "size_mean", "size_unit", "shape", "voxel_size_um")
+                     if c in frame.columns]
+    rows = [[_cell(v, digits) for v in values] for values in frame[shown].itertuples(index=False)]
+    text = "# Segments per sample\n\n" + markdown_table(shown, rows) + "\n"
+    with ome.atomic_output(outdir / "segments.md") as tmp:
+        tmp.write_text(text)
+    return outdir / "segments.md"
+
+
+def _cell(value: object, digits: int) -> str:
+    if isinstance(value, float):
+        return "–" if not np.isfinite(value) else f"{value:.{digits}g}"
+    return str(value)

@@ -1,0 +1,93 @@
+"""The cumulative ``acquisitions.parquet``: one row per night, acquisition, scene and grid cell.
+
+It is both the record a person reads (status, reason, timings, shape, segments, metrics) and the
+memory of the nightly command: an acquisition is *settled* once it was processed, or failed for a
+reason of its own; it is looked at again only when its size or modification time changes and
+its content (sha256) differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import ome
+
+STATUSES = ("processed", "waiting", "failed", "unchanged")
+COLUMNS = [
+    "night", "run", "file", "ground_truth", "sample", "scene", "cell", "status", "reason", "retry",
+    "settled_night", "settled_status", "size", "mtime_ns", "sha256", "gt_size", "gt_mtime_ns", "gt_sha256",
+    "axes", "shape", "voxel_size_um", "n_segments", "size_median", "size_mean", "size_unit",
+    "arand", "voi_split", "voi_merge", "metrics", "seconds", "timings", "thumbnail",
+]
+INT_COLUMNS = ("scene", "size", "mtime_ns", "gt_size", "gt_mtime_ns", "n_segments")
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What an earlier night concluded about a file, and the fingerprint it concluded it for."""
+
+    night: str
+    status: str  # processed | failed
+    reason: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    gt_size: int | None
+    gt_mtime_ns: int | None
+    gt_sha256: str
+
+
+class History:
+    """Read, query and extend ``acquisitions.parquet`` (written atomically)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.table = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)
+
+    def settled(self, file: str) -> Settled | None:
+        """The latest conclusion about ``file`` (a failure that was not its own fault does not count)."""
+        rows = self.table[self.table["file"] == file]
+        final = rows["status"].isin(["processed", "unchanged"]) | (
+            (rows["status"] == "failed") & ~rows["retry"].astype(bool))
+        rows = rows[final]
+        if rows.empty:
+            return None
+        last = rows[rows["run"] == rows["run"].iloc[-1]]
+        first = last.iloc[0]
+        failed = last["status"].eq("failed").any() or first["settled_status"] == "failed"
+        reasons = [r for r in last["reason"] if r]
+        return Settled(night=str(first["settled_night"] or first["night"]),
+                       status="failed" if failed else "processed", reason=reasons[0] if reasons else "",
+                       size=int(first["size"]), mtime_ns=int(first["mtime_ns"]), sha256=str(first["sha256"] or ""),
+                       gt_size=_int_or_none(first["gt_size"]), gt_mtime_ns=_int_or_none(first["gt_mtime_ns"]),
+                       gt_sha256=str(first["gt_sha256"] or ""))
+
+    def owner(self, sample: str) -> str | None:
+        """The file a sample name belongs to (names are shared by all nights' outputs)."""
+        rows = self.table[(self.table["sample"] == sample) & (self.table["status"] == "processed")]
+        return None if rows.empty else str(rows["file"].iloc[-1])
+
+    def append(self, rows: list[dict]) -> pd.DataFrame:
+        """Add the night's rows and write the file; returns them as a table."""
+        night = pd.DataFrame(rows, columns=COLUMNS)
+        for column in INT_COLUMNS:  # from the Python ints: a float column would round nanosecond times
+            night[column] = pd.array([None if _int_or_none(r.get(column)) is None else int(r[column]) for r in rows],
+                                     dtype="Int64")
+        for column in ("retry",):
+            night[column] = night[column].fillna(False).astype(bool)
+        frames = [f for f in (self.table, night) if not f.empty]
+        self.table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else night
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with ome.atomic_output(self.path) as tmp:
+            self.table.to_parquet(tmp, engine="pyarrow", index=False)
+        return night
+
+
+def _int_or_none(value: object) -> int | None:
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return int(value)

@@ -1,0 +1,234 @@
+"""The parts of `zarrseg nightly` without Snakemake: scan, history, guard, outcome, report."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from conftest import shared_path
+
+from zarrseg.cli import main
+from zarrseg.ingest import IngestParams
+from zarrseg.ingest.writer import sha256_file
+from zarrseg.nightly.guard import AlreadyRunning, single_instance, stale_snakemake_locks
+from zarrseg.nightly.history import History
+from zarrseg.nightly.outcome import outcome
+from zarrseg.nightly.report import write_report
+from zarrseg.nightly.scan import scan
+from zarrseg.nightly.snake import job_counts
+
+HOUR = 3600.0
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Pretend ``path`` was last written ``seconds`` ago."""
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def _tif(path: Path, seed: int, age: float = HOUR) -> Path:
+    tifffile.imwrite(path, np.random.default_rng(seed).integers(0, 255, (8, 16, 16), dtype=np.uint8),
+                     photometric="minisblack")
+    _age(path, age)
+    return path
+
+
+def _scan(folder: Path, history: History, **kw):
+    return {a.file.name: a for a in scan(folder, history, quiet_period=60, params=IngestParams(), **kw)}
+
+
+def _settle(history: History, found: dict, night: str) -> None:
+    """Record tonight's scan as if every acquisition to process was processed."""
+    rows = []
+    for acq in found.values():
+        status = "processed" if acq.to_process else acq.status
+        rows.append({"night": night, "run": night, "file": str(acq.file), "status": status,
+                     "reason": acq.reason, "retry": False, "settled_night": night, "settled_status": status,
+                     "size": acq.size, "mtime_ns": acq.mtime_ns, "gt_size": acq.gt_size,
+                     "gt_mtime_ns": acq.gt_mtime_ns, "sha256": acq.sha256 or sha256_file(acq.file),
+                     "gt_sha256": acq.gt_sha256 or (sha256_file(acq.ground_truth) if acq.ground_truth else ""),
+                     "sample": acq.file.stem})
+    history.append(rows)
+
+
+def test_scan_complete_waiting_failed(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _tif(folder / "old.tif", 0)
+    _tif(folder / "young.tif", 1, age=5)  # still within the quiet period
+    _tif(folder / "marked.tif", 2, age=5)
+    (folder / "marked.tif.done").touch()  # the acquisition software says it is complete
+    data = shared_path("czi", "DAPI_GFP.czi").read_bytes()
+    (folder / "cut.czi").write_bytes(data[: len(data) // 2])
+    _age(folder / "cut.czi", HOUR)
+    _tif(folder / "pair.tif", 3)
+    _tif(folder / "pair_labels.tif", 4, age=5)  # a young ground truth keeps its image waiting
+    found = _scan(folder, History(tmp_path / "acquisitions.parquet"))
+    assert {n: a.status for n, a in found.items()} == {
+        "old.tif": "new", "young.tif": "waiting", "marked.tif": "new", "cut.czi": "failed", "pair.tif": "waiting"}
+    assert "quiet period 60 s" in found["young.tif"].reason
+    reason = found["cut.czi"].reason
+    assert "cut.czi" in reason and "truncated" in reason and "\n" not in reason
+    assert found["cut.czi"].sha256  # hashed, so that only a changed file is retried
+    assert len(found["old.tif"].scene_names) == 1  # opened: the structural check passed
+
+
+def test_scan_new_changed_unchanged(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    a, b = _tif(folder / "a.tif", 0), _tif(folder / "b.tif", 1)
+    _tif(folder / "c.tif", 2)
+    _tif(folder / "c_labels.tif", 3)
+    history = History(tmp_path / "acquisitions.parquet")
+    _settle(history, _scan(folder, history), "n1")
+    history = History(tmp_path / "acquisitions.parquet")  # read back from the file
+    assert {n: x.status for n, x in _scan(folder, history).items()} == {n: "unchanged" for n in ("a.tif", "b.tif",
+                                                                                                  "c.tif")}
+    _tif(a, 10)  # re-exported: other content, same size
+    t = time.time() - HOUR / 2
+    os.utime(b, (t, t))  # touched: same content, new time
+    _tif(folder / "c_labels.tif", 11)  # the ground truth was corrected
+    found = _scan(folder, history)
+    assert {n: x.status for n, x in found.items()} == {"a.tif": "changed", "b.tif": "unchanged", "c.tif": "changed"}
+    assert found["b.tif"].reason == ""  # unchanged and fine
+    assert {n: x.status for n, x in _scan(folder, history, rerun_all=True).items()} == {
+        "a.tif": "changed", "b.tif": "rerun", "c.tif": "changed"}
+
+
+def test_failed_files_are_retried_only_when_changed(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bad = folder / "bad.tif"
+    bad.write_bytes(b"II*\x00" + b"\x00" * 100)
+    _age(bad, HOUR)
+    history = History(tmp_path / "acquisitions.parquet")
+    found = _scan(folder, history)
+    assert found["bad.tif"].status == "failed"
+    _settle(history, found, "n1")
+    again = _scan(folder, history)["bad.tif"]
+    assert again.status == "unchanged" and again.reason == found["bad.tif"].reason
+    bad.write_bytes(b"II*\x00" + b"\x01" * 120)  # changed: looked at again
+    _age(bad, HOUR)
+    assert _scan(folder, history)["bad.tif"].status == "failed"
+    # a failure that was not the file's fault (run killed, workflow did not start) is retried as new
+    history.append([{"night": "n2", "run": "n2", "file": str(bad.resolve()), "status": "failed", "retry": True,
+                     "size": bad.stat().st_size, "mtime_ns": bad.stat().st_mtime_ns, "sample": "bad"}])
+    history.table = history.table[history.table["night"] == "n2"]
+    assert _scan(folder, history)["bad.tif"].status == "failed"  # still the structural check, not "unchanged"
+
+
+def test_guard_is_exclusive_and_finds_stale_locks(tmp_path, capsys):
+    with single_instance(tmp_path):
+        with pytest.raises(AlreadyRunning, match=f"pid {os.getpid()}") as err:
+            with single_instance(tmp_path):
+                pass
+        assert err.value.exit_code == 75
+        capsys.readouterr()
+        code = main(["nightly", str(tmp_path), "-o", str(tmp_path)])
+        assert code == 75 and "another nightly run is active" in capsys.readouterr().err
+    with single_instance(tmp_path):  # released when the holder ends
+        pass
+    assert stale_snakemake_locks(tmp_path) == []
+    locks = tmp_path / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "0.input.lock").write_text("x")
+    assert [p.name for p in stale_snakemake_locks(tmp_path)] == ["0.input.lock"]
+
+
+def test_job_counts_from_snakemake_output():
+    text = ("Building DAG of jobs...\nJob stats:\njob         count\n---------  -------\ningest            3\n"
+            "segment           3\nsamples           1\ntotal             7\n\nSelect jobs to execute...\n"
+            "Job stats:\njob count\n--- ---\nother 9\ntotal 9\n")
+    assert job_counts(text) == {"ingest": 3, "segment": 3, "samples": 1}
+    assert job_counts("Nothing to be done (all requested files are present and up to date).") == {}
+
+
+def test_outcome_reads_snakemakes_summary_and_the_failing_log(tmp_path):
+    logs = tmp_path / "results" / "logs" / "default"
+    for stage, text in (("ingest", "INFO ok\n"), ("segment", "x\nzarrseg segment: error: a.ome.zarr: NaN\n"),
+                        ("describe", "")):
+        (logs / stage / "s1").mkdir(parents=True)
+        (logs / stage / "s1" / "base.log").write_text(text)
+    (tmp_path / "results" / "ingest" / "s2").mkdir(parents=True)
+    summary = pd.DataFrame([
+        ["results/ingest/s1/image.ome.zarr", "ingest", "results/logs/default/ingest/s1/base.log", "ok", "no update"],
+        ["results/default/s1/base/labels.ome.zarr", "segment", "results/logs/default/segment/s1/base.log",
+         "missing", "update pending"],
+        ["results/default/s1/base/segments.parquet", "describe", "results/logs/default/describe/s1/base.log",
+         "missing", "update pending"],
+        ["results/ingest/s2/image.ome.zarr", "ingest", "results/logs/default/ingest/s2/image.log", "missing",
+         "update pending"],
+        ["results/ingest/s10/image.ome.zarr", "ingest", "", "ok", "no update"],
+    ], columns=["output_file", "rule", "log-file(s)", "status", "plan"])
+    results = tmp_path / "results"
+    one = outcome(summary, "s1", tmp_path, results, since=0)
+    assert not one.processed and one.reason == "zarrseg segment: error: a.ome.zarr: NaN" and not one.retry
+    two = outcome(summary, "s2", tmp_path, results, since=0)  # no error written anywhere: killed, retried next night
+    assert not two.processed and two.retry and "ingest pending" in two.reason
+    assert outcome(summary, "s10", tmp_path, results, since=0).processed  # "s1" is not a folder of s10's paths
+    assert outcome(summary, "default", tmp_path, results, since=0).reason.startswith("the workflow did not plan")
+    late = outcome(summary, "s1", tmp_path, results, since=time.time() + 60)  # logs older than tonight do not count
+    assert late.retry
+
+
+def test_report_lists_every_status(tmp_path):
+    rows = [
+        {"file": "/in/a.czi", "scene": 1, "sample": "a_P1", "status": "processed", "reason": "", "shape": "3x64x64",
+         "voxel_size_um": "1x1.6x1.6", "n_segments": 12, "size_median": 250.0, "size_unit": "µm³",
+         "arand": 0.12, "voi_split": 0.3, "voi_merge": 0.4, "seconds": 9.5, "thumbnail": "thumbnails/a_P1_base.png"},
+        {"file": "/in/b.czi", "sample": "b", "status": "failed", "reason": "b.czi: truncated CZI"},
+        {"file": "/in/c.tif", "sample": "c", "status": "waiting", "reason": "modified 3 s ago"},
+        {"file": "/in/d.tif", "sample": "d", "status": "unchanged", "reason": "", "settled_status": "processed",
+         "settled_night": "2025-01-01"},
+    ]
+    md = write_report(tmp_path, "2025-01-02", rows, {"ingest": 1}, ["a note"]).read_text()
+    assert "1 processed, 1 failed, 1 waiting, 1 unchanged" in md and "ingest 1" in md
+    assert "| a.czi | 1 | a_P1 | processed |  | 3x64x64 | 1x1.6x1.6 | 12 | 250 µm³ | 0.12 | 0.3 / 0.4 |" in md
+    assert "![a_P1](thumbnails/a_P1_base.png)" in md and "processed on 2025-01-01" in md
+    page = (tmp_path / "report.html").read_text()
+    assert '<img src="thumbnails/a_P1_base.png"' in page and "b.czi: truncated CZI" in page
+
+
+def test_nightly_help_and_bad_input(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["nightly", "--help"])
+    text = capsys.readouterr().out
+    for needle in ("--quiet-period", "--profile", ".done", "waiting", "acquisitions.parquet", "scrontab"):
+        assert needle in text, needle
+    assert main(["nightly", str(tmp_path / "missing"), "-o", str(tmp_path / "out")]) == 2
+    assert "input folder does not exist" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+def test_schedule_examples_match_the_readme_and_parse():
+    """The cron / scrontab / systemd entries in profiles/nightly/ are the README's, and their command parses."""
+    import argparse
+    import shlex
+
+    from zarrseg.commands import nightly
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    keys = ("zarrseg nightly", "#SCRON", "OnCalendar=", "Persistent=", "SuccessExitStatus=", "WorkingDirectory=")
+    commands = []
+    for name in ("crontab", "scrontab", "zarrseg-nightly.service", "zarrseg-nightly.timer"):
+        lines = [line for line in (repo / "profiles" / "nightly" / name).read_text().splitlines()
+                 if any(k in line for k in keys) and not line.startswith(("# ", "Description="))]
+        assert lines, name
+        for line in lines:
+            assert line in readme, (name, line)
+            if "zarrseg nightly" in line:
+                commands.append(line)
+    assert len(commands) == 3
+    parser = argparse.ArgumentParser()
+    nightly.add_arguments(parser)
+    for line in commands:
+        words = shlex.split(line.split("zarrseg nightly", 1)[1].split(">>")[0])
+        args = parser.parse_args(words)
+        assert args.results_dir == Path("/data/results/nightly") and args.profile in ("local", "slurm")
