@@ -381,7 +381,7 @@ def predict_model(
     view = views[0]
     tile = params.tile_shape or io.tile or [64] * view.ndim
     plan = TilePlan.create(view.shape, tile, params.overlap, params.margin, params.blend, io)
-    stats = channel_stats(work if resume else None, views, norm, params.dask)
+    stats = channel_stats(work if resume else None, views, norm, params.dask, source=image.path)
     device = resolve_device(params.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -458,11 +458,11 @@ def predict_model(
     }
 
 
-def channel_stats(work: Path | None, views, norm: Normalization, dask_params) -> list[VolumeStats]:
+def channel_stats(work: Path | None, views, norm: Normalization, dask_params, source=None) -> list[VolumeStats]:
     """Per-channel volume statistics (one channel: exactly ``run_stats``)."""
     if len(views) == 1:
-        return [run_stats(work, views[0], norm, dask_params)]
-    return [run_stats(None, v, norm, dask_params) for v in views]
+        return [run_stats(work, views[0], norm, dask_params, source)]
+    return [run_stats(None, v, norm, dask_params, source) for v in views]
 
 
 def _create_output(out_path, image, view, params, loaded: Loaded, plan, stats):
