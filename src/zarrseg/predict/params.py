@@ -29,6 +29,7 @@ class PredictParams:
     invert: bool = False  # EM: membranes are dark
     # --- model method
     checkpoint: str | None = None  # model file written by 'zarrseg train' (the --checkpoint flag wins)
+    rescale: bool = True  # resample the input to the voxel size the model was trained at, and the output back (off: the image grid as is, warned when the sizes differ by more than 1.5x)
     tile_shape: list[int] | None = None  # default: the checkpoint's training patch shape
     overlap: float = 0.5  # fraction of the tile shared by neighbouring tiles
     blend: Literal["gaussian", "cosine"] = "gaussian"
