@@ -107,9 +107,19 @@ def test_export_3d_percentile_and_bad_inputs(tmp_path, capsys):
     assert "test shape" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
-def test_bioimageio_spec_validates_when_installed(tmp_path):
+def test_bioimageio_spec_validates_our_packages(tmp_path):
+    """Format validation by bioimageio.spec (a dev dependency): 'valid-format' is its best status without
+    bioimageio.core's test run, which tests/test_predict_bioimageio.py does with zarrseg's loader."""
     spec = pytest.importorskip("bioimageio.spec")
-    cfg = ModelConfig(ndim=2, f_maps=2, depth=2)
-    _checkpoint(tmp_path / "m.pt", cfg, Normalization(method="meanstd"), [16, 16])
-    descr = spec.load_description(str(export_bioimageio(tmp_path / "m.pt", tmp_path / "pkg")))
-    assert descr.validation_summary.status == "passed"
+    cfg = ModelConfig(ndim=3, f_maps=2, depth=2)
+    model = build_model(cfg).eval()
+    save_checkpoint(tmp_path / "m.pt", model, cfg, Normalization(), "boundaries", {"patch_shape": [8, 16, 16]},
+                    voxel_size=[0.5, 0.2, 0.2], metrics={"val_arand": 0.25})
+    descr = spec.load_description(str(export_bioimageio(tmp_path / "m.pt", tmp_path / "pkg")), perform_io_checks=True)
+    summary = descr.validation_summary
+    assert summary.status == "valid-format", summary.format()
+    assert not [e for d in summary.details for e in d.errors]
+    warnings = [w.msg for d in summary.details for w in d.warnings]
+    assert all("github_user" in w for w in warnings), warnings  # only what zarrseg cannot know: a GitHub name
+    assert [(a.scale, a.unit) for a in descr.inputs[0].axes[2:]] == [(0.5, "micrometer"), (0.2, "micrometer"), (0.2, "micrometer")]
+    assert descr.inputs[0].sample_tensor is not None and "Trained at [0.5, 0.2, 0.2]" in (tmp_path / "pkg" / "README.md").read_text()
