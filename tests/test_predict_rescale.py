@@ -199,3 +199,12 @@ def test_training_records_the_voxel_size_of_its_images(tmp_path, rng):
     )
     train(params, tmp_path / "model")
     assert load(tmp_path / "model" / "best.pt").voxel_size == [0.3, 0.3]  # a 2D model: its y and x
+
+
+def test_the_shipped_ovule_model_records_its_training_voxel_size():
+    from conftest import REPO
+
+    from zarrseg.learn.checkpoint import load
+
+    path = REPO / "src" / "zarrseg" / "methods" / "unet" / "pretrained" / "ovule_boundaries_3d.pt"
+    assert load(path).voxel_size == [0.235, 0.15, 0.15]  # sample_ovule.h5 element_size_um
