@@ -221,3 +221,11 @@ def test_model_refs_and_workers():
     assert model_refs({"a": "model:dino", "b": [{"c": "model:unet"}, "model:dino"], "d": "x"}) == ["dino", "unet"]
     assert with_workers({"beta": 1}, 3) == {"beta": 1, "dask": {"n_workers": 3}}
     assert with_workers({"dask": {"n_workers": 1}}, 3)["dask"]["n_workers"] == 1
+
+
+def test_long_cell_ids_are_shortened_by_a_hash():
+    many = {f"train.key_number_{i}": i for i in range(20)}
+    long_id = cell_id(many)
+    assert len(long_id) <= 100 and long_id.startswith("key_number_0-0_key_number_1-1")
+    assert cell_id({**many, "train.key_number_19": 99}) != long_id  # the hash covers every value
+    assert cell_id({"segment.beta": 0.5}) == "beta-0.5"  # short ids unchanged

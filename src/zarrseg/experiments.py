@@ -14,6 +14,7 @@ cell's values (so of its sub-cells) but not of its id.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -65,11 +66,18 @@ def _fmt(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]", "", text.replace("/", "-"))
 
 
+MAX_ID = 100  # longer ids keep a readable head and a hash of the whole (file names stay < 255 bytes)
+
+
 def cell_id(values: dict[str, Any]) -> str:
     """Stable, readable id of a parameter combination: ``key-value`` pairs joined by '_'."""
     if not values:
         return BASE_CELL
-    return "_".join(f"{k.split('.', 1)[-1]}-{_fmt(v)}" for k, v in values.items())
+    text = "_".join(f"{k.split('.', 1)[-1]}-{_fmt(v)}" for k, v in values.items())
+    if len(text) <= MAX_ID:
+        return text
+    digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+    return f"{text[: MAX_ID - 11]}_{digest}"
 
 
 def load_experiment(path: str | Path) -> Experiment:

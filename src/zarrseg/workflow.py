@@ -246,13 +246,14 @@ class Plan:
         return self.stage_params("predict", values).get("method", "intensity") in ("model", "unet")
 
     def subcell(self, stage: str, values: dict[str, Any]) -> str:
-        from .experiments import cell_for
+        """Id of ``stage``'s output for these values: the grid keys of the stages it depends on."""
+        from .experiments import cell_id
 
         stages = self.depends(stage, values)
         keys = {k: v for k, v in values.items() if k.split(".", 1)[0] in stages}
         if self._sample_fallback(stages, values):
             keys.setdefault("train.samples", values.get("train.samples"))
-        return cell_for(keys, tuple(k.split(".", 1)[0] for k in keys) or (stage,))
+        return cell_id(keys)
 
     def _sample_fallback(self, stages: set[str], values: dict[str, Any]) -> bool:
         """Whether a model among ``stages`` learns from train.samples (it names no samples itself)."""
