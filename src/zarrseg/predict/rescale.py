@@ -155,7 +155,8 @@ def decide(
             model,
         )
         return None, record
-    ratio = tuple(m / i for m, i in zip(model, img, strict=True))
+    # axes that agree within SAME_SCALE are copied, not interpolated (a slicewise 2D model's z among them)
+    ratio = tuple(1.0 if max(m / i, i / m) <= SAME_SCALE else m / i for m, i in zip(model, img, strict=True))
     record["factors"] = [round(r, 6) for r in ratio]
     worst = max(max(r, 1.0 / r) for r in ratio)
     if worst <= SAME_SCALE:
