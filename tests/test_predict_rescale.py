@@ -7,12 +7,11 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import write_image
+from conftest import unet_checkpoint, write_image
 
 from zarrseg import ome
 from zarrseg.learn.checkpoint import Loaded, ModelIO
-from zarrseg.methods.unet.checkpoint import save_checkpoint
-from zarrseg.methods.unet.models import ModelConfig, build_model, receptive_field
+from zarrseg.methods.unet.models import ModelConfig, receptive_field
 from zarrseg.normalize import Normalization, apply, array_stats
 from zarrseg.params import load_params
 from zarrseg.predict import tiled
@@ -26,24 +25,7 @@ def _params(**kw) -> PredictParams:
 
 
 def _unet(path, cfg, voxel_size, patch):
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    model.eval()
-    save_checkpoint(
-        path,
-        model,
-        cfg,
-        Normalization("meanstd"),
-        "boundaries",
-        {"patch_shape": patch},
-        voxel_size=voxel_size,
-    )
-    return model
+    return unet_checkpoint(path, cfg, patch=patch, voxel_size=voxel_size)
 
 
 def _whole_rescaled(model, data, ratio):

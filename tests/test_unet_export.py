@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import unet_checkpoint
 
 from zarrseg.cli import main
-from zarrseg.methods.unet.checkpoint import save_checkpoint
 from zarrseg.methods.unet.export import ExportOptions, export_bioimageio
-from zarrseg.methods.unet.models import ModelConfig, build_model
+from zarrseg.methods.unet.models import ModelConfig
 from zarrseg.normalize import Normalization
 
 
@@ -22,15 +22,7 @@ def _sha(path: Path) -> str:
 
 
 def _checkpoint(path, cfg, norm, patch):
-    torch.manual_seed(1)
-    model = build_model(cfg)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    save_checkpoint(path, model.eval(), cfg, norm, "boundaries", {"patch_shape": patch})
-    return model.eval()
+    return unet_checkpoint(path, cfg, norm, patch, seed=1)
 
 
 def _files(package: Path, rdf: dict) -> list[tuple[Path, str]]:
@@ -112,9 +104,7 @@ def test_bioimageio_spec_validates_our_packages(tmp_path):
     bioimageio.core's test run, which tests/test_predict_bioimageio.py does with zarrseg's loader."""
     spec = pytest.importorskip("bioimageio.spec")
     cfg = ModelConfig(ndim=3, f_maps=2, depth=2)
-    model = build_model(cfg).eval()
-    save_checkpoint(tmp_path / "m.pt", model, cfg, Normalization(), "boundaries", {"patch_shape": [8, 16, 16]},
-                    voxel_size=[0.5, 0.2, 0.2], metrics={"val_arand": 0.25})
+    unet_checkpoint(tmp_path / "m.pt", cfg, Normalization(), [8, 16, 16], voxel_size=[0.5, 0.2, 0.2], metrics={"val_arand": 0.25})
     descr = spec.load_description(str(export_bioimageio(tmp_path / "m.pt", tmp_path / "pkg")), perform_io_checks=True)
     summary = descr.validation_summary
     assert summary.status == "valid-format", summary.format()
