@@ -38,7 +38,7 @@ def _whole_rescaled(model, data, ratio):
     xm = resample(x, img_box, mod_box, ratio)
     with torch.no_grad():
         ym = torch.sigmoid(model(torch.from_numpy(xm)[None, None])).numpy()[0, 0]
-    return resample(ym, mod_box, img_box, [1 / r for r in ratio])
+    return resample(ym, mod_box, img_box, [1 / r for r in ratio], reduce="max")  # a boundary map
 
 
 @pytest.mark.parametrize(
@@ -70,6 +70,22 @@ def test_rescaled_tiles_equal_a_whole_rescaled_forward_for_any_blocks(
     rec = outs[0].attrs["zarrseg"]["rescale"]
     assert (
         rec["applied"] and rec["factors"] == pytest.approx(ratio) and rec["model_voxel_size"] == model_voxel
+    )
+    assert rec["output_reduce"] == "max"
+
+
+def test_boundaries_keep_their_strength_on_a_coarser_grid():
+    """A membrane one model voxel thick, sampled onto a 2x coarser grid: the maximum keeps it, the mean halves it."""
+    fine = np.zeros((8, 40), np.float32)
+    fine[:, 21] = 1.0
+    src, dst = (slice(0, 8), slice(0, 40)), (slice(0, 8), slice(0, 20))
+    kept = resample(fine, src, dst, [1, 2], reduce="max")
+    diluted = resample(fine, src, dst, [1, 2])
+    assert kept.max() == pytest.approx(1.0) and diluted.max() < 0.6
+    assert kept[0, 10] == pytest.approx(1.0) and np.flatnonzero(kept[0]).tolist() == [10, 11]  # stays thin
+    sub = (slice(2, 6), slice(5, 15))  # a block reading only its support gets the same values
+    np.testing.assert_allclose(
+        resample(fine[:, 9:31], (slice(0, 8), slice(9, 31)), sub, [1, 2], "max"), kept[sub]
     )
 
 

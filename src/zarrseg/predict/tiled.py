@@ -42,7 +42,7 @@ from ..parallel import progress_bar
 from ..runs import DoneMarkers
 from .params import PredictParams
 from .preprocess import NormalizationPrep
-from .rescale import ResampledSource, Resampling, decide, resample
+from .rescale import ResampledSource, Resampling, decide
 from .runstate import mark_started, run_stats
 
 log = logging.getLogger(__name__)
@@ -412,7 +412,7 @@ def predict_model(
     views = _input_views(image, params, io)
     view = views[0]
     stats = channel_stats(work if resume else None, views, prep.stats_normalization, params.dask, source=image.path)
-    resampling, rescale_record = decide(image, view.shape, loaded.voxel_size, params.rescale)
+    resampling, rescale_record = decide(image, view.shape, loaded.voxel_size, params.rescale, io.kind)
     grid_shape = resampling.model_shape if resampling else view.shape  # the plan's (model) grid
     tile = params.tile_shape or io.tile or [64] * view.ndim
     plan = TilePlan.create(grid_shape, tile, params.overlap, params.margin, params.blend, io)
@@ -471,7 +471,7 @@ def predict_model(
             region = dataset.region(block)
             out = runner.predict_block(region, item)
             if resampling is not None:  # blended on the model grid, interpolated onto the block's voxels
-                out = resample(out, region.inner, block.inner, [1.0 / r for r in resampling.ratio])
+                out = resampling.to_image(out, region.inner, block.inner)
             if io.channels == 1:
                 arr[block.inner] = out[0].astype(arr.dtype)
             else:
