@@ -89,7 +89,7 @@ def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _foreign_package(root, weights: str = "pytorch_state_dict"):
+def _foreign_package(root, weights: str = "pytorch_state_dict", size=None):
     """A package unlike ours: input axes (batch, x, y, channel), sizes 20 + 8k, scale_linear -> scale_range
     -> clip preprocessing, two softmax output channels (batch, channel, y, x) with a halo of 2, nm units."""
     root.mkdir()
@@ -103,7 +103,13 @@ def _foreign_package(root, weights: str = "pytorch_state_dict"):
     np.save(root / "out.npy", np.zeros((1, 2, 20, 20), np.float32))
     (root / "onnx.bin").write_bytes(b"not really onnx")
     space = [
-        {"type": "space", "id": a, "size": {"min": 20, "step": 8}, "scale": 200.0, "unit": "nanometer"}
+        {
+            "type": "space",
+            "id": a,
+            "size": size or {"min": 20, "step": 8},
+            "scale": 200.0,
+            "unit": "nanometer",
+        }
         for a in "xy"
     ]
     weight_entries = {
@@ -215,13 +221,15 @@ def test_unusable_packages_and_offline_ids_are_one_line_errors(tmp_path, rng, ca
 
     monkeypatch.setattr(httpx, "get", no_network)
     monkeypatch.setattr(httpx.Client, "send", no_network)
-    img = write_image(tmp_path / "img.ome.zarr", (rng.random((32, 32)) * 255).astype(np.uint8))
+    img = write_image(tmp_path / "img.ome.zarr", (rng.random((32, 32)) * 255).astype(np.uint8), scale=[0.2, 0.2])
     _foreign_package(tmp_path / "onnx_only", weights="onnx")
+    _foreign_package(tmp_path / "fixed", size=20)  # takes 20 x 20 tiles only
     (tmp_path / "empty").mkdir()
     cases = [
         ("affable-shark", [], "predict.online: true (nothing was downloaded)"),
         ("onnx_only", [], "no PyTorch weights"),
         ("empty", [], "without rdf.yaml"),
+        ("fixed", ["tile_shape=[28,28]"], "exceeds the model's fixed size 20"),
         ("affable-shark", ["online=true"], "not a valid BioImage.IO model package"),
     ]
     for source, settings, message in cases:
@@ -229,8 +237,10 @@ def test_unusable_packages_and_offline_ids_are_one_line_errors(tmp_path, rng, ca
         path = source if source == "affable-shark" else tmp_path / source
         assert _predict(img, out, path, *settings) == 2
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and source in err and message in err, err
+        assert len(err.splitlines()) == 1 and message in err and (source in err or "tile_shape" in err), err
         assert not out.exists() and not ome.partial_path(out).exists()
         if "online=true" not in settings:
             assert not calls  # offline: not even an attempt
     assert calls  # online: the id was looked up (and failed here)
+    assert _predict(img, tmp_path / "fixed.ome.zarr", tmp_path / "fixed") == 0  # 20 x 20 tiles over 32 x 32
+    assert ome.open_image(tmp_path / "fixed.ome.zarr").data.shape == (2, 32, 32)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..learn.checkpoint import Loaded, ModelIO
 from .preprocess import ChainPrep
 
@@ -139,7 +139,8 @@ def _loaded(descr, source, online: bool) -> Loaded:
     prep.check()
     zarrseg = (getattr(descr.config, "model_extra", None) or {}).get("zarrseg") or {}  # our own exports
     tile = _default_tile(valid, zarrseg.get("patch_shape"))
-    divisor = [v[0] if v[1] == 0 else (v[1] if v[0] % v[1] == 0 else 1) for v in valid]
+    # strides stay multiples of a size step (a U-Net's pooling grid); fixed sizes: any stride, tiles padded to it
+    divisor = [v[1] if v[1] and v[0] % v[1] == 0 else 1 for v in valid]
     net, weights_format = _weights(descr, source, online)
     module = PackageModule(
         net,
@@ -316,11 +317,16 @@ class PackageModule(torch.nn.Module):
         need = n + 2 * self.crop[axis]
         if step == 0:
             if need > low:
-                raise ValueError(
-                    f"tile size {n} along {self.spatial[axis]} exceeds the model's fixed size {low}"
+                raise ConfigError(
+                    f"predict.tile_shape: {n} along {self.spatial[axis]} exceeds the model's fixed size {low}"
                 )
             return low
         return low + max(0, math.ceil((need - low) / step)) * step
+
+    def check_tile(self, tile) -> None:
+        """``ConfigError`` before anything is written when the model cannot take tiles of ``tile``."""
+        for axis, n in enumerate(list(tile)[-len(self.spatial) :]):
+            self._padded(int(n), axis)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sizes = list(x.shape[2:])

@@ -416,6 +416,8 @@ def predict_model(
     grid_shape = resampling.model_shape if resampling else view.shape  # the plan's (model) grid
     tile = params.tile_shape or io.tile or [64] * view.ndim
     plan = TilePlan.create(grid_shape, tile, params.overlap, params.margin, params.blend, io)
+    if hasattr(loaded.module, "check_tile"):  # models with fixed input sizes (BioImage.IO packages)
+        loaded.module.check_tile(plan.tile)
     device = resolve_device(params.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
