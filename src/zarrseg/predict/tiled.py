@@ -14,6 +14,10 @@ zero weight, except on sides that touch the volume border, where whole-image pre
 sees the same padding. Hence, for a shift-equivariant model (BatchNorm in eval mode, no norm)
 whose receptive field fits inside the margin, tiled prediction equals whole-image prediction.
 
+When the image's voxel size differs from the model's (``rescale``), the tile plan lies on the
+model's grid: each output block (image grid) reads, resamples and predicts the model voxels it
+interpolates from, and resamples the blended prediction back onto its own voxels.
+
 Input blocks are read, normalised and cut in a torch ``DataLoader`` (worker processes
 prefetch the next blocks while the device runs the current one); tiles go to the device in
 batches, under autocast (fp16) on CUDA.
