@@ -189,8 +189,9 @@ def export_bioimageio(checkpoint: str | Path, out_dir: str | Path, opts: ExportO
         torch.save(loaded.model.state_dict(), tmp / files["state_dict"])
         np.save(tmp / files["input"], test_input)
         np.save(tmp / files["output"], test_output)
-        tifffile.imwrite(tmp / files["sample_input"], test_input[0, 0])  # for people: one channel, spatial
-        tifffile.imwrite(tmp / files["sample_output"], test_output[0, 0])
+        # for people (viewers): the first channel's spatial planes, never read as RGB
+        tifffile.imwrite(tmp / files["sample_input"], test_input[0, 0], photometric="minisblack")
+        tifffile.imwrite(tmp / files["sample_output"], test_output[0, 0], photometric="minisblack")
         (tmp / files["doc"]).write_text(_documentation(loaded, opts, checkpoint))
         sha = {k: file_sha256(tmp / v) for k, v in files.items()}
         torch_version = torch.__version__.split("+")[0]
