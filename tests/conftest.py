@@ -90,3 +90,26 @@ def voronoi_cells(rng: np.random.Generator, shape: tuple[int, ...], n: int) -> n
     grids = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
     d = sum((g[..., None] - pts[:, i]) ** 2 for i, g in enumerate(grids))
     return (np.argmin(d, -1) + 1).astype(np.uint32)
+
+
+def unet_checkpoint(path, cfg, norm=None, patch=None, seed: int = 0, **extra):
+    """A U-Net checkpoint at ``path`` with random weights and non-trivial BatchNorm statistics (so
+    eval-mode norm is not the identity); ``extra`` adds header entries (e.g. ``voxel_size``).
+    Returns the model in eval mode."""
+    import torch
+
+    from zarrseg.methods.unet.checkpoint import save_checkpoint
+    from zarrseg.methods.unet.models import build_model
+    from zarrseg.normalize import Normalization
+
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    model.eval()
+    patch = patch or [64] * cfg.ndim
+    save_checkpoint(path, model, cfg, norm or Normalization("meanstd"), "boundaries", {"patch_shape": patch}, **extra)
+    return model

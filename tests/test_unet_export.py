@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import unet_checkpoint
 
 from zarrseg.cli import main
-from zarrseg.methods.unet.checkpoint import save_checkpoint
 from zarrseg.methods.unet.export import ExportOptions, export_bioimageio
-from zarrseg.methods.unet.models import ModelConfig, build_model
+from zarrseg.methods.unet.models import ModelConfig
 from zarrseg.normalize import Normalization
 
 
@@ -22,15 +22,7 @@ def _sha(path: Path) -> str:
 
 
 def _checkpoint(path, cfg, norm, patch):
-    torch.manual_seed(1)
-    model = build_model(cfg)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    save_checkpoint(path, model.eval(), cfg, norm, "boundaries", {"patch_shape": patch})
-    return model.eval()
+    return unet_checkpoint(path, cfg, norm, patch, seed=1)
 
 
 def _files(package: Path, rdf: dict) -> list[tuple[Path, str]]:
@@ -107,9 +99,17 @@ def test_export_3d_percentile_and_bad_inputs(tmp_path, capsys):
     assert "test shape" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
-def test_bioimageio_spec_validates_when_installed(tmp_path):
+def test_bioimageio_spec_validates_our_packages(tmp_path):
+    """Format validation by bioimageio.spec (a dev dependency): 'valid-format' is its best status without
+    bioimageio.core's test run, which tests/test_predict_bioimageio.py does with zarrseg's loader."""
     spec = pytest.importorskip("bioimageio.spec")
-    cfg = ModelConfig(ndim=2, f_maps=2, depth=2)
-    _checkpoint(tmp_path / "m.pt", cfg, Normalization(method="meanstd"), [16, 16])
-    descr = spec.load_description(str(export_bioimageio(tmp_path / "m.pt", tmp_path / "pkg")))
-    assert descr.validation_summary.status == "passed"
+    cfg = ModelConfig(ndim=3, f_maps=2, depth=2)
+    unet_checkpoint(tmp_path / "m.pt", cfg, Normalization(), [8, 16, 16], voxel_size=[0.5, 0.2, 0.2], metrics={"val_arand": 0.25})
+    descr = spec.load_description(str(export_bioimageio(tmp_path / "m.pt", tmp_path / "pkg")), perform_io_checks=True)
+    summary = descr.validation_summary
+    assert summary.status == "valid-format", summary.format()
+    assert not [e for d in summary.details for e in d.errors]
+    warnings = [w.msg for d in summary.details for w in d.warnings]
+    assert all("github_user" in w for w in warnings), warnings  # only what zarrseg cannot know: a GitHub name
+    assert [(a.scale, a.unit) for a in descr.inputs[0].axes[2:]] == [(0.5, "micrometer"), (0.2, "micrometer"), (0.2, "micrometer")]
+    assert descr.inputs[0].sample_tensor is not None and "Trained at [0.5, 0.2, 0.2]" in (tmp_path / "pkg" / "README.md").read_text()

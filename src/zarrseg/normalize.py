@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from .blocks import Block, BlockGrid
+from .errors import InputError
 from .parallel import DaskParams, map_blocks
 from .params import check_percentiles
 
@@ -73,12 +75,15 @@ class _BlockReader:
     def moments(self, block: Block) -> dict:
         x = self.view[block.inner]
         xf = x.astype(np.float64)
+        total = xf.sum()
         return {
             "min": xf.min(),
             "max": xf.max(),
-            "sum": xf.sum(),
+            "sum": total,
             "sum2": np.square(xf).sum(),
             "n": x.size,
+            # NaN/Inf make the sum non-finite; counted only then, so clean data pays nothing extra
+            "nonfinite": 0 if np.isfinite(total) else int(x.size - np.count_nonzero(np.isfinite(xf))),
             **(
                 {"hist": np.bincount(x.ravel().astype(np.int64) - int(self.lo), minlength=self.bins)}
                 if self.bins is not None
@@ -109,8 +114,13 @@ def volume_stats(
     *,
     block_shape: Sequence[int] | None = None,
     dask_params: DaskParams | None = None,
+    source: str | Path | None = None,
 ) -> VolumeStats:
-    """Blockwise statistics of a spatial view (``ome.SpatialView`` or anything sliceable with ``shape``/``dtype``)."""
+    """Blockwise statistics of a spatial view (``ome.SpatialView`` or anything sliceable with ``shape``/``dtype``).
+
+    NaN or Inf values raise an ``InputError`` naming ``source``: a normalisation (and every map
+    computed from it) would silently turn into NaN.
+    """
     norm = norm or Normalization()
     shape = tuple(view.shape)
     if block_shape is None:
@@ -132,6 +142,7 @@ def volume_stats(
     else:
         reader = _BlockReader(view)
         parts = map_blocks(reader.moments, grid, name="stats", dask_params=dask_params)
+        _check_finite(parts, source)
         vmin, vmax = min(p["min"] for p in parts), max(p["max"] for p in parts)
         if vmax > vmin and norm.method == "percentile":
             hreader = _BlockReader(view, bins=FLOAT_BINS, lo=vmin, hi=vmax)
@@ -157,6 +168,13 @@ def volume_stats(
     )
     log.info("volume stats: %s", stats.to_dict())
     return stats
+
+
+def _check_finite(parts: list[dict], source) -> None:
+    bad = sum(p["nonfinite"] for p in parts)
+    if bad:
+        n = sum(p["n"] for p in parts)
+        raise InputError(f"{bad} of {n} voxels are NaN or Inf; replace them (e.g. by 0) before this stage", source)
 
 
 def array_stats(x: np.ndarray, norm: Normalization | None = None) -> VolumeStats:

@@ -1,10 +1,11 @@
 """Predict a dense map of an OME-Zarr image: boundaries, foreground, affinities, embeddings, ...
 
 Methods: 'intensity' (the normalised membrane stain itself, optionally smoothed / inverted;
-no training needed) and 'model' (a checkpoint of any method trained by 'zarrseg train'; 'unet'
-is its former name), run over overlapping tiles with Gaussian/cosine blending, block by block,
-on GPU when available. The checkpoint says how many channels the model takes and returns and
-which activation (sigmoid, softmax, none) turns its outputs into the map.
+no training needed) and 'model' (a checkpoint of any method trained by 'zarrseg train', or a
+BioImage.IO model package; 'unet' is its former name), run over overlapping tiles with
+Gaussian/cosine blending, block by block, on GPU when available. The checkpoint says how many
+channels the model takes and returns and which activation (sigmoid, softmax, none) turns its
+outputs into the map; the input is resampled to the voxel size the model was trained at.
 The output is an OME-Zarr with the input's spatial axes and scale, written atomically into
 '<output>.partial'; a killed run, rerun with the same input, checkpoint and parameters, redoes
 only the blocks that had not finished.
@@ -25,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         metavar="CKPT",
-        help="model checkpoint (method 'model'); overrides the 'checkpoint' parameter",
+        help="model checkpoint or BioImage.IO package (folder, zip, rdf.yaml; an id with --set online=true) "
+        "for method 'model'; overrides the 'checkpoint' parameter",
     )
     add_params_arguments(parser)
 

@@ -43,6 +43,7 @@ class ModelIO:
     in_channels: int = 1
     divisor: list[int] = field(default_factory=lambda: [1, 1])  # tile shapes must be multiples of this
     tile: list[int] | None = None  # default tile shape (the training patch)
+    halo: list[int] | None = None  # output voxels at each tile side the model declares unreliable (margin >= halo)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -185,9 +186,12 @@ class Loaded:
     params: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     zarrseg_version: str = ""
-    voxel_size: list[float] | None = None
+    voxel_size: list[float] | None = None  # µm per voxel of the training images, along the model's axes
     path: str = ""
     raw: dict = field(default_factory=dict, repr=False)
+    # replaces ``normalization`` where a model declares its own input preprocessing (BioImage.IO
+    # packages): a callable ``(x, volume stats, channel) -> x`` (``predict.preprocess.ChainPrep``)
+    preprocessing: Any = None
 
 
 def model_io(payload: dict) -> ModelIO:

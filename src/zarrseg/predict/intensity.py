@@ -88,7 +88,7 @@ def predict_intensity(
     are kept there; ``resume`` reopens the existing output instead of creating it.
     """
     src = ome.SpatialView.of(image, channel=params.channel, timepoint=params.timepoint)
-    stats = run_stats(work if resume else None, src, params.normalization, params.dask)
+    stats = run_stats(work if resume else None, src, params.normalization, params.dask, source=image.path)
     axes = src.spatial_axes
     chunks = ome.chunk_shape(axes, src.shape, params.chunks)
     if resume:

@@ -28,7 +28,9 @@ class PredictParams:
     sigma: float = 0.0  # Gaussian smoothing in voxels (0: none)
     invert: bool = False  # EM: membranes are dark
     # --- model method
-    checkpoint: str | None = None  # model file written by 'zarrseg train' (the --checkpoint flag wins)
+    checkpoint: str | None = None  # a 'zarrseg train' checkpoint, a BioImage.IO package (folder, rdf.yaml or zip) or, with online, a BioImage.IO model id; the --checkpoint flag wins
+    online: bool = False  # resolve BioImage.IO model ids / URLs over the network (off: nothing is downloaded)
+    rescale: bool = True  # resample the input to the voxel size the model was trained at, and the output back (off: the image grid as is, warned when the sizes differ by more than 1.5x)
     tile_shape: list[int] | None = None  # default: the checkpoint's training patch shape
     overlap: float = 0.5  # fraction of the tile shared by neighbouring tiles
     blend: Literal["gaussian", "cosine"] = "gaussian"

@@ -9,11 +9,12 @@ from .. import runs
 from ..normalize import VolumeStats, volume_stats
 
 
-def run_stats(work: Path | None, view, norm, dask_params) -> VolumeStats:
-    """Volume statistics: those saved by the run being resumed, else a blockwise pass over the input."""
+def run_stats(work: Path | None, view, norm, dask_params, source=None) -> VolumeStats:
+    """Volume statistics: those saved by the run being resumed, else a blockwise pass over the input
+    (which also rejects NaN/Inf input, naming ``source``)."""
     if work is not None and (work / "stats.json").exists():
         return VolumeStats(**json.loads((work / "stats.json").read_text()))
-    return volume_stats(view, norm, dask_params=dask_params)
+    return volume_stats(view, norm, dask_params=dask_params, source=source)
 
 
 def mark_started(tmp: Path, fingerprint: dict, stats: VolumeStats | list[VolumeStats]) -> None:

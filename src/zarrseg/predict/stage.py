@@ -23,16 +23,31 @@ log = logging.getLogger(__name__)
 
 
 def _fingerprint(image_path, params: PredictParams, checkpoint, shape) -> dict:
+    from .bioimageio import is_package, is_remote, package_sha256
+
     p = to_dict(params)
-    for key in ("dask", "num_workers", "checkpoint"):  # how the work is scheduled, not what it computes
+    for key in ("dask", "num_workers", "checkpoint", "online"):  # how the work is scheduled, not what it computes
         p.pop(key, None)
     p["method"] = "model" if params.uses_model else p["method"]
-    return {
-        "image": str(Path(image_path).resolve()),
-        "shape": list(shape),
-        "checkpoint_sha256": None if checkpoint is None else runs.file_sha256(checkpoint),
-        "params": p,
-    }
+    if checkpoint is None:
+        sha = None
+    elif is_package(checkpoint) or is_remote(checkpoint):
+        sha = package_sha256(checkpoint)
+    else:
+        sha = runs.file_sha256(checkpoint)
+    return {"image": str(Path(image_path).resolve()), "shape": list(shape), "checkpoint_sha256": sha, "params": p}
+
+
+def load_model(checkpoint: str | Path, online: bool = False):
+    """A zarrseg checkpoint or a BioImage.IO package (folder, zip, rdf.yaml; an id or URL when online)."""
+    from ..learn.checkpoint import load
+    from .bioimageio import is_package, is_remote, load_package
+
+    if is_package(checkpoint) or is_remote(checkpoint):
+        return load_package(checkpoint, online)
+    if Path(checkpoint).is_dir():
+        raise InputError("a folder without rdf.yaml: neither a checkpoint nor a BioImage.IO package", checkpoint)
+    return load(checkpoint)
 
 
 def predict(
@@ -52,9 +67,7 @@ def predict(
     if params.uses_model:
         if checkpoint is None:
             raise ConfigError(f"predict.method {params.method!r} needs --checkpoint")
-        from ..learn.checkpoint import load
-
-        model = load(checkpoint)
+        model = load_model(checkpoint, params.online)
         if model.io.kind == "features":
             raise InputError(
                 f"a {model.method} checkpoint gives patch features: use 'zarrseg features', not predict",

@@ -14,6 +14,10 @@ zero weight, except on sides that touch the volume border, where whole-image pre
 sees the same padding. Hence, for a shift-equivariant model (BatchNorm in eval mode, no norm)
 whose receptive field fits inside the margin, tiled prediction equals whole-image prediction.
 
+When the image's voxel size differs from the model's (``rescale``), the tile plan lies on the
+model's grid: each output block (image grid) reads, resamples and predicts the model voxels it
+interpolates from, and resamples the blended prediction back onto its own voxels.
+
 Input blocks are read, normalised and cut in a torch ``DataLoader`` (worker processes
 prefetch the next blocks while the device runs the current one); tiles go to the device in
 batches, under autocast (fp16) on CUDA.
@@ -37,10 +41,12 @@ from ..blocks import Block, BlockGrid
 from ..errors import ConfigError, InputError
 from ..learn.checkpoint import Loaded, ModelIO
 from ..learn.device import resolve_device
-from ..normalize import Normalization, VolumeStats, apply
+from ..normalize import Normalization, VolumeStats
 from ..parallel import progress_bar
 from ..runs import DoneMarkers
 from .params import PredictParams
+from .preprocess import NormalizationPrep
+from .rescale import ResampledSource, Resampling, decide
 from .runstate import mark_started, run_stats
 
 log = logging.getLogger(__name__)
@@ -101,8 +107,23 @@ class TilePlan:
             max(d, int(round(t * (1 - overlap) / d)) * d) for t, d in zip(tile_eff, div, strict=True)
         )
         stride = tuple(min(s, t) for s, t in zip(stride, tile_eff, strict=True))
+        # a model that declares a halo (unreliable output voxels at each tile side, BioImage.IO
+        # packages) gets at least that margin: the stride shrinks until the overlap holds two halos
+        halo = tuple(getattr(cfg, "halo", None) or ())
+        halo = (0,) * (len(shape) - len(halo)) + halo[-len(shape) :]
+        for axis, (t, s, d, h, n) in enumerate(zip(tile_eff, stride, div, halo, shape, strict=True)):
+            if h and t < n and t - s < 2 * h:
+                if t - 2 * h < d:
+                    raise ConfigError(
+                        f"predict.tile_shape {list(tile_eff)} is too small for the model's halo {list(halo)} "
+                        f"(axis {axis} needs at least {2 * h + d})"
+                    )
+                stride = stride[:axis] + ((t - 2 * h) // d * d,) + stride[axis + 1 :]
         # zero-weight margin, at most half the overlap so every voxel keeps a tile with weight > 0
-        marg = tuple(min(int(margin * t), (t - s) // 2) for t, s in zip(tile_eff, stride, strict=True))
+        marg = tuple(
+            max(h, min(int(margin * t), (t - s) // 2)) if t < n else min(int(margin * t), (t - s) // 2)
+            for t, s, h, n in zip(tile_eff, stride, halo, shape, strict=True)
+        )
         return cls(shape, tile_eff, stride, marg, blend)
 
     @cached_property
@@ -157,14 +178,18 @@ class TilePlan:
 
 
 class ChannelViews:
-    """The model's input channels of an image as one array-like: ``[box]`` -> (C, *box)."""
+    """The model's input channels of an image as one array-like: ``[box]`` -> (C, *box), preprocessed.
 
-    def __init__(self, views: list[ome.SpatialView], stats: list[VolumeStats], norm: Normalization):
-        self.views, self.stats, self.norm = views, stats, norm
+    ``prep(x, stats, channel)`` normalises one channel with its volume statistics
+    (``preprocess.NormalizationPrep`` / ``ChainPrep``).
+    """
+
+    def __init__(self, views: list[ome.SpatialView], stats: list[VolumeStats], prep):
+        self.views, self.stats, self.prep = views, stats, prep
         self.shape = views[0].shape
 
     def __getitem__(self, box: tuple[slice, ...]) -> np.ndarray:
-        return np.stack([apply(v[box], st, self.norm) for v, st in zip(self.views, self.stats, strict=True)])
+        return np.stack([self.prep(v[box], st, c) for c, (v, st) in enumerate(zip(self.views, self.stats, strict=True))])
 
 
 class _Leading:
@@ -178,17 +203,28 @@ class _Leading:
 
 
 class BlockTiles(torch.utils.data.Dataset):
-    """One item per output block: the normalised input (C, *box) covering all of its tiles."""
+    """One item per output block: the normalised input (C, *box) covering all of its tiles.
 
-    def __init__(self, source: ChannelViews, blocks: list[Block], plan: TilePlan):
-        self.source, self.blocks, self.plan = source, blocks, plan
+    With ``resampling`` the blocks lie on the image grid and everything else (source, plan,
+    tiles) on the model grid: a block's tiles are those of the model voxels it interpolates from.
+    """
+
+    def __init__(self, source, blocks: list[Block], plan: TilePlan, resampling: Resampling | None = None):
+        self.source, self.blocks, self.plan, self.resampling = source, blocks, plan, resampling
 
     def __len__(self) -> int:
         return len(self.blocks)
 
+    def region(self, block: Block) -> Block:
+        """The block on the plan's grid: itself, or the model voxels its image voxels come from."""
+        if self.resampling is None:
+            return block
+        box = self.resampling.model_box(block.inner)
+        return Block(block.id, block.position, box, box)
+
     def __getitem__(self, index: int) -> dict:
         block = self.blocks[index]
-        tiles = self.plan.tiles_for(block.inner)
+        tiles = self.plan.tiles_for(self.region(block).inner)
         box = self.plan.read_box(tiles)
         data = read_padded(self.source, box, self.plan.shape)
         return {
@@ -376,29 +412,38 @@ def predict_model(
     device consumes blocks in order while DataLoader workers prefetch the next ones.
     """
     io = loaded.io
-    norm = loaded.normalization or Normalization(method="none")
+    prep = loaded.preprocessing or NormalizationPrep(loaded.normalization or Normalization(method="none"))
     views = _input_views(image, params, io)
     view = views[0]
+    stats = channel_stats(work if resume else None, views, prep.stats_normalization, params.dask, source=image.path)
+    resampling, rescale_record = decide(image, view.shape, loaded.voxel_size, params.rescale, io.kind)
+    grid_shape = resampling.model_shape if resampling else view.shape  # the plan's (model) grid
     tile = params.tile_shape or io.tile or [64] * view.ndim
-    plan = TilePlan.create(view.shape, tile, params.overlap, params.margin, params.blend, io)
-    stats = channel_stats(work if resume else None, views, norm, params.dask)
+    plan = TilePlan.create(grid_shape, tile, params.overlap, params.margin, params.blend, io)
+    if hasattr(loaded.module, "check_tile"):  # models with fixed input sizes (BioImage.IO packages)
+        loaded.module.check_tile(plan.tile)
     device = resolve_device(params.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    block_shape = list(params.block_shape or default_block_shape(plan))[-view.ndim :]
+    if params.block_shape:
+        block_shape = list(params.block_shape)[-view.ndim :]
+    else:
+        block_shape = default_block_shape(plan)
+        block_shape = resampling.image_blocks(block_shape) if resampling else block_shape
     grid = BlockGrid(view.shape, block_shape)
     blocks = list(grid)
     if resume:
         arr = ome.open_image(out_path, mode="r+").data
     else:
-        arr = _create_output(out_path, image, view, params, loaded, plan, stats)
+        arr = _create_output(out_path, image, view, params, loaded, plan, stats, prep, rescale_record)
         if work is not None and fingerprint is not None:
             mark_started(out_path, fingerprint, stats)
     markers = DoneMarkers(None if work is None else work / "done")
     todo = [b for b in blocks if markers.load(b.id) is None]
     if len(todo) < len(blocks):
         log.info("predict: %d of %d blocks already done, resuming", len(blocks) - len(todo), len(blocks))
-    dataset = BlockTiles(ChannelViews(views, stats, norm), todo, plan)
+    source = ChannelViews(views, stats, prep)
+    dataset = BlockTiles(ResampledSource(source, resampling) if resampling else source, todo, plan, resampling)
     auto_workers = 2 if device.type == "cuda" else 0
     workers = (auto_workers if params.num_workers is None else params.num_workers) if len(todo) > 1 else 0
     loader = torch.utils.data.DataLoader(
@@ -429,7 +474,10 @@ def predict_model(
         for item in loader:
             block = todo[int(item["index"])]
             n_before = runner.n_tiles
-            out = runner.predict_block(block, item)
+            region = dataset.region(block)
+            out = runner.predict_block(region, item)
+            if resampling is not None:  # blended on the model grid, interpolated onto the block's voxels
+                out = resampling.to_image(out, region.inner, block.inner)
             if io.channels == 1:
                 arr[block.inner] = out[0].astype(arr.dtype)
             else:
@@ -455,17 +503,18 @@ def predict_model(
         "forward_seconds": runner.forward_seconds,
         "voxels": voxels,
         "stats": stats[0].to_dict(),
+        "rescale": rescale_record,
     }
 
 
-def channel_stats(work: Path | None, views, norm: Normalization, dask_params) -> list[VolumeStats]:
+def channel_stats(work: Path | None, views, norm: Normalization, dask_params, source=None) -> list[VolumeStats]:
     """Per-channel volume statistics (one channel: exactly ``run_stats``)."""
     if len(views) == 1:
-        return [run_stats(work, views[0], norm, dask_params)]
-    return [run_stats(None, v, norm, dask_params) for v in views]
+        return [run_stats(work, views[0], norm, dask_params, source)]
+    return [run_stats(None, v, norm, dask_params, source) for v in views]
 
 
-def _create_output(out_path, image, view, params, loaded: Loaded, plan, stats):
+def _create_output(out_path, image, view, params, loaded: Loaded, plan, stats, prep, rescale_record):
     io = loaded.io
     axes = view.spatial_axes
     out_shape = view.shape if io.channels == 1 else (io.channels, *view.shape)
@@ -488,7 +537,9 @@ def _create_output(out_path, image, view, params, loaded: Loaded, plan, stats):
             "activation": io.activation,
             "checkpoint": loaded.path,
             "checkpoint_zarrseg_version": loaded.zarrseg_version,
-            "tile_shape": list(plan.tile),
+            "preprocessing": prep.describe(),
+            "rescale": rescale_record,  # what was done about the model's and the image's voxel sizes
+            "tile_shape": list(plan.tile),  # tile, stride and margin in model voxels
             "stride": list(plan.stride),
             "margin": list(plan.margin),
             "blend": plan.blend,

@@ -81,7 +81,7 @@ class Volume:
         if image.ndim < model_ndim:
             raise InputError(f"a {model_ndim}D model cannot train on a {image.ndim}D image", item.image)
         roi = parse_roi(item.roi, image.shape, where)
-        return cls(item, image, labels, roi, volume_stats(image, norm))
+        return cls(item, image, labels, roi, volume_stats(image, norm, source=item.image))
 
     @property
     def roi_shape(self) -> tuple[int, ...]:

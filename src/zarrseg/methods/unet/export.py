@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tifffile
 import torch
 import yaml
 
@@ -114,24 +115,41 @@ def _documentation(loaded: LoadedModel, opts: ExportOptions, checkpoint: Path) -
         "declared preprocessing computes them per tile, which agrees for representative tiles.",
         "",
     ]
-    if metrics:
-        lines += ["## Last validation", "", *[f"- {k}: {v}" for k, v in metrics.items()], ""]
+    voxel = loaded.raw.get("voxel_size")
+    lines += [
+        "## Validation",
+        "",
+        f"Trained at {voxel} µm per voxel ({axes_text(loaded.config.ndim)}); `zarrseg predict` rescales other "
+        "images to it." if voxel else "The training voxel size was not recorded.",
+        "",
+        *([f"Last validation during training: {', '.join(f'{k} {v:.4g}' for k, v in metrics.items())}."] if metrics else []),
+        "",
+    ]
     return "\n".join(lines)
 
 
+def axes_text(ndim: int) -> str:
+    return ", ".join(_axes(ndim))
+
+
 def _validate_with_bioimageio(rdf: Path) -> None:
+    """Format validation by ``bioimageio.spec`` (files, hashes, axes, pre-/postprocessing).
+
+    ``valid-format`` is the best status the spec library gives on its own; ``passed`` additionally
+    needs bioimageio.core's test run (the test tensors through the weights), which the test suite
+    does with zarrseg's own loader instead.
+    """
     try:
         from bioimageio.spec import load_description
     except ImportError:
         log.info("export: bioimageio.spec not installed; skipping its validation")
         return
-    descr = load_description(str(rdf))
-    summary = getattr(descr, "validation_summary", None)
-    status = getattr(summary, "status", "unknown")
-    if status != "passed":
-        log.warning("export: bioimageio.spec validation status %r for %s", status, rdf)
+    summary = load_description(str(rdf)).validation_summary
+    if summary.status == "failed":
+        errors = [f"{'.'.join(map(str, e.loc))}: {e.msg}" for d in summary.details for e in d.errors]
+        log.warning("export: bioimageio.spec validation failed for %s: %s", rdf, "; ".join(errors[:3]))
     else:
-        log.info("export: bioimageio.spec validation passed")
+        log.info("export: bioimageio.spec validation: %s", summary.status)
 
 
 def export_bioimageio(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions | None = None) -> Path:
@@ -163,19 +181,30 @@ def export_bioimageio(checkpoint: str | Path, out_dir: str | Path, opts: ExportO
             "state_dict": "weights.pt",
             "input": "test_input.npy",
             "output": "test_output.npy",
+            "sample_input": "sample_input.tif",
+            "sample_output": "sample_output.tif",
             "doc": "README.md",
         }
         export_torchscript(checkpoint, tmp / files["torchscript"], shape)
         torch.save(loaded.model.state_dict(), tmp / files["state_dict"])
         np.save(tmp / files["input"], test_input)
         np.save(tmp / files["output"], test_output)
+        # for people (viewers): the first channel's spatial planes, never read as RGB
+        tifffile.imwrite(tmp / files["sample_input"], test_input[0, 0], photometric="minisblack")
+        tifffile.imwrite(tmp / files["sample_output"], test_output[0, 0], photometric="minisblack")
         (tmp / files["doc"]).write_text(_documentation(loaded, opts, checkpoint))
         sha = {k: file_sha256(tmp / v) for k, v in files.items()}
         torch_version = torch.__version__.split("+")[0]
+        voxel = loaded.raw.get("voxel_size")  # the training images' µm per voxel: predict rescales to it
+        scale = [{"scale": float(v), "unit": "micrometer"} for v in voxel[-cfg.ndim :]] if voxel else [{}] * cfg.ndim
         space_in = [
-            {"type": "space", "id": a, "size": {"min": d, "step": d}} for a, d in zip(axes, div, strict=True)
+            {"type": "space", "id": a, "size": {"min": d, "step": d}, **sc}
+            for a, d, sc in zip(axes, div, scale, strict=True)
         ]
-        space_out = [{"type": "space", "id": a, "size": {"tensor_id": "raw", "axis_id": a}} for a in axes]
+        space_out = [
+            {"type": "space", "id": a, "size": {"tensor_id": "raw", "axis_id": a}, **sc}
+            for a, sc in zip(axes, scale, strict=True)
+        ]
         rdf = {
             "type": "model",
             "format_version": FORMAT_VERSION,
@@ -195,6 +224,7 @@ def export_bioimageio(checkpoint: str | Path, out_dir: str | Path, opts: ExportO
                     "description": "raw intensities, one channel",
                     "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["raw"]}, *space_in],
                     "test_tensor": {"source": files["input"], "sha256": sha["input"]},
+                    "sample_tensor": {"source": files["sample_input"], "sha256": sha["sample_input"]},
                     "data": {"type": "float32"},
                     "preprocessing": _preprocessing(loaded, axes),
                 }
@@ -209,6 +239,7 @@ def export_bioimageio(checkpoint: str | Path, out_dir: str | Path, opts: ExportO
                         *space_out,
                     ],
                     "test_tensor": {"source": files["output"], "sha256": sha["output"]},
+                    "sample_tensor": {"source": files["sample_output"], "sha256": sha["sample_output"]},
                     "data": {"type": "float32", "range": [0.0, 1.0]},
                     "postprocessing": [{"id": "sigmoid"}],
                 }

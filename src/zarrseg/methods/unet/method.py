@@ -95,6 +95,7 @@ class UNetMethod(Method):
         p = self.params
         self.train_volumes = open_volumes(p.train, p, "train.train")
         self.val_volumes = open_volumes(p.val, p, "train.val") if p.val else []
+        self.voxel_size = training_voxel_size(self.train_volumes, p.model.ndim)
         self.model = self.ctx.ddp(build_model(p.model))
         self.loss_fn = Loss(p.loss)
         opt = p.optimizer
@@ -272,7 +273,32 @@ class UNetMethod(Method):
             io=self.io(),
             normalization=self.params.normalization,
             params=params,
+            extra={} if self.voxel_size is None else {"voxel_size": self.voxel_size},
         )
+
+
+def training_voxel_size(volumes: list[Volume], ndim: int) -> list[float] | None:
+    """µm per voxel of the training images along the model's axes (predict rescales other images to it).
+
+    None, with a warning, when an image's voxel size is unknown; the first image's, with a warning,
+    when the images disagree.
+    """
+    from ...predict.rescale import SAME_SCALE, image_voxel_size
+
+    sizes = []
+    for vol in volumes:
+        size = image_voxel_size(ome.open_image(vol.item.image))
+        if size is None:
+            log.warning(
+                "train: %s has no known voxel size (1 µm fallback): the model records none and predict "
+                "cannot rescale other images to it",
+                vol.item.image,
+            )
+            return None
+        sizes.append(size[-ndim:])
+    if any(max(a / b, b / a) > SAME_SCALE for s in sizes[1:] for a, b in zip(s, sizes[0], strict=True)):
+        log.warning("train: the training images have different voxel sizes %s; the model records %s µm", sizes, sizes[0])
+    return sizes[0]
 
 
 def _nanmean(values: list[float]) -> float:
