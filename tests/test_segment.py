@@ -12,7 +12,7 @@ import pytest
 from conftest import shared_path, write_image
 from elf.evaluation import rand_index, variation_of_information
 
-from zarrseg import ome
+from zarrseg import ome, runs
 from zarrseg.blocks import BlockGrid
 from zarrseg.errors import ConfigError, InputError
 from zarrseg.params import load_params
@@ -517,7 +517,7 @@ def test_read_only_output_folder_is_one_line(gala, tmp_path, capsys, monkeypatch
     locked = tmp_path / "locked"
     locked.mkdir()
     real = os.access
-    monkeypatch.setattr(ome.os, "access", lambda p, mode: Path(p) != locked and real(p, mode))
+    monkeypatch.setattr(runs.os, "access", lambda p, mode: Path(p) != locked and real(p, mode))
     out = locked / "sub" / "seg.ome.zarr"
     rc = main(["segment", str(path), "-o", str(out), "--params", json.dumps(GALA)])
     err = capsys.readouterr().err.strip().splitlines()
