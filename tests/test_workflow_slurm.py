@@ -205,10 +205,10 @@ def test_slurm_profile_runs_jobs_and_requests_a_gpu_for_the_gpu_rule(workdir, fa
         "srun"
     ]
     # ... while CPU rules ask for none, go to the CPU partition and get their rule's threads.
-    for rule in ("ingest_ground_truth", "ingest"):
+    for rule, threads in (("ingest_ground_truth", "4"), ("ingest", "4")):  # rules/ingest.smk: threads 4
         cpu_job = by_rule[rule]["options"]
         assert "gpus" not in cpu_job and "gpu" not in cpu_job.get("gres", ""), cpu_job
-        assert cpu_job["partition"] == "cpu" and cpu_job["cpus-per-task"] == "1", cpu_job
+        assert cpu_job["partition"] == "cpu" and cpu_job["cpus-per-task"] == threads, cpu_job
         assert not any(o.startswith("--gpus") for step in by_rule[rule]["srun"] for o in step["options"])
     # Memory and wall time come from the rules' resources; the account from sacctmgr.
     assert cpu_job["mem"] == "2000" and cpu_job["time"] == "60" and gpu_job["mem"] == "4000", (
