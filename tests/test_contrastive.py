@@ -1,0 +1,240 @@
+"""Semi-supervised contrastive segmentation: the losses against hand-computed values, the three stages
+(SimCLR, pixel-level supervised contrastive, fine-tuning from it), resume after SIGKILL, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_image
+from resume_check import assert_same_weights, kill_and_resume
+
+from zarrseg.crops import CropParams, prepare_crops
+from zarrseg.errors import ConfigError, InputError
+from zarrseg.learn.checkpoint import read
+from zarrseg.learn.loop import train
+from zarrseg.learn.registry import get_method
+from zarrseg.methods.contrastive.augment import ViewAugment, make_view
+from zarrseg.methods.contrastive.losses import local_contrastive, nt_xent, pixel_contrastive
+from zarrseg.methods.unet.losses import Loss, LossParams
+from zarrseg.params import load_params
+
+LOOP = {"steps": 4, "checkpoint_every": 2, "threads": 1, "device": "cpu", "tensorboard": False}
+TINY_UNET = {"ndim": 2, "f_maps": 4, "depth": 2}
+
+
+# ---- losses on hand-made embeddings --------------------------------------------------------------------
+def test_nt_xent_equals_the_hand_computed_value_and_identical_views_give_the_minimum():
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # two images, orthogonal projections
+    loss = nt_xent(z, z.clone(), temperature=0.5)
+    # each of the 4 views: positive cos 1, two negatives cos 0 -> -log(e^2 / (e^2 + 2))
+    assert float(loss) == pytest.approx(math.log(1 + 2 * math.exp(-2)), abs=1e-5)
+    tilted = torch.tensor([[1.0, 0.3], [0.3, 1.0]])  # views that no longer agree
+    assert float(nt_xent(z, tilted, 0.5)) > float(loss)
+    swapped = z.flip(0)  # each view's partner is the other image's view
+    assert float(nt_xent(z, swapped, 0.5)) > float(loss) + 2
+
+
+def test_pixel_loss_equals_the_hand_computed_value_and_swapping_classes_raises_it():
+    emb = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([1, 1, 0])
+    # anchors: the two foreground pixels; positive cos 1, the background pixel cos 0, t = 0.5
+    expected = math.log(1 + math.exp(-2))
+    assert float(pixel_contrastive(emb, labels, temperature=0.5)) == pytest.approx(expected, abs=1e-5)
+    swapped = torch.tensor([1, 0, 1])  # same embeddings, classes across the similar pair
+    # anchor 0: positive cos 0 among cos 1 and 0 -> log(e^2 + 1); anchor 2: positive cos 0 among 0, 0 -> log 2
+    worse = (math.log(math.exp(2) + 1) + math.log(2)) / 2
+    assert float(pixel_contrastive(emb, swapped, temperature=0.5)) == pytest.approx(worse, abs=1e-5)
+    assert worse > expected
+
+
+def test_background_background_pairs_do_not_count():
+    """Two background pixels moved closer together or apart: the loss does not change (no background
+    anchors), while SupCon over every anchor would."""
+    fg = [[1.0, 0.0, 0.0, 0.0], [0.8, 0.0, 0.0, 0.6]]  # orthogonal to every background pixel below
+    values, supcon_all = [], []
+    for angle in (0.0, 1.0, 2.5):
+        bg = [[0.0, 1.0, 0.0, 0.0], [0.0, math.cos(angle), math.sin(angle), 0.0]]
+        emb, labels = torch.tensor(fg + bg), torch.tensor([1, 1, 0, 0])
+        values.append(float(pixel_contrastive(emb, labels, 0.1)))
+        from pytorch_metric_learning.losses import SupConLoss
+
+        supcon_all.append(float(SupConLoss(temperature=0.1)(emb, labels)))
+    assert max(values) - min(values) < 1e-6
+    assert max(supcon_all) - min(supcon_all) > 1e-2
+
+
+def test_chunked_pixel_loss_equals_the_library_value_and_gradient():
+    """Above max_pairs the loss is computed in anchor chunks; value and gradient equal PML's SupConLoss
+    over the foreground anchors."""
+    gen = torch.Generator().manual_seed(0)
+    emb = torch.randn(60, 8, generator=gen, requires_grad=True)
+    labels = (torch.rand(60, generator=gen) < 0.4).long()
+    library = pixel_contrastive(emb, labels, 0.07)  # 3600 pairs: one PML matrix
+    (g_lib,) = torch.autograd.grad(library, emb)
+    chunked = pixel_contrastive(emb, labels, 0.07, max_pairs=400)  # 6 anchor rows at a time
+    (g_chunk,) = torch.autograd.grad(chunked, emb)
+    assert float(chunked.detach()) == pytest.approx(float(library.detach()), rel=1e-5)
+    assert torch.allclose(g_chunk, g_lib, atol=1e-6)
+
+
+def test_block_sampling_bounds_the_sets_and_one_block_equals_stride_one():
+    gen = torch.Generator().manual_seed(1)
+    feats = torch.randn(4, 6, 16, 16, generator=gen)
+    labels = (torch.rand(4, 16, 16, generator=gen) < 0.3).long()
+    whole = local_contrastive(feats, labels, 0.07, sampling="stride", stride=1)
+    one_block = local_contrastive(feats, labels, 0.07, sampling="block", block=16)
+    assert float(one_block) == pytest.approx(float(whole), rel=1e-5)
+    labels[:, :8] = 0  # blocks without foreground are skipped, not counted as zero
+    blocks = local_contrastive(feats, labels, 0.07, sampling="block", block=8)
+    manual = [pixel_contrastive(feats[:, :, y:y + 8, x:x + 8].permute(0, 2, 3, 1).reshape(-1, 6),
+                                labels[:, y:y + 8, x:x + 8].reshape(-1), 0.07) for y in (8,) for x in (0, 8)]
+    assert float(blocks) == pytest.approx(float(torch.stack(manual).mean()), rel=1e-5)
+
+
+def test_ssim_loss_equals_the_library_value():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    target = (rng.random((1, 1, 40, 48)) < 0.3).astype(np.float32)
+    logits = torch.from_numpy(rng.normal(0, 2, target.shape).astype(np.float32))
+    prob = torch.sigmoid(logits).numpy()[0, 0]
+    ssim = structural_similarity(prob, target[0, 0], data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False)
+    ones = torch.ones_like(logits)
+    loss = Loss(LossParams(name="ssim_dice", dice_weight=0.0))(logits, torch.from_numpy(target), ones)
+    assert float(loss) == pytest.approx(1 - ssim, abs=2e-3)
+    perfect = torch.from_numpy(target * 40 - 20)  # logits that reproduce the target
+    assert float(Loss(LossParams(name="ssim_mae_dice"))(perfect, torch.from_numpy(target), ones)) < 1e-3
+
+
+def test_views_are_a_function_of_the_generator_and_keep_shape():
+    x = torch.randn(3, 1, 32, 32)
+    aug = ViewAugment(translate=0.1, zoom=0.3, probability=1.0)
+    a = make_view(x, aug, torch.Generator().manual_seed(5))
+    b = make_view(x, aug, torch.Generator().manual_seed(5))
+    c = make_view(x, aug, torch.Generator().manual_seed(6))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+
+
+# ---- the stages on a tiny crop store --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("crops")
+    rng = np.random.default_rng(0)
+    sources = []
+    for i, split in enumerate(["pretrain", "pretrain", "finetune"]):
+        labels = np.zeros((64, 64), np.uint8)
+        for _ in range(4):
+            y, x = rng.integers(8, 56, 2)
+            labels[max(0, y - 6):y + 6, max(0, x - 6):x + 6] = 1
+        image = (60 + 120 * labels + rng.normal(0, 15, labels.shape)).astype(np.float32)
+        sources.append({"image": write_image(tmp / f"i{i}.ome.zarr", image),
+                        "labels": write_image(tmp / f"l{i}.ome.zarr", labels, is_label=True), "split": split})
+    prepare_crops(load_params(CropParams, {"images": sources, "crop_size": 32, "step": 0.5, "shard": 4}), tmp / "store")
+    return tmp / "store"
+
+
+def global_params(store) -> dict:
+    return {"crops": str(store), "model": TINY_UNET, "projection_dim": 8, "batch_size": 4, "epochs": None,
+            "loop": LOOP}
+
+
+def local_params(store, init) -> dict:
+    return {"crops": str(store), "init": str(init), "embedding_dim": 8, "block_size": 16, "batch_size": 2,
+            "epochs": None, "loop": LOOP}
+
+
+@pytest.fixture(scope="module")
+def stage1(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stage1")
+    spec = get_method("contrastive_global")
+    train(spec, load_params(spec.params, global_params(store)), out)
+    return out
+
+
+def test_global_stage_trains_encoder_and_head(store, stage1):
+    before = get_method("contrastive_global").build_model(read(stage1 / "best.pt")["model_config"]).state_dict()
+    torch.manual_seed(0)
+    after = read(stage1 / "best.pt")["state_dict"]
+    assert any(k.startswith("mlp.") for k in after) and any(k.startswith("encoders.") for k in after)
+    changed = {k.split(".")[0] for k in after if after[k].dtype.is_floating_point and not torch.equal(after[k], before[k])}
+    assert {"encoders", "mlp"} <= changed  # the head is optimised too (the reference code leaves it untrained)
+
+
+def test_frozen_encoder_stays_unchanged_and_the_chain_reaches_a_segmentation_unet(store, stage1, tmp_path):
+    spec = get_method("contrastive_local")
+    params = load_params(spec.params, {**local_params(store, stage1), "freeze_encoder": True})
+    train(spec, params, tmp_path / "local")
+    s1, s2 = read(stage1 / "best.pt")["state_dict"], read(tmp_path / "local" / "best.pt")["state_dict"]
+    encoder = [k for k in s1 if k.startswith("encoders.")]
+    assert encoder and all(torch.equal(s1[k], s2[k]) for k in encoder)  # weights and batch-norm statistics
+    from zarrseg.learn.device import seed_step
+    from zarrseg.methods.contrastive.models import unet_config
+    from zarrseg.methods.unet.models import UNet
+
+    seed_step(0, 0, salt=1)  # the loop's model initialisation: the decoder as it started
+    start = UNet(unet_config(read(tmp_path / "local" / "best.pt")["model_config"])).state_dict()
+    decoder = [k for k in s2 if k.startswith("decoders.") and k.endswith("weight")]
+    assert decoder and all(not torch.equal(s2[k], start[k]) for k in decoder)  # the rest of the U-Net learnt
+    # stage 3: the U-Net starts from stage 2 (all but the 8-channel head) and trains on the fine-tuning crops
+    unet = get_method("unet")
+    p = load_params(unet.params, {
+        "train": [{"image": str(store / "finetune" / "image"), "labels": str(store / "finetune" / "mask")}],
+        "init": str(tmp_path / "local"), "model": TINY_UNET, "patch_shape": [32, 32], "batch_size": 2,
+        "num_workers": 0, "target": {"kind": "foreground"}, "loss": {"name": "ssim_mae_dice"},
+        "loop": {**LOOP, "steps": 1}})
+    from zarrseg.methods.unet.checkpoint import load_init
+
+    copied = load_init(UNet(p.model), p.init, p.model, "train.init")
+    assert "head.weight" not in copied and any(k.startswith("decoders.") for k in copied)
+    train(unet, p, tmp_path / "seg")
+    assert read(tmp_path / "seg" / "best.pt")["io"]["kind"] == "foreground"
+
+
+def test_global_stage_resumes_exactly_after_sigkill(store, tmp_path):
+    full, resumed = kill_and_resume("contrastive_global", global_params(store), tmp_path, kill_after=3)
+    assert_same_weights(full, resumed)
+
+
+def test_local_stage_resumes_exactly_after_sigkill(store, stage1, tmp_path):
+    full, resumed = kill_and_resume("contrastive_local", local_params(store, stage1), tmp_path, kill_after=3)
+    assert_same_weights(full, resumed)
+
+
+# ---- bad input: one line, exit 2, nothing written --------------------------------------------------------
+@pytest.mark.parametrize(
+    "method, params, message",
+    [
+        ("contrastive_global", {"fraction": 1.5}, "contrastive_global.fraction is a fraction of the crops in (0, 1]"),
+        ("contrastive_local", {"fraction": 0.0, "init": "x.pt"}, "contrastive_local.fraction"),
+        ("contrastive_local", {}, "contrastive_local.init: the local stage starts from a stage-1 checkpoint"),
+        ("contrastive_local", {"init": "no_such.pt"}, "no_such.pt: checkpoint does not exist"),
+    ],
+)
+def test_bad_stage_parameters_fail_with_one_line_and_write_nothing(store, tmp_path, capsys, method, params, message):
+    from zarrseg.cli import main
+
+    out = tmp_path / "model"
+    code = main(["train", "--method", method, "-o", str(out), "--params", json.dumps({"crops": str(store), **params})])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_local_stage_refuses_a_checkpoint_that_is_not_stage_one(store, stage1, tmp_path):
+    spec = get_method("contrastive_local")
+    train(spec, load_params(spec.params, {**local_params(store, stage1), "loop": {**LOOP, "steps": 1}}), tmp_path / "l")
+    with pytest.raises(InputError, match="must be a checkpoint of contrastive_global"):
+        train(spec, load_params(spec.params, local_params(store, tmp_path / "l")), tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+    with pytest.raises(ConfigError, match="f_maps"):  # another U-Net than stage 1's
+        unet = get_method("unet")
+        train(unet, load_params(unet.params, {
+            "train": [{"image": str(store / "finetune" / "image"), "labels": str(store / "finetune" / "mask")}],
+            "init": str(stage1), "model": {**TINY_UNET, "f_maps": 8}, "patch_shape": [32, 32], "num_workers": 0,
+            "target": {"kind": "foreground"}, "loop": LOOP}), tmp_path / "u")
