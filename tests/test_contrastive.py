@@ -238,3 +238,39 @@ def test_local_stage_refuses_a_checkpoint_that_is_not_stage_one(store, stage1, t
             "train": [{"image": str(store / "finetune" / "image"), "labels": str(store / "finetune" / "mask")}],
             "init": str(stage1), "model": {**TINY_UNET, "f_maps": 8}, "patch_shape": [32, 32], "num_workers": 0,
             "target": {"kind": "foreground"}, "loop": LOOP}), tmp_path / "u")
+
+
+# ---- tables of the grids ------------------------------------------------------------------------------------
+def test_group_tables_pool_cells_and_curves_draw_baselines_as_lines(tmp_path):
+    from zarrseg.evaluation.groups import group_table
+    from zarrseg.evaluation.report import aggregate
+    from zarrseg.evaluation.tables import TableParams, metrics_frame, write_table
+
+    paths = []
+    for row, g, loss, seed, f1 in [("g0.2", 0.2, "bce", 0, 0.80), ("g0.2", 0.2, "bce", 1, 0.84),
+                                   ("g0.6", 0.6, "bce", 0, 0.90), ("g0.6", 0.6, "ssim", 0, 0.70),
+                                   ("supervised", None, "bce", 0, 0.75), ("supervised", None, "bce", 1, 0.77)]:
+        params = {"grid.row": row, "train.loss.name": loss, "grid.seed": seed}
+        if g is not None:
+            params["contrastive_global.fraction"] = g
+        for sample, delta in (("t1", 0.02), ("t2", -0.02)):
+            frame = metrics_frame({"": {"dice": f1 + delta}}, {"sample": sample, "method": row, "params": json.dumps(params),
+                                                               "cell": f"{row}-{loss}-{seed}"})
+            paths.append(write_table(frame, tmp_path / f"{row}_{loss}_{seed}_{sample}.parquet")[0])
+    from zarrseg.evaluation.tables import read_metrics
+
+    table = read_metrics(paths)
+    by_loss = group_table(table, ["train.loss.name"], ["dice"]).set_index("name")
+    assert by_loss.loc["bce", "n"] == 5 and by_loss.loc["ssim", "n"] == 1  # cells, not samples
+    assert by_loss.loc["bce", "dice_mean"] == pytest.approx(np.mean([0.80, 0.84, 0.90, 0.75, 0.77]))
+    pooled = group_table(table, ["method", "train.loss.name"], ["dice"]).set_index(["method", "name"])
+    assert pooled.loc[("g0.2", "bce"), "dice_sd"] == pytest.approx(np.std([0.80, 0.84], ddof=1))
+    params = load_params(TableParams, {
+        "metrics": ["dice"], "figure_metrics": ["dice"], "rank_by": "dice", "box_by": "method",
+        "group_by": [["train.loss.name"]], "curves": [{"x": "contrastive_global.fraction", "figures": "train.loss.name"}]})
+    out = aggregate(paths, tmp_path / "out", params)
+    names = sorted(p.name for p in out["figures"] if p.name.startswith("curve_contrastive"))
+    assert names == ["curve_contrastive_global.fraction_bce.png", "curve_contrastive_global.fraction_ssim.png"]
+    assert "| bce | 5 | 0.812 ± " in (tmp_path / "out" / "by_train.loss.name.md").read_text()
+    with pytest.raises(ConfigError, match="'nope' is neither a grid parameter"):
+        aggregate(paths, tmp_path / "bad", load_params(TableParams, {"metrics": ["dice"], "group_by": [["nope"]]}))

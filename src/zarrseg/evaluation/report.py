@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .groups import column, curve_figures, write_group_tables
 from .plots import make_figures
 from .tables import (
     TableParams,
     annotator_rows,
     best_per_method,
     display_name,
+    expand_params,
     read_metrics,
     summarize,
     summary_markdown,
@@ -38,6 +40,10 @@ def aggregate(
     if table.empty:
         raise InputError(f"the {len(paths)} metric table(s) hold no rows")
     summary_metrics(annotator_rows(table, params.annotator), params.metrics)  # fail on bad names before writing
+    expanded, _ = expand_params(table)
+    for name in [*(b for by in params.group_by for b in by),
+                 *(n for c in params.curves for n in (c.x, c.panels, c.figures) if n)]:
+        column(expanded, name)
     outdir.mkdir(parents=True, exist_ok=True)
     parquet, csv = write_table(table, outdir / "metrics.parquet")
     summary = summarize(table, params)
@@ -49,6 +55,11 @@ def aggregate(
         best, summary_markdown(best, params, title=best_title), outdir, name="best"
     )
     figures = make_figures(annotator_rows(table, params.annotator), outdir / "figures", params)
+    chosen = annotator_rows(table, params.annotator)
+    groups = write_group_tables(chosen, params.group_by, summary.attrs["metrics"], outdir, params.digits)
+    for spec in params.curves:
+        metric = spec.metric or params.figure_metrics[0]
+        figures += curve_figures(chosen, spec, metric, outdir / "figures")
     log.info("table: %d rows from %d tables -> %s (%d figures)", len(table), len(paths), outdir, len(figures))
     return {
         "metrics": parquet,
@@ -58,5 +69,6 @@ def aggregate(
         "best_md": best_md,
         "best_csv": best_csv,
         "figures": figures,
+        "groups": groups,
         "summary": summary,
     }
