@@ -56,7 +56,7 @@ rule aggregate:
         table=f"{R}/{EXP}/metrics.parquet",
     params:
         outdir=f"{R}/{EXP}",
-        json=lambda w: stage_json("table"),
+        json=lambda w: stage_json("table", values=EXPERIMENT.fixed),  # a grid may fix its table layout
     conda:
         CPU_ENV
     log:

@@ -67,18 +67,23 @@ def test_background_background_pairs_do_not_count():
     assert max(supcon_all) - min(supcon_all) > 1e-2
 
 
-def test_chunked_pixel_loss_equals_the_library_value_and_gradient():
-    """Above max_pairs the loss is computed in anchor chunks; value and gradient equal PML's SupConLoss
-    over the foreground anchors."""
+def test_pixel_loss_equals_the_library_value_and_gradient_whole_and_in_chunks():
+    """pytorch-metric-learning's SupConLoss, its background anchors dropped, is the reference: the
+    direct form and the chunked form (above max_pairs) give its value and gradient."""
+    from pytorch_metric_learning.losses import SupConLoss
+    from pytorch_metric_learning.reducers import DoNothingReducer
+
     gen = torch.Generator().manual_seed(0)
     emb = torch.randn(60, 8, generator=gen, requires_grad=True)
     labels = (torch.rand(60, generator=gen) < 0.4).long()
-    library = pixel_contrastive(emb, labels, 0.07)  # 3600 pairs: one PML matrix
+    per_anchor = SupConLoss(temperature=0.07, reducer=DoNothingReducer())(emb, labels)["loss"]["losses"]
+    library = per_anchor[labels > 0].mean()
     (g_lib,) = torch.autograd.grad(library, emb)
-    chunked = pixel_contrastive(emb, labels, 0.07, max_pairs=400)  # 6 anchor rows at a time
-    (g_chunk,) = torch.autograd.grad(chunked, emb)
-    assert float(chunked.detach()) == pytest.approx(float(library.detach()), rel=1e-5)
-    assert torch.allclose(g_chunk, g_lib, atol=1e-6)
+    for max_pairs in (1 << 24, 400):  # one matrix; 6 anchor rows at a time
+        ours = pixel_contrastive(emb, labels, 0.07, max_pairs=max_pairs)
+        (g_ours,) = torch.autograd.grad(ours, emb)
+        assert float(ours.detach()) == pytest.approx(float(library.detach()), rel=1e-5)
+        assert torch.allclose(g_ours, g_lib, atol=1e-6)
 
 
 def test_block_sampling_bounds_the_sets_and_one_block_equals_stride_one():
@@ -274,3 +279,57 @@ def test_group_tables_pool_cells_and_curves_draw_baselines_as_lines(tmp_path):
     assert "| bce | 5 | 0.812 ± " in (tmp_path / "out" / "by_train.loss.name.md").read_text()
     with pytest.raises(ConfigError, match="'nope' is neither a grid parameter"):
         aggregate(paths, tmp_path / "bad", load_params(TableParams, {"metrics": ["dice"], "group_by": [["nope"]]}))
+
+
+# ---- the grids' plan ------------------------------------------------------------------------------------------
+def contrastive_plan(tmp_path, experiment: str, **fixed):
+    import yaml
+
+    from zarrseg.workflow import Plan, discover_samples, experiment_for
+
+    names = ["pretrain_a", "pretrain_b", "finetune_a", "test_a", "test_b"]
+    rows = ["sample\timage\tground_truth"]
+    for n in names:
+        (tmp_path / f"{n}.tif").touch()
+        (tmp_path / f"{n}_l.tif").touch()
+        rows.append(f"{n}\t{tmp_path}/{n}.tif\t{tmp_path}/{n}_l.tif")
+    (tmp_path / "sheet.tsv").write_text("\n".join(rows) + "\n")
+    from conftest import REPO
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(samples={"sheet": str(tmp_path / "sheet.tsv")}, experiment=experiment)
+    exp = experiment_for(config, REPO)
+    exp.fixed.update(fixed)
+    return Plan(config, exp, discover_samples(config, experiment=exp), "res")
+
+
+def test_the_fractions_grid_chains_three_models_per_pretrained_row_and_shares_the_crop_store(tmp_path):
+    plan = contrastive_plan(tmp_path, "contrastive_fractions")
+    assert plan.experiment_samples() == ["test_a", "test_b"]  # patterns: only the test acquisitions are scored
+    count = {m: sum(1 for mm, _ in plan.models if mm == m) for m in ("contrastive_global", "contrastive_local", "unet")}
+    assert count == {"contrastive_global": 4, "contrastive_local": 8, "unet": 30}  # 2 fractions x 2 seeds, ...
+    assert max(len(mid) for _, mid in plan.models) <= 120  # long ids end in a hash
+    stores = [c for s, c in plan.subcells if s == "crops"]
+    assert len(stores) == 1
+    store = plan.crops_path(plan.subcells[("crops", stores[0])])
+    sources = plan.crops_params(stores[0])["images"]
+    assert {s["name"]: s["split"] for s in sources} == {"pretrain_a": "pretrain", "pretrain_b": "pretrain",
+                                                         "finetune_a": "finetune", "test_a": "test", "test_b": "test"}
+    cells = {(v["grid.row"], v["train.loss.name"], v["grid.seed"]): c for c, v in plan.cells.items()}
+    pre = plan.values(cells[("g0.2_l0.6", "ssim_dice", 1)])
+    unet = plan.model_params("unet", plan.model_id("unet", pre))
+    assert unet["train"] == [{"image": f"{store}/finetune/image", "labels": f"{store}/finetune/mask"}]
+    assert unet["init"] == plan.model_path("contrastive_local", pre) and unet["loss"]["name"] == "ssim_dice"
+    local = plan.model_params("contrastive_local", plan.model_id("contrastive_local", pre))
+    assert local["init"] == plan.model_path("contrastive_global", pre) and local["crops"] == store
+    assert (local["fraction"], local["loop"]["seed"]) == (0.6, 1)
+    assert store in plan.model_inputs("contrastive_global", plan.model_id("contrastive_global", pre))
+    sup = plan.values(cells[("supervised", "ssim_dice", 1)])
+    assert "init" not in plan.model_params("unet", plan.model_id("unet", sup))
+    assert plan.all_models(sup) == ["unet"]
+
+
+def test_a_sample_in_two_splits_is_an_error_before_any_job(tmp_path):
+    with pytest.raises(ConfigError, match="'test_a' is in both 'test' and 'finetune'"):
+        split = {"pretrain": ["pretrain_*"], "test": ["test_*"], "finetune": ["finetune_*", "test_a"]}
+        contrastive_plan(tmp_path, "contrastive_losses", **{"crops.split": split})
