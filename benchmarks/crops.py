@@ -6,7 +6,7 @@ lists them repeatedly as N acquisitions (N = 5, 10, 20, 40). For each N, in fres
 
   read   reads each acquisition's image plane and mask plane from Zarr (the bare reading peer)
   crops  ``prepare_crops`` on the same acquisitions (320-px crops, step 0.5, < 3 % foreground
-         dropped, per-plane normalisation to float16, lz4 shards)
+         dropped, per-plane normalisation to float16; one chunk per crop, and ``shards: true``)
 
 and prints wall seconds, the ratio crops / read and each child's peak RSS (``os.wait4``).
 Targets: the crops RSS does not grow with N (>= 20 acquisitions); crops within 1.5x of read.
@@ -58,7 +58,7 @@ def acquisitions(work: Path, n: int) -> list[dict]:
     return [{**staged[i % len(staged)], "name": f"acq{i}", "split": "pretrain"} for i in range(n)]
 
 
-def child(mode: str, work: Path, n: int, crop: int) -> dict:
+def child(mode: str, work: Path, n: int, crop: int, shards: bool = False) -> dict:
     """Body of one measured subprocess."""
     from zarrseg import ome
 
@@ -74,7 +74,7 @@ def child(mode: str, work: Path, n: int, crop: int) -> dict:
     from zarrseg.crops import CropParams, prepare_crops
     from zarrseg.params import load_params
 
-    params = load_params(CropParams, {"images": items, "crop_size": crop, "masks": "instances"})
+    params = load_params(CropParams, {"images": items, "crop_size": crop, "masks": "instances", "shards": shards})
     out = work / f"store_{n}"
     summary = prepare_crops(params, out)
     seconds = time.perf_counter() - t0
@@ -84,8 +84,9 @@ def child(mode: str, work: Path, n: int, crop: int) -> dict:
     return {"seconds": seconds, "crops": summary["rows"]}
 
 
-def measure(mode: str, work: Path, n: int, crop: int) -> dict:
+def measure(mode: str, work: Path, n: int, crop: int, shards: bool = False) -> dict:
     cmd = [sys.executable, __file__, "child", mode, "--work", str(work), "--n", str(n), "--crop", str(crop)]
+    cmd += ["--shards"] if shards else []
     env = {**os.environ, "ZARRSEG_NO_PROGRESS": "1", "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
     out = proc.stdout.read()
@@ -102,19 +103,23 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/crops_bench"))
     parser.add_argument("--n", type=int, nargs="+", default=[5, 10, 20, 40])
     parser.add_argument("--crop", type=int, default=320)
+    parser.add_argument("--shards", action="store_true")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.step == "child":
-        print(json.dumps(child(args.mode, args.work, args.n[0], args.crop)))
+        print(json.dumps(child(args.mode, args.work, args.n[0], args.crop, args.shards)))
         return
     stage(args.work)
     measure("read", args.work, 6, args.crop)  # warm the page cache
-    print(f"{'N':>4} {'read s':>8} {'crops s':>8} {'ratio':>6} {'read MB':>8} {'crops MB':>9} {'crops':>7}")
+    print(f"{'N':>4} {'read s':>7} {'crops s':>8} {'ratio':>6} {'sharded s':>9} {'ratio':>6} {'read MB':>8} "
+          f"{'crops MB':>9} {'sharded MB':>10} {'crops':>6}")
     for n in args.n:
         read = measure("read", args.work, n, args.crop)
         crops = measure("crops", args.work, n, args.crop)
-        print(f"{n:>4} {read['seconds']:8.2f} {crops['seconds']:8.2f} {crops['seconds'] / read['seconds']:6.2f} "
-              f"{read['rss_mb']:8.0f} {crops['rss_mb']:9.0f} {crops['crops']:7d}", flush=True)
+        sharded = measure("crops", args.work, n, args.crop, shards=True)
+        print(f"{n:>4} {read['seconds']:7.2f} {crops['seconds']:8.2f} {crops['seconds'] / read['seconds']:6.2f} "
+              f"{sharded['seconds']:9.2f} {sharded['seconds'] / read['seconds']:6.2f} {read['rss_mb']:8.0f} "
+              f"{crops['rss_mb']:9.0f} {sharded['rss_mb']:10.0f} {crops['crops']:6d}", flush=True)
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ def store(tmp_path_factory):
         image = (60 + 120 * labels + rng.normal(0, 15, labels.shape)).astype(np.float32)
         sources.append({"image": write_image(tmp / f"i{i}.ome.zarr", image),
                         "labels": write_image(tmp / f"l{i}.ome.zarr", labels, is_label=True), "split": split})
-    prepare_crops(load_params(CropParams, {"images": sources, "crop_size": 32, "step": 0.5, "shard": 4}), tmp / "store")
+    prepare_crops(load_params(CropParams, {"images": sources, "crop_size": 32, "step": 0.5, "buffer": 4}), tmp / "store")
     return tmp / "store"
 
 

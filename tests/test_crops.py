@@ -13,7 +13,7 @@ import zarr
 from conftest import write_image
 
 from zarrseg.crops import CropParams, CropSet, prepare_crops
-from zarrseg.crops.prepare import middle_planes, window_starts
+from zarrseg.crops.prepare import middle_planes, window_starts, window_sums
 from zarrseg.normalize import Normalization, apply, array_stats
 from zarrseg.params import load_params
 
@@ -28,8 +28,12 @@ def acquisition(tmp_path, name: str, rng, shape=(5, 70, 90), labelled: bool = Tr
     return source
 
 
-def test_windows_cover_the_plane_and_middle_planes_are_centred():
+def test_windows_cover_the_plane_and_middle_planes_are_centred(rng):
     assert window_starts(90, 32, 16) == [0, 16, 32, 48, 58]  # the last window ends at the border
+    mask = (rng.random((70, 90)) < 0.3).astype(np.uint8)
+    ys, xs = window_starts(70, 32, 16), window_starts(90, 32, 16)
+    brute = [[mask[y:y + 32, x:x + 32].sum() for x in xs] for y in ys]
+    np.testing.assert_array_equal(window_sums(mask, ys, xs, 32), brute)
     assert window_starts(32, 32, 16) == [0]
     assert middle_planes(5, 3) == [1, 2, 3] and middle_planes(5, 1) == [2] and middle_planes(2, 4) == [0, 1]
 
@@ -42,7 +46,7 @@ def test_crops_split_by_acquisition_keep_the_foreground_and_match_the_planes(tmp
         {**acquisition(tmp_path, "d", rng, labelled=False), "split": "pretrain"},
     ]
     params = load_params(CropParams, {"images": sources, "crop_size": 32, "step": 0.5, "planes": 3,
-                                      "min_foreground": 0.03, "shard": 5})
+                                      "min_foreground": 0.03, "buffer": 5})
     summary = prepare_crops(params, tmp_path / "store")
     table = pd.read_parquet(tmp_path / "store" / "origins.parquet")
     # every acquisition's crops (overlapping windows of one image) sit in exactly one split
@@ -123,3 +127,14 @@ def test_unlabelled_acquisitions_only_join_pretraining(tmp_path, rng):
     src = acquisition(tmp_path, "a", rng, shape=(40, 50), labelled=False)
     with pytest.raises(ConfigError, match="can only join the pretrain split"):
         load_params(CropParams, {"images": [{**src, "split": "finetune"}], "crop_size": 16})
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("method", ["meanstd", "percentile"])
+def test_plane_normalisation_equals_the_volume_normalisation(rng, dtype, method):
+    from zarrseg.crops.prepare import normalised
+
+    plane = (rng.gamma(2.0, 300.0 if dtype != np.uint8 else 30.0, (50, 70))).clip(0, 60000).astype(dtype)
+    norm = Normalization(method=method, lower=2.0, upper=98.0)
+    expected = apply(plane, array_stats(plane, norm), norm)
+    np.testing.assert_allclose(normalised(plane, norm).astype(np.float32), expected, rtol=2e-3, atol=2e-3)

@@ -208,7 +208,7 @@ TINY_CONFIG = {
         "num_workers": 0,
         "loop": {**LOOP, "steps": 2, "early_stopping": 0},
     },
-    "crops": {"crop_size": 32, "step": 0.5, "shard": 8},
+    "crops": {"crop_size": 32, "step": 0.5, "buffer": 8},
     "contrastive_global": {"model": {"ndim": 2, "f_maps": 4, "depth": 2}, "projection_dim": 8, "batch_size": 4,
                            "epochs": None, "loop": {**LOOP, "steps": 2}},
     "contrastive_local": {"embedding_dim": 4, "batch_size": 2, "epochs": None, "loop": {**LOOP, "steps": 2}},
