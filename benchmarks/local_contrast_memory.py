@@ -2,8 +2,8 @@
 
 Embeddings of a batch of 8 crops of 320 x 320 (two views each: 16 maps, 128 channels, as the
 U-Net's 1 x 1 head gives them) with ~20 % foreground; each setting runs in a fresh subprocess
-and reports the growth of its peak RSS over the RSS with the embeddings allocated (the loss's
-own memory) and the wall time. ``full`` (every pixel, stride 1) at 320 x 320 is 1.6 M pixels:
+and reports the growth of its peak RSS over the RSS with the embeddings and their gradient
+allocated (the loss's own memory) and the wall time. ``full`` (every pixel, stride 1) at 320 x 320 is 1.6 M pixels:
 its similarity matrix alone would be 10 TB, and even row-chunked it is 2.6e12 pairs, so full
 pixels are measured on smaller crops (64 .. 160 px) where its growth (N^2 without chunks) shows.
 
@@ -39,6 +39,7 @@ def child(sampling: str, size: int, stride: int, block: int, dim: int, max_pairs
     for v in range(16):
         for cy, cx in centres[v]:
             labels[v][(yy - cy) ** 2 + (xx - cx) ** 2 < (0.1 * size) ** 2] = 1
+    feats.grad = torch.zeros_like(feats)  # the embeddings' gradient is the network's, not the loss's
     base = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
     loss = local_contrastive(feats, labels, 0.07, sampling, stride, block, max_pairs)

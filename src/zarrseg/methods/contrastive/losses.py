@@ -85,17 +85,21 @@ def pixel_groups(
     (pixels meet only pixels at the same place of other views and images), sets without
     foreground skipped. Either bounds the pairs a set holds: (V H W / stride^2)^2 or (V block^2)^2.
     """
-    d = features.shape[1]
+    v, d, h, w = features.shape
     if sampling == "stride":
         f = features[:, :, ::stride, ::stride]
         yield f.permute(0, 2, 3, 1).reshape(-1, d), labels[:, ::stride, ::stride].reshape(-1)
         return
-    h, w = features.shape[-2:]
-    for y in range(0, h - block + 1, block):
-        for x in range(0, w - block + 1, block):
-            lab = labels[:, y : y + block, x : x + block]
-            if lab.any():
-                yield features[:, :, y : y + block, x : x + block].permute(0, 2, 3, 1).reshape(-1, d), lab.reshape(-1)
+    # one reshape into (blocks, pixels, D), then views per block: autograd gathers the blocks'
+    # gradients in one stack (slicing the map per block would allocate a full-size gradient each)
+    nh, nw = h // block, w // block
+    f = features[:, :, : nh * block, : nw * block].reshape(v, d, nh, block, nw, block)
+    f = f.permute(2, 4, 0, 3, 5, 1).reshape(nh * nw, v * block * block, d)
+    lab = labels[:, : nh * block, : nw * block].reshape(v, nh, block, nw, block)
+    lab = lab.permute(1, 3, 0, 2, 4).reshape(nh * nw, -1)
+    for emb, set_labels in zip(f.unbind(0), lab.unbind(0), strict=True):
+        if set_labels.any():
+            yield emb, set_labels
 
 
 def local_contrastive(
