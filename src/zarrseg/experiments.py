@@ -14,6 +14,7 @@ cell's values (so of its sub-cells) but not of its id.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -65,20 +66,18 @@ def _fmt(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]", "", text.replace("/", "-"))
 
 
-MAX_ID = 120  # longer ids keep their start and end in a hash (a path component has at most 255 bytes)
+MAX_ID = 100  # longer ids keep a readable head and a hash of the whole (file names stay < 255 bytes)
 
 
 def cell_id(values: dict[str, Any]) -> str:
-    """Stable, readable id of a parameter combination: ``key-value`` pairs joined by '_'
-    (beyond ``MAX_ID`` characters: the first ones and a hash of the whole id)."""
+    """Stable, readable id of a parameter combination: ``key-value`` pairs joined by '_'."""
     if not values:
         return BASE_CELL
     text = "_".join(f"{k.split('.', 1)[-1]}-{_fmt(v)}" for k, v in values.items())
     if len(text) <= MAX_ID:
         return text
-    import hashlib
-
-    return f"{text[:MAX_ID - 13]}_h{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+    digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+    return f"{text[: MAX_ID - 11]}_{digest}"
 
 
 def load_experiment(path: str | Path) -> Experiment:

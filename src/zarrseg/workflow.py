@@ -155,12 +155,14 @@ def params_json(params: dict) -> str:
 #   grid.row           its label in summary tables (default: the segment partitioner)
 #   grid.model         the learning method whose model, trained for this cell, the cell uses: its
 #                      checkpoint becomes predict.checkpoint (methods with dense output) or
-#                      features.checkpoint (ViTs), unless the config sets those itself
+#                      features.checkpoint (ViTs), unless the cell sets those itself
 #   grid.labels        segment | cluster | threshold: how the labels are made (default: the model's
 #                      post-processing in the method registry, else segment)
 #   grid.ground_truth  as_is | foreground: score against the binary foreground of the ground truth
 # Any parameter may reference a model trained in the workflow as "model:<method>" (e.g.
 # finetune.checkpoint: model:dino); predict.checkpoint "train" is the former name of "model:unet".
+# The config key ``models`` ({method: checkpoint file}) supplies a method's model instead of
+# training it (e.g. a downloaded DINO ViT): every reference to that method then means the file.
 # Any parameter may reference the experiment's crop store (the crops stage) as "crops:<path inside
 # it>" (e.g. train.train: [{image: crops:finetune/image, labels: crops:finetune/mask}]); methods
 # that learn from crops (registry data "crops") get the store as their `crops` parameter.
@@ -208,6 +210,7 @@ class Plan:
 
         load_modules(config.get("methods") or [])
         self.config, self.experiment, self.samples, self.results = config, experiment, samples, results
+        self.given: dict[str, str] = dict(config.get("models") or {})  # method -> checkpoint file
         self.exp = experiment.name
         self.cells = experiment.cells()
         self._method = get_method
@@ -237,9 +240,7 @@ class Plan:
         if method:
             spec = self._method(method, where=f"experiment {self.exp}")
             stage = "features" if spec.inference == "features" else "predict"
-            own = self.config.get(stage) or {}
-            if f"{stage}.checkpoint" not in values and not own.get("checkpoint") and own.get("weights") != "hub":
-                values[f"{stage}.checkpoint"] = MODEL_REF + method
+            values.setdefault(f"{stage}.checkpoint", MODEL_REF + method)
             if stage == "predict":
                 values.setdefault("predict.method", "model")
         if values.get("predict.checkpoint") == "train":  # the former name of model:unet
@@ -256,7 +257,8 @@ class Plan:
         """Stages (config sections) whose keys decide ``stage``'s output for these values."""
         out = {stage}
         for method in model_refs(self.stage_params(stage, values)):
-            out |= self.depends(self.section(method), values)
+            if method not in self.given:
+                out |= self.depends(self.section(method), values)
         if self.uses_crops(stage, values):
             out.add(CROPS_STAGE)
         return out
@@ -272,13 +274,14 @@ class Plan:
         return self.stage_params("predict", values).get("method", "intensity") in ("model", "unet")
 
     def subcell(self, stage: str, values: dict[str, Any]) -> str:
-        from .experiments import cell_for
+        """Id of ``stage``'s output for these values: the grid keys of the stages it depends on."""
+        from .experiments import cell_id
 
         stages = self.depends(stage, values)
         keys = {k: v for k, v in values.items() if k.split(".", 1)[0] in stages}
         if self._sample_fallback(stages, values):
             keys.setdefault("train.samples", values.get("train.samples"))
-        return cell_for(keys, tuple(k.split(".", 1)[0] for k in keys) or (stage,))
+        return cell_id(keys)
 
     def _sample_fallback(self, stages: set[str], values: dict[str, Any]) -> bool:
         """Whether a model among ``stages`` learns from train.samples (it names no samples itself)."""
@@ -298,7 +301,7 @@ class Plan:
         todo = [m for stage in ("predict", "features") for m in model_refs(self.stage_params(stage, values))]
         while todo:
             method = todo.pop(0)
-            if method in wanted:
+            if method in wanted or method in self.given:
                 continue
             todo += model_refs(self.stage_params(self.section(method), values))
             wanted.append(method)
@@ -308,6 +311,8 @@ class Plan:
         return self.subcell(self.section(method), values)
 
     def model_path(self, method: str, values: dict[str, Any]) -> str:
+        if method in self.given:
+            return self.given[method]
         return f"{self.results}/{self.exp}/models/{method}/{self.model_id(method, values)}/best.pt"
 
     def resolve(self, params: Any, values: dict[str, Any]) -> Any:
