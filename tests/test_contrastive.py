@@ -112,6 +112,10 @@ def test_ssim_loss_equals_the_library_value():
     ones = torch.ones_like(logits)
     loss = Loss(LossParams(name="ssim_dice", dice_weight=0.0))(logits, torch.from_numpy(target), ones)
     assert float(loss) == pytest.approx(1 - ssim, abs=2e-3)
+    from pytorch_msssim import ssim as library_ssim  # the library the loss uses: exactly its value
+
+    library = 1 - float(library_ssim(torch.sigmoid(logits), torch.from_numpy(target), data_range=1.0))
+    assert float(loss) == pytest.approx(library, abs=1e-6)
     perfect = torch.from_numpy(target * 40 - 20)  # logits that reproduce the target
     assert float(Loss(LossParams(name="ssim_mae_dice"))(perfect, torch.from_numpy(target), ones)) < 1e-3
 
@@ -200,6 +204,31 @@ def test_frozen_encoder_stays_unchanged_and_the_chain_reaches_a_segmentation_une
     assert read(tmp_path / "seg" / "best.pt")["io"]["kind"] == "foreground"
 
 
+def stage3_params(store, init, steps: int) -> dict:
+    return {"train": [{"image": str(store / "finetune" / "image"), "labels": str(store / "finetune" / "mask")}],
+            "init": str(init), "model": TINY_UNET, "patch_shape": [32, 32], "batch_size": 2, "num_workers": 0,
+            "target": {"kind": "foreground"}, "loss": {"name": "bce_dice"},
+            "loop": {**LOOP, "steps": steps, "eval_every": 2}}
+
+
+def test_fine_tuning_from_stage_two_resumes_exactly(store, stage1, tmp_path):
+    """Stage 3 (the unet method started from stage 2): a run stopped at step 2 and resumed to step 4
+    ends with the weights of an uninterrupted 4-step run (the init is not applied over the resumed
+    weights); a resume whose init differs is refused."""
+    spec = get_method("contrastive_local")
+    train(spec, load_params(spec.params, {**local_params(store, stage1), "loop": {**LOOP, "steps": 2}}),
+          tmp_path / "local")
+    unet = get_method("unet")
+    train(unet, load_params(unet.params, stage3_params(store, tmp_path / "local", 4)), tmp_path / "full")
+    train(unet, load_params(unet.params, stage3_params(store, tmp_path / "local", 2)), tmp_path / "part")
+    train(unet, load_params(unet.params, stage3_params(store, tmp_path / "local", 4)), tmp_path / "part", resume=True)
+    a, b = read(tmp_path / "full" / "last.pt"), read(tmp_path / "part" / "last.pt")
+    assert a["loop"]["step"] == b["loop"]["step"] == 4
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    with pytest.raises(InputError, match="cannot resume: the parameters differ"):
+        train(unet, load_params(unet.params, stage3_params(store, stage1, 4)), tmp_path / "part", resume=True)
+
+
 def test_global_stage_resumes_exactly_after_sigkill(store, tmp_path):
     full, resumed = kill_and_resume("contrastive_global", global_params(store), tmp_path, kill_after=3)
     assert_same_weights(full, resumed)
@@ -229,6 +258,17 @@ def test_bad_stage_parameters_fail_with_one_line_and_write_nothing(store, tmp_pa
     assert code == 2, err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("step", ["0", "1.5"])
+def test_a_crop_step_outside_zero_one_fails_with_one_line_and_writes_nothing(tmp_path, capsys, step):
+    from zarrseg.cli import main
+
+    image = write_image(tmp_path / "i.ome.zarr", np.zeros((40, 40), np.float32))
+    code = main(["crops", f"{image}=pretrain", "-o", str(tmp_path / "store"), "--set", f"step={step}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "crops.step is a fraction of the crop size in (0, 1]" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "store").exists()
 
 
 def test_local_stage_refuses_a_checkpoint_that_is_not_stage_one(store, stage1, tmp_path):
