@@ -105,6 +105,7 @@ def train_methods(args, data: dict, work: Path) -> dict[str, Path]:
                 flush=True,
             )
             models.setdefault(spec.name, out / "best.pt")
+            data.setdefault(f"model:{spec.name}", str(out / "best.pt"))  # a later stage may start from it
     return models
 
 

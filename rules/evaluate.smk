@@ -61,7 +61,7 @@ rule aggregate:
         figures=report(directory(f"{R}/{EXP}/figures/table"), patterns=["{name}.png"], category="Figures"),
     params:
         outdir=f"{R}/{EXP}",
-        json=lambda w: stage_json("table"),
+        json=lambda w: stage_json("table", values=EXPERIMENT.fixed),  # a grid may fix its table layout
     conda:
         CPU_ENV
     log:

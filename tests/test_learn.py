@@ -351,7 +351,7 @@ def test_params_json_round_trip_of_a_loop_section():
     lp = from_dict(LoopParams, json.loads(json.dumps({"steps": 5, "amp_dtype": "bfloat16"})))
     assert lp.steps == 5 and lp.amp_dtype == "bfloat16"
     with pytest.raises(ConfigError, match="loop.steps"):
-        from_dict(LoopParams, {"steps": -1})
+        from_dict(LoopParams, {"steps": -1})  # 0 is allowed: publish the initial weights
 
 
 def test_zero_steps_publish_the_initial_weights(tmp_path, rng, tiny_vit):

@@ -181,10 +181,12 @@ def test_plan_of_the_table_3_4_grid():
     plan = _plan()
     cells = {plan.values(c)["grid.row"]: c for c in plan.cells}
     methods = sorted(m for m, _ in plan.models)
-    assert methods == ["dino", "finetune", "unet", "unet", "unet"]  # one model per distinct training setup
+    assert methods == ["contrastive_global", "contrastive_local", "dino", "finetune", "unet", "unet", "unet",
+                       "unet"]  # one model per distinct training setup
     routes = {row: plan.labels_route(c) for row, c in cells.items()}
     assert routes == {"colour_kmeans": "cluster", "dino": "cluster", "dino_finetuned": "cluster",
-                      "unet_20": "threshold", "unet_50": "threshold", "unet_100": "threshold"}
+                      "unet_20": "threshold", "unet_20_contrastive": "threshold", "unet_50": "threshold",
+                      "unet_100": "threshold"}
     src = {row: plan.cluster_source("test_a", c) for row, c in cells.items()}
     assert src["colour_kmeans"] == plan.image_path("test_a")
     assert src["dino"].endswith("features.zarr") and src["dino"] != src["dino_finetuned"]
@@ -204,11 +206,19 @@ def test_plan_of_the_table_3_4_grid():
     assert [i["image"] for i in unet["train"]] == ["R/ingest/train_a/image.ome.zarr"]
     assert unet["supervision_fraction"] == 0.2 and "samples" not in unet
     assert plan.image_input("test_a") == "R/ingest/test_a/image.ome.zarr"  # the ingest rule stages scene 2 alone
+    # unet_20_contrastive: the same U-Net from stage 2, which starts from stage 1; both learn from the
+    # crops of the training samples (the unlabelled train_b too, pretraining only)
+    pre = plan.values(cells["unet_20_contrastive"])
+    unet_c = plan.model_params("unet", plan.model_id("unet", pre))
+    assert unet_c["init"] == plan.model_path("contrastive_local", pre) and unet_c["train"] == unet["train"]
+    (ccell,) = [c for s, c in plan.subcells if s == "crops"]
+    assert {(i["name"], i["split"], i["labels"] is not None) for i in plan.crops_params(ccell)["images"]} == {
+        ("train_a", "pretrain", True), ("train_b", "pretrain", False)}
 
 
 def test_plan_uses_given_models_instead_of_training_them_and_legacy_names():
     plan = _plan({"models": {"dino": "/models/vit.pt"}})
-    assert sorted(m for m, _ in plan.models) == ["finetune", "unet", "unet", "unet"]  # no dino training
+    assert "dino" not in {m for m, _ in plan.models} and len(plan.models) == 7  # no dino training
     dino = next(c for c in plan.cells if plan.values(c)["grid.row"] == "dino")
     assert plan.checkpoints("features", plan.values(dino)) == ["/models/vit.pt"]
     (ft_id,) = [i for m, i in plan.models if m == "finetune"]

@@ -24,7 +24,7 @@ from zarrseg.experiments import Experiment, cell_for, load_experiment
 from zarrseg.ssl.cluster import ClusterParams, cluster
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = ["colour_kmeans", "dino", "dino_finetuned", "unet_20", "unet_50", "unet_100"]
+ROWS = ["colour_kmeans", "dino", "dino_finetuned", "unet_20", "unet_20_contrastive", "unet_50", "unet_100"]
 
 
 def blobs(rng: np.random.Generator, shape=(96, 96)) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +50,7 @@ def test_the_grid_file_links_each_unet_row_to_its_supervision_level():
         "dino": None,
         "dino_finetuned": None,
         "unet_20": 0.2,
+        "unet_20_contrastive": 0.2,
         "unet_50": 0.5,
         "unet_100": 1.0,
     }
@@ -58,7 +59,9 @@ def test_the_grid_file_links_each_unet_row_to_its_supervision_level():
     # linked values are not part of the id, but they separate the U-Nets' training sub-cells
     assert "row-unet20" in cells
     trained = {cell_for({**exp.fixed, **rows[r]}, ("train",)) for r in ROWS[3:]}
-    assert len(trained) == 3
+    assert len(trained) == 4
+    assert rows["unet_20_contrastive"]["train.init"] == "model:contrastive_local"
+    assert exp.fixed["contrastive_local.init"] == "model:contrastive_global"
     # the models learn from train_* samples; the scored samples are held apart
     assert exp.fixed["train.samples"] == ["train_*"]
     assert exp.samples and all(s.startswith("test_") for s in exp.samples)
@@ -188,6 +191,10 @@ TINY_CONFIG = {
         "num_workers": 0,
         "loop": {**LOOP, "steps": 2, "early_stopping": 0},
     },
+    "crops": {"crop_size": 32, "step": 0.5, "buffer": 8},
+    "contrastive_global": {"model": {"ndim": 2, "f_maps": 4, "depth": 2}, "projection_dim": 8, "batch_size": 4,
+                           "epochs": None, "loop": {**LOOP, "steps": 2}},
+    "contrastive_local": {"embedding_dim": 4, "batch_size": 2, "epochs": None, "loop": {**LOOP, "steps": 2}},
     "predict": {"device": "cpu", "num_workers": 0},
     "table": {
         "metrics": ["matched_iou", "v_measure", "adjusted_rand_index"],
@@ -221,6 +228,12 @@ def grid_workdir(tmp_path: Path, rng) -> Path:
     return tmp_path
 
 
+def read_checkpoint_init(path: Path) -> str | None:
+    from zarrseg.learn.checkpoint import read
+
+    return read(path)["params"].get("init")
+
+
 def snakemake_grid(workdir: Path, cores: int) -> list[str]:
     """The Snakemake CLI call of the grid on the tiny configuration in ``workdir``."""
     return [
@@ -242,7 +255,7 @@ def snakemake_grid(workdir: Path, cores: int) -> list[str]:
     ]
 
 
-def test_grid_runs_through_snakemake_with_six_rows_and_figures(grid_workdir):
+def test_grid_runs_through_snakemake_with_seven_rows_and_figures(grid_workdir):
     env = dict(
         os.environ,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -272,17 +285,21 @@ def test_grid_runs_through_snakemake_with_six_rows_and_figures(grid_workdir):
     assert vm["colour_kmeans"] > 0.5  # bright discs on a dark background: colour alone separates them
     figure = out / "figures" / "test_a_side_by_side.png"
     assert figure.is_file() and figure.stat().st_size > 1000
-    # three U-Nets, one DINO ViT and its fine-tuned copy, each trained once on the training image only
+    # four U-Nets, one DINO ViT and its fine-tuned copy, the two contrastive stages, each trained once on
+    # the training image only; the contrastive chain: crops -> stage 1 -> stage 2 -> the U-Net 20 % from it
     logs = grid_workdir / "results" / "logs" / "unsupervised_vs_supervised" / "train"
-    assert {m: len(list((logs / m).glob("*.log"))) for m in ("unet", "dino", "finetune")} == {
-        "unet": 3,
-        "dino": 1,
-        "finetune": 1,
-    }
+    methods = ("unet", "dino", "finetune", "contrastive_global", "contrastive_local")
+    assert {m: len(list((logs / m).glob("*.log"))) for m in methods} == {
+        "unet": 4, "dino": 1, "finetune": 1, "contrastive_global": 1, "contrastive_local": 1}
+    origins = pd.read_parquet(next((out / "crops").glob("*/origins.parquet")))
+    assert set(origins["name"]) == {"train_a"} and set(origins["split"]) == {"pretrain"}
+    inits = [read_checkpoint_init(p) for p in (out / "models" / "unet").glob("*/best.pt")]
+    assert sorted(i is not None for i in inits) == [False, False, False, True]
     train_cmds = [
         line for line in run.stdout.splitlines() + run.stderr.splitlines() if "zarrseg train" in line
     ]
-    assert train_cmds and all("train_a" in c and "test_a" not in c for c in train_cmds)
+    # (the contrastive stages name the crop store, which holds crops of train_a only: see above)
+    assert train_cmds and all(("train_a" in c or "/crops/" in c) and "test_a" not in c for c in train_cmds)
     # on demand: a BioImage.IO / TorchScript package of one trained model (rule export)
     model = sorted((out / "models" / "unet").glob("*/best.pt"))[0]
     target = model.parent / "bioimageio" / "rdf.yaml"

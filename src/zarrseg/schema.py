@@ -28,6 +28,7 @@ import yaml
 # their own sections from the registry: see ``sections``)
 STAGES: dict[str, str] = {
     "ingest": "zarrseg.ingest.params:IngestParams",
+    "crops": "zarrseg.crops.params:CropParams",
     "predict": "zarrseg.predict.params:PredictParams",
     "segment": "zarrseg.segment.params:SegmentParams",
     "evaluate": "zarrseg.evaluation.score:EvaluateParams",
@@ -60,10 +61,21 @@ def sections() -> dict[str, type]:
     return out
 
 
+# Keys of the crops section for the workflow's own use: which samples go to which split.
+CROPS_WORKFLOW_KEYS: dict[str, dict] = {
+    "split": {"type": ["object", "null"], "additionalProperties": {"type": "array", "items": {"type": "string"}},
+              "description": "split name (pretrain, finetune, test) -> sample names or shell patterns; every "
+                             "sample in one split, so no acquisition has crops on both sides"},
+}
+
+
 def workflow_keys(section: str) -> dict[str, dict]:
     from .learn.registry import method_for_section
 
-    return METHOD_WORKFLOW_KEYS if method_for_section(section) is not None else {}
+    if section == "crops":
+        return CROPS_WORKFLOW_KEYS
+    spec = method_for_section(section)
+    return METHOD_WORKFLOW_KEYS if spec is not None and spec.data != "crops" else {}
 
 
 # Defaults of these types are copied into the schema (documentation only: validation does not
@@ -111,7 +123,15 @@ def type_schema(tp: Any) -> dict:
 
 
 def field_comments(cls: type) -> dict[str, str]:
-    """The trailing ``# comment`` of each field in the class source: the documentation of a key."""
+    """The trailing ``# comment`` of each field in the class source (and its base classes' sources,
+    for inherited fields): the documentation of a key."""
+    out: dict[str, str] = {}
+    for base in reversed([b for b in cls.__mro__ if dataclasses.is_dataclass(b)]):
+        out.update(_own_field_comments(base))
+    return out
+
+
+def _own_field_comments(cls: type) -> dict[str, str]:
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):

@@ -254,10 +254,15 @@ def params_json(params: dict) -> str:
 # finetune.checkpoint: model:dino); predict.checkpoint "train" is the former name of "model:unet".
 # The config key ``models`` ({method: checkpoint file}) supplies a method's model instead of
 # training it (e.g. a downloaded DINO ViT): every reference to that method then means the file.
+# Any parameter may reference the experiment's crop store (the crops stage) as "crops:<path inside
+# it>" (e.g. train.train: [{image: crops:finetune/image, labels: crops:finetune/mask}]); methods
+# that learn from crops (registry data "crops") get the store as their `crops` parameter.
 
 GRID = "grid"
 MODEL_REF = "model:"
+CROPS_REF = "crops:"
 LABEL_ROUTES = ("segment", "cluster", "threshold")
+CROPS_STAGE = "crops"
 
 
 def model_refs(params: Any) -> list[str]:
@@ -272,6 +277,15 @@ def model_refs(params: Any) -> list[str]:
     elif isinstance(params, str) and params.startswith(MODEL_REF):
         found.append(params[len(MODEL_REF):])
     return list(dict.fromkeys(found))
+
+
+def crop_refs(params: Any) -> bool:
+    """Whether a parameter tree references the crop store (``"crops:..."``)."""
+    if isinstance(params, dict):
+        return any(crop_refs(v) for v in params.values())
+    if isinstance(params, list):
+        return any(crop_refs(v) for v in params)
+    return isinstance(params, str) and params.startswith(CROPS_REF)
 
 
 class Plan:
@@ -299,8 +313,13 @@ class Plan:
                 self.subcells.setdefault((stage, self.subcell(stage, values)), values)
             for method in self.all_models(values):
                 self.models.setdefault((method, self.model_id(method, values)), values)
+                if self.uses_crops(self.section(method), values):
+                    self.subcells.setdefault((CROPS_STAGE, self.subcell(CROPS_STAGE, values)), values)
         for method, _ in self.models:  # sample patterns that match nothing fail before any job
             self.training_samples(method, self.models[(method, _)])
+        for stage, ccell in list(self.subcells):
+            if stage == CROPS_STAGE:
+                self.crops_params(ccell)  # split patterns: every sample in one split, each pattern matching
         for cell in self.cells:
             self.labels_route(cell)
 
@@ -331,7 +350,16 @@ class Plan:
         for method in model_refs(self.stage_params(stage, values)):
             if method not in self.given:
                 out |= self.depends(self.section(method), values)
+        if self.uses_crops(stage, values):
+            out.add(CROPS_STAGE)
         return out
+
+    def uses_crops(self, stage: str, values: dict[str, Any]) -> bool:
+        """Whether a stage (a method's section) learns from the crop store."""
+        from .learn.registry import method_for_section
+
+        spec = method_for_section(stage)
+        return (spec is not None and spec.data == "crops") or crop_refs(self.stage_params(stage, values))
 
     def uses_model(self, values: dict[str, Any]) -> bool:
         return self.stage_params("predict", values).get("method", "intensity") in ("model", "unet")
@@ -386,6 +414,9 @@ class Plan:
             return [self.resolve(v, values) for v in params]
         if isinstance(params, str) and params.startswith(MODEL_REF):
             return self.model_path(params[len(MODEL_REF):], values)
+        if isinstance(params, str) and params.startswith(CROPS_REF):
+            inside = params[len(CROPS_REF):].strip("/")
+            return self.crops_path(values) + (f"/{inside}" if inside else "")
         return params
 
     def checkpoints(self, stage: str, values: dict[str, Any]) -> list[str]:
@@ -396,6 +427,8 @@ class Plan:
         """(training samples, validation samples, roi) of a model, from its section's workflow keys."""
         spec = self._method(method)
         params = self.stage_params(spec.config_section, values)
+        if spec.data == "crops":  # the crop store says which samples it holds
+            return [], [], None
         patterns = params.get("samples") or self.stage_params("train", values).get("samples")
         labelled = spec.data == "labelled"
         if patterns:
@@ -405,7 +438,7 @@ class Plan:
         val = self.match_samples(params.get("val_samples") or [], labelled)
         return names, val, params.get("roi")
 
-    def match_samples(self, patterns: list[str], labelled: bool = False) -> list[str]:
+    def match_samples(self, patterns: list[str], labelled: bool = False, where: str = "train.samples") -> list[str]:
         """Sample names matching any of the shell ``patterns`` (sheet order); with ground truth when
         ``labelled``. A pattern matching nothing is an error, not a silent empty set."""
         from fnmatch import fnmatchcase
@@ -414,13 +447,53 @@ class Plan:
         for pattern in patterns:
             found = [s for s in self.samples if fnmatchcase(s, pattern)]
             if not found:
-                raise ConfigError(f"train.samples entry {pattern!r} matches no sample of the sample sheet")
+                raise ConfigError(f"{where} entry {pattern!r} matches no sample of the sample sheet")
             names += found
         names = list(dict.fromkeys(names))
         return [s for s in names if self.samples[s].ground_truth] if labelled else names
 
     def experiment_samples(self) -> list[str]:
-        return list(self.experiment.samples or self.samples)
+        """The samples the experiment scores: its ``samples`` (names or shell patterns), else all."""
+        if not self.experiment.samples:
+            return list(self.samples)
+        return self.match_samples(self.experiment.samples, where=f"experiment {self.exp}: samples")
+
+    # --- the crop store ----------------------------------------------------------------------------
+    def crops_path(self, values: dict[str, Any]) -> str:
+        return f"{self.results}/{self.exp}/crops/{self.subcell(CROPS_STAGE, values)}"
+
+    def crops_params(self, ccell: str) -> dict:
+        """``zarrseg crops`` parameters of a crop store: the section, its `split` patterns resolved
+        into one source per sample (each sample in exactly one split)."""
+        values = self.subcells[(CROPS_STAGE, ccell)]
+        params = self.stage_params(CROPS_STAGE, values)
+        split = params.pop("split", None) or {}
+        if not split and not params.get("images"):
+            raise ConfigError("crops.split: name the samples of each split (pretrain / finetune / test)")
+        owner: dict[str, str] = {}
+        images = []
+        for name, patterns in split.items():
+            for sample in self.match_samples(list(patterns), where=f"crops.split.{name}"):
+                if sample in owner:
+                    raise ConfigError(f"crops.split: sample {sample!r} is in both {owner[sample]!r} and {name!r}")
+                owner[sample] = name
+                gt = self.samples[sample].ground_truth
+                images.append({"image": self.image_input(sample), "split": name, "name": sample,
+                               "labels": self.ground_truth_path(sample) if gt else None,
+                               "channel": self.samples[sample].channel})
+        params.setdefault("images", images)
+        return params
+
+    def crops_inputs(self, ccell: str) -> list[str]:
+        """Staged images and ground truths a crop store reads (Snakemake inputs)."""
+        out = []
+        for item in self.crops_params(ccell)["images"]:
+            sample = item.get("name")
+            if sample in self.samples:
+                out.append(self.image_path(sample))
+                if item.get("labels"):
+                    out.append(self.ground_truth_path(sample))
+        return out
 
     def model_params(self, method: str, model_id: str) -> dict:
         """The parameters ``zarrseg train --method`` gets: the section, its training data, resolved references."""
@@ -433,6 +506,8 @@ class Plan:
         if spec.data == "labelled":
             params.setdefault("train", [self.train_item(s, roi) for s in names])
             params.setdefault("val", [self.train_item(s, None) for s in val])
+        elif spec.data == "crops":
+            params.setdefault("crops", self.crops_path(values))
         else:
             params.setdefault("images", [self.image_input(s) for s in names])
         return params
@@ -442,7 +517,9 @@ class Plan:
         spec = self._method(method)
         params = self.stage_params(spec.config_section, values)
         inputs = self.checkpoints(spec.config_section, values)
-        if "train" in params or "images" in params:  # explicit paths: nothing for Snakemake to build
+        if self.uses_crops(spec.config_section, values):
+            inputs.append(self.crops_path(values))
+        if "train" in params or "images" in params or spec.data == "crops":  # nothing more to build
             return inputs
         names, val, _roi = self.training_samples(method, values)
         names = list(dict.fromkeys([*names, *val]))

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .groups import column, curve_figures, write_group_tables
 from .plots import make_figures
 from .tables import (
     TableParams,
     annotator_rows,
     best_per_method,
     display_name,
+    expand_params,
     read_metrics,
     summarize,
     summary_markdown,
@@ -42,6 +44,10 @@ def aggregate(
     if table.empty:
         raise InputError(f"the {len(paths)} metric table(s) hold no rows")
     summary_metrics(annotator_rows(table, params.annotator), params.metrics)  # fail on bad names before writing
+    expanded, _ = expand_params(table)
+    for name in [*(b for by in params.group_by for b in by),
+                 *(n for c in params.curves for n in (c.x, c.panels, c.figures) if n)]:
+        column(expanded, name)
     outdir.mkdir(parents=True, exist_ok=True)
     parquet, csv = write_table(table, outdir / "metrics.parquet")
     summary = summarize(table, params)
@@ -55,6 +61,11 @@ def aggregate(
     figdir = Path(figures) if figures else outdir / "figures"
     figdir.mkdir(parents=True, exist_ok=True)  # exists even without figures (a workflow output)
     figures = make_figures(annotator_rows(table, params.annotator), figdir, params)
+    chosen = annotator_rows(table, params.annotator)
+    groups = write_group_tables(chosen, params.group_by, summary.attrs["metrics"], outdir, params.digits)
+    for spec in params.curves:
+        metric = spec.metric or params.figure_metrics[0]
+        figures += curve_figures(chosen, spec, metric, figdir)
     log.info("table: %d rows from %d tables -> %s (%d figures)", len(table), len(paths), outdir, len(figures))
     return {
         "metrics": parquet,
@@ -64,5 +75,6 @@ def aggregate(
         "best_md": best_md,
         "best_csv": best_csv,
         "figures": figures,
+        "groups": groups,
         "summary": summary,
     }

@@ -270,10 +270,21 @@ def expand_params(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     # swept: set to more than one value (rows that lack a key, e.g. a value linked to only some
     # grid rows, do not make it swept: a constant of those rows is not a row label)
     swept = [names[k] for k in keys if out[names[k]].astype(str).nunique() > 1]
+    out.attrs["param_columns"] = names  # grid key -> column name
     return out, swept
 
 
 # ----------------------------------------------------------------------------- summaries
+
+
+@dataclass
+class CurveParams:
+    """One family of curve figures (an entry of ``table.curves``, drawn by ``groups.curve_figures``)."""
+
+    x: str  # parameter on the x axis (grid key or table column), e.g. contrastive_global.fraction
+    panels: str | None = None  # one panel per value of this parameter
+    figures: str | None = None  # one figure per value of this parameter
+    metric: str | None = None  # default: the first of table.figure_metrics
 
 
 @dataclass
@@ -286,6 +297,11 @@ class TableParams:
     box_by: str = "partitioner"  # parameter (or column) whose values get one box each
     rank_by: str = "arand"  # metric that picks each method's best parameter set (best.md, box plots)
     digits: int = 3
+    # more tables (by_<parameters>.md): per list of parameters a row per combination of their values, mean ± sd of
+    # the summary metrics over the grid cells sharing it, e.g. [[train.loss.name]] (Zwijghuizen Tables 5.1 / 5.2)
+    group_by: list[list[str]] = field(default_factory=list)
+    # metric vs a parameter, a panel / figure per value of others; cells without it: reference lines (Figs 5.1-5.6)
+    curves: list[CurveParams] = field(default_factory=list)
 
     def validate(self) -> None:
         if not 0 <= self.digits <= 10:

@@ -29,6 +29,8 @@ BUILTIN: dict[str, str] = {
     "unet": "zarrseg.methods.unet:METHOD",
     "dino": "zarrseg.methods.dino:METHOD",
     "finetune": "zarrseg.methods.finetune:METHOD",
+    "contrastive_global": "zarrseg.methods.contrastive:GLOBAL",
+    "contrastive_local": "zarrseg.methods.contrastive:LOCAL",
 }
 
 
@@ -42,8 +44,8 @@ class MethodSpec:
     build_model: Callable[[dict], Any]  # the inference module from a checkpoint's model_config
     section: str = ""  # config section of its parameters (default: the name)
     # what the workflow gives it to learn from: images with ground truth (train/val lists of
-    # {image, labels}) or images alone (``images``)
-    data: Literal["labelled", "images"] = "labelled"
+    # {image, labels}), images alone (``images``) or the experiment's crop store (``crops``)
+    data: Literal["labelled", "images", "crops"] = "labelled"
     inference: Literal["predict", "features"] = "predict"  # dense tiled prediction or ViT features
     postprocess: Literal["segment", "cluster", "threshold"] = "segment"  # how outputs become labels
     summary: str = ""  # one line for --help and the README

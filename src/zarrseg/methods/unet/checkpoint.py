@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ...errors import InputError
+from ...errors import ConfigError, InputError
 from ...learn import checkpoint as ckpt
 from ...normalize import Normalization
 from ...params import from_dict
@@ -39,6 +39,45 @@ class LoadedModel:
 def build_from_config(config: dict) -> UNet:
     """The registry's model builder: a U-Net from a checkpoint's model config."""
     return build_model(from_dict(ModelConfig, config, where="checkpoint.model_config"))
+
+
+# ModelConfig fields that shape the weights (out_channels only shapes the output head)
+ARCHITECTURE = ("name", "ndim", "in_channels", "f_maps", "depth", "norm", "num_groups", "layer_order", "pool_z")
+
+
+def init_path(path: str | Path) -> Path:
+    """A model folder (a training run's output) means its best.pt."""
+    path = Path(path)
+    return path / "best.pt" if path.is_dir() else path
+
+
+def load_init(model: torch.nn.Module, path: str | Path, config: ModelConfig, where: str,
+              methods: tuple[str, ...] | None = None) -> list[str]:
+    """Start ``model`` (a U-Net, or any module with U-Net weight names) from a checkpoint's weights.
+
+    Every tensor of the checkpoint's inference weights that ``model`` has under the same name
+    is copied: a contrastive stage-1 checkpoint gives the encoder, a stage-2 or U-Net checkpoint
+    the whole U-Net except an output head of another width. The U-Net architecture must be the
+    same (``ARCHITECTURE``), so a mismatch is a clear error, not a silently skipped layer.
+    ``methods``: the methods whose checkpoints are accepted (None: any). Returns the copied names.
+    """
+    path = init_path(path)
+    payload = ckpt.read(path)
+    if methods is not None and payload.get("method") not in methods:
+        raise InputError(
+            f"{where} must be a checkpoint of {' or '.join(methods)}, this one is of method "
+            f"{payload.get('method')!r}", path)
+    theirs = payload.get("model_config") or {}
+    differ = [k for k in ARCHITECTURE if k in theirs and theirs[k] != getattr(config, k)]
+    if differ:
+        shown = ", ".join(f"{k} {theirs[k]!r} vs {getattr(config, k)!r}" for k in differ)
+        raise ConfigError(f"{where}: the U-Net of {path} differs from this model ({shown})")
+    own = model.state_dict()
+    weights = {k: v for k, v in payload["state_dict"].items() if k in own and own[k].shape == v.shape}
+    if not weights:
+        raise InputError(f"{where}: the checkpoint holds no weights of this U-Net", path)
+    model.load_state_dict(weights, strict=False)
+    return sorted(weights)
 
 
 def save_checkpoint(

@@ -1,4 +1,11 @@
-"""Losses for sigmoid outputs with a supervision mask: BCE, Dice and BCE + lambda * Dice (Eq. 2.2)."""
+"""Losses for sigmoid outputs with a supervision mask: BCE, Dice and BCE + lambda * Dice (Eq. 2.2),
+and the fine-tuning losses of Zwijghuizen §3.5: SSIM + Dice and SSIM + MAE + Dice.
+
+SSIM comes from pytorch-msssim (Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, valid
+windows only: the definition of Wang et al. 2004 that scikit-image also follows); the loss is
+1 - SSIM (Eq. 3.8 as a loss). kornia's ``ssim_loss`` would return (1 - SSIM) / 2, i.e. half the
+weight next to Dice, so it is not used.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +22,9 @@ from ...errors import ConfigError
 class LossParams:
     """Config section ``train.loss``."""
 
-    name: Literal["bce", "dice", "bce_dice"] = "bce_dice"
-    dice_weight: float = 1.0  # lambda of Eq. 2.2
+    # bce_dice: PlantSeg Eq. 2.2; ssim_dice, ssim_mae_dice: Zwijghuizen Eqs. 3.7-3.9 (1 - SSIM, + mean |p - y|)
+    name: Literal["bce", "dice", "bce_dice", "ssim_dice", "ssim_mae_dice"] = "bce_dice"
+    dice_weight: float = 1.0  # lambda of Eq. 2.2 (weight of the Dice term in every combination)
     eps: float = 1e-6
 
     def validate(self) -> None:
@@ -41,6 +49,19 @@ def masked_dice(
     return (1.0 - 2.0 * inter / denom.clamp_min(eps)).mean()
 
 
+def masked_ssim(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """1 - SSIM (Eq. 3.8) between the probability map and the target, unsupervised voxels zeroed in both."""
+    from pytorch_msssim import ssim
+
+    prob = torch.sigmoid(logits) * mask
+    return 1.0 - ssim(prob, target * mask, data_range=1.0, size_average=True)
+
+
+def masked_mae(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error (Eq. 3.9) between the probability map and the target over supervised voxels."""
+    return ((torch.sigmoid(logits) - target).abs() * mask).sum() / mask.sum().clamp_min(1.0)
+
+
 class Loss(torch.nn.Module):
     def __init__(self, params: LossParams):
         super().__init__()
@@ -53,4 +74,9 @@ class Loss(torch.nn.Module):
             return masked_bce(logits, target, mask)
         if p.name == "dice":
             return masked_dice(logits, target, mask, p.eps)
-        return masked_bce(logits, target, mask) + p.dice_weight * masked_dice(logits, target, mask, p.eps)
+        dice = p.dice_weight * masked_dice(logits, target, mask, p.eps)
+        if p.name == "ssim_dice":
+            return masked_ssim(logits, target, mask) + dice
+        if p.name == "ssim_mae_dice":
+            return masked_ssim(logits, target, mask) + masked_mae(logits, target, mask) + dice
+        return masked_bce(logits, target, mask) + dice

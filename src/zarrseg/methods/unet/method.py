@@ -26,6 +26,7 @@ from ...learn.loop import Export, Method, Parts, unwrap
 from ...learn.params import LoopParams
 from ...params import to_dict
 from ...predict.tiled import predict_array
+from .checkpoint import load_init
 from .data import PatchDataset, Volume, open_volumes, parse_roi
 from .losses import Loss
 from .memory import fit_to_memory
@@ -96,7 +97,11 @@ class UNetMethod(Method):
         self.train_volumes = open_volumes(p.train, p, "train.train")
         self.val_volumes = open_volumes(p.val, p, "train.val") if p.val else []
         self.voxel_size = training_voxel_size(self.train_volumes, p.model.ndim)
-        self.model = self.ctx.ddp(build_model(p.model))
+        model = build_model(p.model)
+        if p.init:
+            loaded = load_init(model, p.init, p.model, "train.init")
+            log.info("train.init: %d weight tensors from %s", len(loaded), p.init)
+        self.model = self.ctx.ddp(model)
         self.loss_fn = Loss(p.loss)
         opt = p.optimizer
         optimizer = torch.optim.Adam(

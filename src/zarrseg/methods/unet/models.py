@@ -129,16 +129,24 @@ class UNet(nn.Module):
         self.head = (nn.Conv3d if cfg.ndim == 3 else nn.Conv2d)(feats[0], cfg.out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, enc in enumerate(self.encoders):
-            x = enc(x if i == 0 else self.pool(x))
-            skips.append(x)
+        skips = encode(self.encoders, self.pool, x)
         x = skips.pop()
         for dec in reversed(self.decoders):
             skip = skips.pop()
             x = nn.functional.interpolate(x, scale_factor=self.up_scale, mode="nearest")
             x = dec(torch.cat([skip, x], dim=1))
         return self.head(x)
+
+
+def encode(encoders: nn.ModuleList, pool: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The contracting path: the feature map of every level, finest first (the last is the
+    bottleneck). Shared with encoder-only models (contrastive pretraining), whose weights thereby
+    carry the U-Net's names (``encoders.*``)."""
+    skips = []
+    for i, enc in enumerate(encoders):
+        x = enc(x if i == 0 else pool(x))
+        skips.append(x)
+    return skips
 
 
 def build_model(cfg: ModelConfig) -> UNet:

@@ -57,6 +57,9 @@ class TrainParams:
     train: list[DataItem] = field(default_factory=list)
     val: list[DataItem] = field(default_factory=list)  # empty: select best by the training loss
     model: ModelConfig = field(default_factory=ModelConfig)
+    # start from these weights: a checkpoint (or model folder) of the same U-Net, e.g. contrastive
+    # pretraining (workflow: model:contrastive_local); every weight of the same name and shape is copied
+    init: str | None = None
     normalization: Normalization = field(default_factory=lambda: Normalization(method="meanstd"))
     target: TargetParams = field(default_factory=TargetParams)
     loss: LossParams = field(default_factory=LossParams)

@@ -1,0 +1,126 @@
+"""Crop preparation: peak RSS against the number of acquisitions, throughput against reading the planes.
+
+Stages the six full-size organoid images and their instance labels (../shared/data/organoid_goat,
+converted to TIFF in a scratch folder, then ``zarrseg ingest``: the real staged format), and
+lists them repeatedly as N acquisitions (N = 5, 10, 20, 40). For each N, in fresh subprocesses:
+
+  read   reads each acquisition's image plane and mask plane from Zarr (the bare reading peer)
+  crops  ``prepare_crops`` on the same acquisitions (320-px crops, step 0.5, < 3 % foreground
+         dropped, per-plane normalisation to float16; one chunk per crop, and ``shards: true``)
+
+and prints wall seconds, the ratio crops / read and each child's peak RSS (``os.wait4``).
+Targets: the crops RSS does not grow with N (>= 20 acquisitions); crops within 1.5x of read.
+
+    python benchmarks/crops.py [--work /tmp/crops_bench] [--n 5 10 20 40] [--crop 320]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ZARRSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
+ORGANOIDS = ("291", "301", "545", "651", "668", "731")
+
+
+def stage(work: Path) -> list[dict]:
+    """Ingest the organoid images and labels once; returns the acquisitions (image, labels)."""
+    import imageio.v3 as iio
+    import tifffile
+
+    from zarrseg.ingest.writer import ingest
+
+    out = []
+    for name in ORGANOIDS:
+        image = work / f"{name}.ome.zarr"
+        labels = work / f"{name}_labels.ome.zarr"
+        if not labels.exists():
+            tif = work / f"{name}.tif"
+            tifffile.imwrite(tif, iio.imread(SHARED / "organoid_goat" / "images" / f"{name}.png")[..., 0])
+            ingest(tif, image)
+            tif_l = work / f"{name}_labels.tif"
+            tifffile.imwrite(tif_l, iio.imread(SHARED / "organoid_goat" / "labels" / f"{name}_labels.png"))
+            ingest(tif_l, labels, labels=True)
+        out.append({"image": f"{image}/0", "labels": f"{labels}/0"})
+    return out
+
+
+def acquisitions(work: Path, n: int) -> list[dict]:
+    staged = stage(work)
+    return [{**staged[i % len(staged)], "name": f"acq{i}", "split": "pretrain"} for i in range(n)]
+
+
+def child(mode: str, work: Path, n: int, crop: int, shards: bool = False) -> dict:
+    """Body of one measured subprocess."""
+    from zarrseg import ome
+
+    items = acquisitions(work, n)
+    t0 = time.perf_counter()
+    if mode == "read":
+        total = 0
+        for item in items:
+            for key in ("image", "labels"):
+                view = ome.SpatialView.of(ome.open_image(item[key]))
+                total += int(np.asarray(view[(slice(None), slice(None))]).size)
+        return {"seconds": time.perf_counter() - t0, "pixels": total}
+    from zarrseg.crops import CropParams, prepare_crops
+    from zarrseg.params import load_params
+
+    params = load_params(CropParams, {"images": items, "crop_size": crop, "masks": "instances", "shards": shards})
+    out = work / f"store_{n}"
+    summary = prepare_crops(params, out)
+    seconds = time.perf_counter() - t0
+    import shutil
+
+    shutil.rmtree(out)
+    return {"seconds": seconds, "crops": summary["rows"]}
+
+
+def measure(mode: str, work: Path, n: int, crop: int, shards: bool = False) -> dict:
+    cmd = [sys.executable, __file__, "child", mode, "--work", str(work), "--n", str(n), "--crop", str(crop)]
+    cmd += ["--shards"] if shards else []
+    env = {**os.environ, "ZARRSEG_NO_PROGRESS": "1", "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
+    out = proc.stdout.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{mode} n={n} failed")
+    return {**json.loads(out.strip().splitlines()[-1]), "rss_mb": usage.ru_maxrss / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", nargs="?", default="run", choices=["run", "child"])
+    parser.add_argument("mode", nargs="?", default="crops")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/crops_bench"))
+    parser.add_argument("--n", type=int, nargs="+", default=[5, 10, 20, 40])
+    parser.add_argument("--crop", type=int, default=320)
+    parser.add_argument("--shards", action="store_true")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.step == "child":
+        print(json.dumps(child(args.mode, args.work, args.n[0], args.crop, args.shards)))
+        return
+    stage(args.work)
+    measure("read", args.work, 6, args.crop)  # warm the page cache
+    print(f"{'N':>4} {'read s':>7} {'crops s':>8} {'ratio':>6} {'sharded s':>9} {'ratio':>6} {'read MB':>8} "
+          f"{'crops MB':>9} {'sharded MB':>10} {'crops':>6}")
+    for n in args.n:
+        read = measure("read", args.work, n, args.crop)
+        crops = measure("crops", args.work, n, args.crop)
+        sharded = measure("crops", args.work, n, args.crop, shards=True)
+        print(f"{n:>4} {read['seconds']:7.2f} {crops['seconds']:8.2f} {crops['seconds'] / read['seconds']:6.2f} "
+              f"{sharded['seconds']:9.2f} {sharded['seconds'] / read['seconds']:6.2f} {read['rss_mb']:8.0f} "
+              f"{crops['rss_mb']:9.0f} {sharded['rss_mb']:10.0f} {crops['crops']:6d}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

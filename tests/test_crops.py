@@ -1,0 +1,140 @@
+"""The crop-preparation stage: sliding windows of the middle planes, the foreground filter, the split by
+acquisition, the store's reader (fractions, rotations) and bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+from conftest import write_image
+
+from zarrseg.crops import CropParams, CropSet, prepare_crops
+from zarrseg.crops.prepare import middle_planes, window_starts, window_sums
+from zarrseg.normalize import Normalization, apply, array_stats
+from zarrseg.params import load_params
+
+
+def acquisition(tmp_path, name: str, rng, shape=(5, 70, 90), labelled: bool = True) -> dict:
+    image = rng.integers(0, 4000, shape).astype(np.uint16)
+    labels = np.zeros(shape, np.uint16)
+    labels[..., 5:30, 10:40] = 3  # one object near the top-left corner
+    source = {"image": write_image(tmp_path / f"{name}.ome.zarr", image), "name": name}
+    if labelled:
+        source["labels"] = write_image(tmp_path / f"{name}_labels.ome.zarr", labels, is_label=True)
+    return source
+
+
+def test_windows_cover_the_plane_and_middle_planes_are_centred(rng):
+    assert window_starts(90, 32, 16) == [0, 16, 32, 48, 58]  # the last window ends at the border
+    mask = (rng.random((70, 90)) < 0.3).astype(np.uint8)
+    ys, xs = window_starts(70, 32, 16), window_starts(90, 32, 16)
+    brute = [[mask[y:y + 32, x:x + 32].sum() for x in xs] for y in ys]
+    np.testing.assert_array_equal(window_sums(mask, ys, xs, 32), brute)
+    assert window_starts(32, 32, 16) == [0]
+    assert middle_planes(5, 3) == [1, 2, 3] and middle_planes(5, 1) == [2] and middle_planes(2, 4) == [0, 1]
+
+
+def test_crops_split_by_acquisition_keep_the_foreground_and_match_the_planes(tmp_path, rng):
+    sources = [
+        {**acquisition(tmp_path, "a", rng), "split": "pretrain"},
+        {**acquisition(tmp_path, "b", rng), "split": "finetune"},
+        {**acquisition(tmp_path, "c", rng), "split": "test"},
+        {**acquisition(tmp_path, "d", rng, labelled=False), "split": "pretrain"},
+    ]
+    params = load_params(CropParams, {"images": sources, "crop_size": 32, "step": 0.5, "planes": 3,
+                                      "min_foreground": 0.03, "buffer": 5})
+    summary = prepare_crops(params, tmp_path / "store")
+    table = pd.read_parquet(tmp_path / "store" / "origins.parquet")
+    # every acquisition's crops (overlapping windows of one image) sit in exactly one split
+    assert table.groupby("name")["split"].nunique().max() == 1
+    assert dict(table.groupby("name")["split"].first()) == {"a": "pretrain", "b": "finetune", "c": "test", "d": "pretrain"}
+    windows = len(window_starts(70, 32, 16)) * len(window_starts(90, 32, 16))  # 4 x 5 per plane
+    per_name = table.groupby("name").size()
+    assert per_name["d"] == 3 * windows  # unlabelled: nothing dropped
+    assert per_name["a"] < 3 * windows  # windows off the object (< 3 % foreground) are dropped
+    labelled = table[table["labelled"]]
+    assert (labelled["foreground"] >= 0.03).all() and set(table["z"]) == {1, 2, 3}
+    assert summary["counts"] == {"pretrain": per_name["a"] + per_name["d"], "finetune": per_name["b"],
+                                 "test": per_name["c"]}
+    # a crop is its window of the normalised plane; its mask the binary foreground
+    root = zarr.open_group(str(tmp_path / "store"), mode="r")
+    row = labelled[labelled["split"] == "finetune"].iloc[0]
+    from zarrseg import ome
+
+    plane = ome.open_image(sources[1]["image"]).data[int(row.z)]
+    norm = Normalization(method="meanstd")
+    expected = apply(plane, array_stats(plane, norm), norm)[row.y:row.y + 32, row.x:row.x + 32]
+    crop = root["finetune/image"][int(row["index"])]
+    assert crop.dtype == np.float16 and np.allclose(crop, expected, atol=5e-3)
+    assert set(np.unique(root["finetune/mask"][:])) <= {0, 1}
+    assert root["pretrain/image"].shape == (summary["counts"]["pretrain"], 32, 32)
+
+
+def test_the_reader_gives_nested_fractions_and_rotates_image_and_mask_together(tmp_path, rng):
+    src = {**acquisition(tmp_path, "a", rng, shape=(64, 64)), "split": "pretrain"}
+    prepare_crops(load_params(CropParams, {"images": [src], "crop_size": 16, "step": 0.25, "min_foreground": 0.0}),
+                  tmp_path / "store")
+    crops = CropSet(tmp_path / "store", "pretrain")
+    small, large = crops.subset(0.2, seed=3), crops.subset(0.6, seed=3)
+    assert len(small) == int(np.ceil(0.2 * len(crops))) and set(small) <= set(large)
+    rows = np.array([5, 5, 9])
+    image, mask = crops.read(rows, np.random.default_rng(0))
+    plain_image = crops.images.oindex[rows].astype(np.float32)
+    plain_mask = crops.masks.oindex[rows]
+    for i in range(3):  # each crop is one rotation of its window, the mask the same rotation
+        k = next(k for k in range(4) if np.array_equal(np.rot90(plain_image[i], k), image[i, 0]))
+        assert np.array_equal(np.rot90(plain_mask[i], k), mask[i])
+
+
+def _crops_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zarrseg", "crops", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_crop_larger_than_the_image_fails_with_one_line_and_writes_nothing(tmp_path, rng):
+    src = acquisition(tmp_path, "a", rng, shape=(40, 50))
+    run = _crops_cli(f"{src['image']}=pretrain:{src['labels']}", "-o", str(tmp_path / "store"),
+                     "--set", "crop_size=48")
+    assert run.returncode == 2
+    assert "crop size 48 is larger than the image (40 x 50 pixels)" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and src["image"] in run.stderr
+    assert not (tmp_path / "store").exists() and not (tmp_path / "store.partial").exists()
+
+
+def test_a_mask_that_is_not_binary_fails_with_one_line_and_writes_nothing(tmp_path, rng):
+    src = acquisition(tmp_path, "a", rng, shape=(40, 50))
+    labels = np.zeros((40, 50), np.uint16)
+    labels[:10], labels[20:] = 1, 2  # two objects: instance labels, not a binary mask
+    mask = write_image(tmp_path / "inst.ome.zarr", labels, is_label=True)
+    run = _crops_cli(f"{src['image']}=finetune:{mask}", "-o", str(tmp_path / "store"), "--set", "crop_size=16")
+    assert run.returncode == 2 and "mask is not binary" in run.stderr and mask in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "store").exists() and not (tmp_path / "store.partial").exists()
+    # the same labels as instances: label > 0 is foreground
+    run = _crops_cli(f"{src['image']}=finetune:{mask}", "-o", str(tmp_path / "store"), "--set", "crop_size=16",
+                     "--set", "masks=instances")
+    assert run.returncode == 0, run.stderr
+    assert CropSet(tmp_path / "store", "finetune").masks[:].max() == 1
+
+
+def test_unlabelled_acquisitions_only_join_pretraining(tmp_path, rng):
+    from zarrseg.errors import ConfigError
+
+    src = acquisition(tmp_path, "a", rng, shape=(40, 50), labelled=False)
+    with pytest.raises(ConfigError, match="can only join the pretrain split"):
+        load_params(CropParams, {"images": [{**src, "split": "finetune"}], "crop_size": 16})
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("method", ["meanstd", "percentile"])
+def test_plane_normalisation_equals_the_volume_normalisation(rng, dtype, method):
+    from zarrseg.crops.prepare import normalised
+
+    plane = (rng.gamma(2.0, 300.0 if dtype != np.uint8 else 30.0, (50, 70))).clip(0, 60000).astype(dtype)
+    norm = Normalization(method=method, lower=2.0, upper=98.0)
+    expected = apply(plane, array_stats(plane, norm), norm)
+    np.testing.assert_allclose(normalised(plane, norm).astype(np.float32), expected, rtol=2e-3, atol=2e-3)
