@@ -22,6 +22,7 @@ import pandas as pd
 from ..errors import ConfigError, InputError
 from ..ome import atomic_output
 from .instance import LOWER_IS_BETTER
+from .selection import SelectionParams
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +287,8 @@ class TableParams:
     box_by: str = "partitioner"  # parameter (or column) whose values get one box each
     rank_by: str = "arand"  # metric that picks each method's best parameter set (best.md, box plots)
     digits: int = 3
+    # per-sample oracle vs one fixed setting per row (selection.md; Leng et al. Table 1)
+    selection: SelectionParams = field(default_factory=SelectionParams)
 
     def validate(self) -> None:
         if not 0 <= self.digits <= 10:

@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "unet": "zarrseg.methods.unet:METHOD",
     "dino": "zarrseg.methods.dino:METHOD",
     "finetune": "zarrseg.methods.finetune:METHOD",
+    "wnet": "zarrseg.methods.wnet:METHOD",
 }
 
 
@@ -45,7 +46,9 @@ class MethodSpec:
     # {image, labels}) or images alone (``images``)
     data: Literal["labelled", "images"] = "labelled"
     inference: Literal["predict", "features"] = "predict"  # dense tiled prediction or ViT features
-    postprocess: Literal["segment", "cluster", "threshold"] = "segment"  # how outputs become labels
+    # how outputs become labels: segment (boundaries), cluster (features), threshold (a probability),
+    # argmax (soft class scores: the channel with the highest score)
+    postprocess: Literal["segment", "cluster", "threshold", "argmax"] = "segment"
     summary: str = ""  # one line for --help and the README
 
     @property
