@@ -23,7 +23,8 @@ from zarrseg.experiments import Experiment, cell_for, load_experiment
 from zarrseg.ssl.cluster import ClusterParams, cluster
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = ["colour_kmeans", "dino", "dino_finetuned", "unet_20", "unet_50", "unet_100"]
+ROWS = ["colour_kmeans", "dino", "dino_finetuned", "unet_20", "unet_50", "unet_100", "wnet"]
+UNETS = ROWS[3:6]
 
 
 def write_image(path: Path, data: np.ndarray, axes: str = "yx", is_label: bool = False, n_levels=1) -> Path:
@@ -69,13 +70,16 @@ def test_the_grid_file_links_each_unet_row_to_its_supervision_level():
         "unet_20": 0.2,
         "unet_50": 0.5,
         "unet_100": 1.0,
+        "wnet": None,
     }
-    assert all(rows[r]["grid.labels"] == "threshold" and rows[r]["grid.model"] == "unet" for r in ROWS[3:])
+    assert all(rows[r]["grid.labels"] == "threshold" and rows[r]["grid.model"] == "unet" for r in UNETS)
     assert [rows[r].get("grid.model") for r in ROWS[:3]] == [None, "dino", "finetune"]
     # linked values are not part of the id, but they separate the U-Nets' training sub-cells
     assert "row-unet20" in cells
-    trained = {cell_for({**exp.fixed, **rows[r]}, ("train",)) for r in ROWS[3:]}
+    trained = {cell_for({**exp.fixed, **rows[r]}, ("train",)) for r in UNETS}
     assert len(trained) == 3
+    # the unsupervised W-Net learns from each scored image itself (no labels)
+    assert rows["wnet"]["grid.model"] == "wnet" and rows["wnet"]["wnet.samples"] == ["{sample}"]
     # the models learn from train_* samples; the scored samples are held apart
     assert exp.fixed["train.samples"] == ["train_*"]
     assert exp.samples and all(s.startswith("test_") for s in exp.samples)
@@ -205,6 +209,13 @@ TINY_CONFIG = {
         "num_workers": 0,
         "loop": {**LOOP, "steps": 2, "early_stopping": 0},
     },
+    "wnet": {
+        "model": {"f_maps": 4, "depth": 2},
+        "superpixels": {"n_segments": 50},
+        "patches": {"sizes": [32], "counts": [8]},
+        "epochs": 1,
+        "loop": {**LOOP},
+    },
     "predict": {"device": "cpu", "num_workers": 0},
     "table": {
         "metrics": ["matched_iou", "v_measure", "adjusted_rand_index"],
@@ -259,7 +270,7 @@ def snakemake_grid(workdir: Path, cores: int) -> list[str]:
     ]
 
 
-def test_grid_runs_through_snakemake_with_six_rows_and_figures(grid_workdir):
+def test_grid_runs_through_snakemake_with_every_row_and_figures(grid_workdir):
     env = dict(
         os.environ,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -299,7 +310,10 @@ def test_grid_runs_through_snakemake_with_six_rows_and_figures(grid_workdir):
     train_cmds = [
         line for line in run.stdout.splitlines() + run.stderr.splitlines() if "zarrseg train" in line
     ]
-    assert train_cmds and all("train_a" in c and "test_a" not in c for c in train_cmds)
+    supervised = [c for c in train_cmds if "--method wnet" not in c]
+    assert supervised and all("train_a" in c and "test_a" not in c for c in supervised)
+    # the W-Net (no labels) is trained on the scored image itself, once
+    assert [p.parent.name.rsplit("+", 1)[-1] for p in (out / "models" / "wnet").glob("*/best.pt")] == ["test_a"]
     # on demand: a BioImage.IO / TorchScript package of one trained model (rule export)
     model = sorted((out / "models" / "unet").glob("*/best.pt"))[0]
     target = model.parent / "bioimageio" / "rdf.yaml"

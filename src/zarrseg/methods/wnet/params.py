@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Literal
 
 from ...errors import ConfigError
 from ...learn.params import LoopParams
@@ -114,8 +114,6 @@ class WNetParams:
     loop: LoopParams = field(
         default_factory=lambda: LoopParams(steps=100000, checkpoint_every=40, eval_every=40, multi_gpu=False)
     )
-
-    RENAMED: ClassVar[dict] = {}
 
     def validate(self) -> None:
         if self.model.n_classes < 2:
