@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from zarrseg import ome
+from zarrseg.params import deep_update
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ZARRSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -34,20 +35,53 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
-def write_image(path, data: np.ndarray, axes: str | None = None, chunks=None, is_label: bool = False) -> str:
-    """``data`` as a one-level OME-Zarr test image (unit scale; axes default to the last ndim of zyx)."""
+def write_image(
+    path,
+    data: np.ndarray,
+    axes: str | None = None,
+    chunks=None,
+    is_label: bool = False,
+    scale=None,
+    n_levels: int = 1,
+) -> str:
+    """``data`` as an OME-Zarr test image, the one writer every test uses.
+
+    Axes default to the last ``ndim`` of zyx, scale to 1; ``chunks`` lists the spatial chunk
+    shape (t/c axes get chunks of 1; default 16); ``n_levels > 1`` also writes the pyramid.
+    """
     axes = axes or "zyx"[-data.ndim :]
+    spatial = sum(a in "zyx" for a in axes)
     arr = ome.create_image(
         path,
         shape=data.shape,
         dtype=data.dtype,
         axes=axes,
-        scale=[1.0] * data.ndim,
-        chunks=chunks or [16] * data.ndim,
+        scale=list(scale) if scale is not None else [1.0] * data.ndim,
+        chunks=ome.chunk_shape(axes, data.shape, list(chunks)[-spatial:] if chunks is not None else [16] * spatial),
         is_label=is_label,
+        n_levels=n_levels,
     )
     arr[...] = data
+    if n_levels != 1:
+        ome.write_pyramid(path)
     return str(path)
+
+
+def unet_params(image: str, labels: str, train_roi: str = "0:2", val_roi: str | None = "2:3", **overrides) -> dict:
+    """A tiny 2D U-Net on a (z, y, x) stack: slices ``train_roi`` train, ``val_roi`` validate.
+
+    ``overrides`` are merged into the defaults (nested dicts such as ``loop`` key by key).
+    """
+    base = {
+        "train": [{"image": image, "labels": labels, "roi": train_roi}],
+        "val": [{"image": image, "labels": labels, "roi": val_roi}] if val_roi else [],
+        "model": {"ndim": 2, "f_maps": 4, "depth": 2},
+        "patch_shape": [32, 32],
+        "batch_size": 2,
+        "num_workers": 0,
+        "loop": {"threads": 1, "tensorboard": False},
+    }
+    return deep_update(base, overrides)
 
 
 def voronoi_cells(rng: np.random.Generator, shape: tuple[int, ...], n: int) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import shared_path, write_image
 from skimage.metrics import contingency_table
 
 from zarrseg import ome
@@ -15,18 +15,7 @@ from zarrseg.parallel import DaskParams
 
 
 def label_image(path, array: np.ndarray, chunks=(8, 16, 16)) -> ome.SpatialView:
-    axes = "zyx"[-array.ndim :]
-    level0 = ome.create_image(
-        path,
-        shape=array.shape,
-        dtype=array.dtype,
-        axes=axes,
-        scale=[1.0] * array.ndim,
-        chunks=chunks[-array.ndim :],
-        is_label=True,
-    )
-    level0[...] = array
-    return ome.SpatialView.of(ome.open_image(path))
+    return ome.SpatialView.of(ome.open_image(write_image(path, array, chunks=chunks, is_label=True)))
 
 
 def test_from_arrays_matches_skimage_contingency(rng):

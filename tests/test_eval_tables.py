@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_image
 from matplotlib.image import imread
 from skimage.metrics import adapted_rand_error
 
-from zarrseg import ome
 from zarrseg.cli import main
 from zarrseg.errors import InputError
 from zarrseg.evaluation.tables import metrics_frame, read_benchmark, write_table
@@ -19,18 +19,7 @@ BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmea
 
 
 def write_labels(path, array: np.ndarray, axes: str | None = None) -> str:
-    axes = axes or "zyx"[-array.ndim :]
-    level0 = ome.create_image(
-        path,
-        shape=array.shape,
-        dtype=array.dtype,
-        axes=axes,
-        scale=[1.0] * array.ndim,
-        chunks=[1 if a in "tc" else 16 for a in axes],
-        is_label=True,
-    )
-    level0[...] = array
-    return str(path)
+    return write_image(path, array, axes, is_label=True)
 
 
 def bench(path, *rows: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, voronoi_cells, write_image
+from conftest import REPO, unet_params, voronoi_cells, write_image
 from resume_check import assert_same_weights, kill_and_resume
 from skimage.segmentation import find_boundaries
 
@@ -39,17 +39,8 @@ def cells(tmp_path, rng):
     )
 
 
-def unet_params(image: str, labels: str, **loop) -> dict:
-    return {
-        "train": [{"image": image, "labels": labels, "roi": "0:2"}],
-        "val": [{"image": image, "labels": labels, "roi": "2:3"}],
-        "model": {"ndim": 2, "f_maps": 4, "depth": 2},
-        "patch_shape": [32, 32],
-        "batch_size": 2,
-        "num_workers": 0,
-        "val_metric": "loss",
-        "loop": {**LOOP, **loop},
-    }
+def unet_args(image: str, labels: str, **loop) -> dict:
+    return unet_params(image, labels, val_metric="loss", loop={**LOOP, **loop})
 
 
 def vit_params(image: str) -> dict:
@@ -90,7 +81,7 @@ def tiny_vit(tmp_path) -> str:
 
 # ---- exact resume after SIGKILL, every method -------------------------------------------------------
 def test_unet_resumes_exactly_after_sigkill(tmp_path, cells):
-    full, resumed = kill_and_resume("unet", unet_params(*cells), tmp_path, kill_after=5)
+    full, resumed = kill_and_resume("unet", unet_args(*cells), tmp_path, kill_after=5)
     assert_same_weights(full, resumed)
     rows = read_csv(tmp_path / "killed" / "metrics.csv")
     assert [r["step"] for r in rows] == [3, 6]  # the evaluation rows of the killed part are not doubled
@@ -113,8 +104,8 @@ def test_finetune_resumes_exactly_after_sigkill(tmp_path, rng, tiny_vit):
 def test_resume_refuses_another_run_and_auto_starts_over(tmp_path, cells):
     from zarrseg.methods.unet.train_params import TrainParams
 
-    train("unet", load_params(TrainParams, unet_params(*cells, steps=2)), tmp_path / "m")
-    other = load_params(TrainParams, {**unet_params(*cells, steps=4), "batch_size": 1})
+    train("unet", load_params(TrainParams, unet_args(*cells, steps=2)), tmp_path / "m")
+    other = load_params(TrainParams, {**unet_args(*cells, steps=4), "batch_size": 1})
     with pytest.raises(InputError, match="batch_size"):
         train("unet", other, tmp_path / "m", resume=True)
     with pytest.raises(ConfigError, match="already holds a training run"):
@@ -125,10 +116,12 @@ def test_resume_refuses_another_run_and_auto_starts_over(tmp_path, cells):
 
 # ---- parameters ------------------------------------------------------------------------------------
 def test_old_key_names_work_with_a_deprecation_message(cells):
+    import zarrseg.params
     from zarrseg.methods.dino import PretrainParams
     from zarrseg.methods.unet.train_params import TrainParams
 
-    old = {**unet_params(*cells), "iterations": 7, "validate_every": 5, "threads": 1}
+    zarrseg.params._WARNED.clear()  # each message is shown once per process
+    old = {**unet_args(*cells), "iterations": 7, "validate_every": 5, "threads": 1}
     old.pop("loop")
     with pytest.warns(FutureWarning, match=r"train\.iterations is deprecated.*train\.loop\.steps"):
         p = load_params(TrainParams, old, where="train")
@@ -359,3 +352,15 @@ def test_params_json_round_trip_of_a_loop_section():
     assert lp.steps == 5 and lp.amp_dtype == "bfloat16"
     with pytest.raises(ConfigError, match="loop.steps"):
         from_dict(LoopParams, {"steps": 0})
+
+
+def test_zero_steps_publish_the_initial_weights(tmp_path, rng, tiny_vit):
+    """loop.steps 0: a given ViT (file or hub) becomes the method's model without training."""
+    from zarrseg.methods.dino import PretrainParams
+
+    image = write_image(tmp_path / "i.ome.zarr", rng.integers(0, 255, (64, 64)).astype(np.uint8), "yx")
+    params = from_dict(PretrainParams, {**dino_params(image), "init_checkpoint": tiny_vit, "loop": {**LOOP, "steps": 0}})
+    out = train("dino", params, tmp_path / "m")
+    assert out["steps"] == 0
+    published, given = ckpt.read(tmp_path / "m" / "best.pt"), ckpt.read(tiny_vit)
+    assert all(torch.equal(published["state_dict"][k], v) for k, v in given["state_dict"].items())

@@ -8,7 +8,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import shared_path, write_image
 from elf.evaluation import rand_index, variation_of_information
 
 from zarrseg import ome
@@ -37,16 +37,7 @@ GALA = {
 
 
 def _write(path, data, chunks):
-    arr = ome.create_image(
-        path,
-        shape=data.shape,
-        dtype=data.dtype,
-        axes="zyx"[-data.ndim :],
-        scale=(1.0,) * data.ndim,
-        chunks=chunks,
-    )
-    arr[...] = data
-    return path
+    return write_image(path, data, chunks=chunks)
 
 
 def _read(path) -> np.ndarray:
@@ -435,15 +426,7 @@ def test_slurm_job_script_renders():
 def test_pixel_pitch_auto_uses_image_scale(gala, tmp_path):
     _, probs, _ = gala
     path = tmp_path / "aniso.ome.zarr"
-    arr = ome.create_image(
-        path,
-        shape=probs[:, :, :100].shape,
-        dtype=np.float32,
-        axes="zyx",
-        scale=(3.0, 1.0, 1.0),
-        chunks=(25, 50, 50),
-    )
-    arr[...] = probs[:, :, :100]
+    write_image(path, probs[:, :, :100].astype(np.float32), "zyx", (25, 50, 50), scale=(3.0, 1.0, 1.0))
     base = {**GALA, "partitioner": "dtws", "block_shape": [25, 50, 50], "halo": [8, 16, 16]}
     summary = segment(path, tmp_path / "auto.ome.zarr", SegmentParams(**base, pixel_pitch="auto"))
     assert summary["halo_short"]  # 16 voxels in y/x: short of gala's cells, warned

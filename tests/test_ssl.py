@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import zarr
+from conftest import write_image
 
 from zarrseg import ome
 from zarrseg.cli import main as cli_main
@@ -27,14 +28,6 @@ from zarrseg.ssl.tiling import ImageSource, Preprocess, from_tiles, resize_box, 
 TINY = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}
 
 torch.set_num_threads(1)
-
-
-def write_image(path: Path, data: np.ndarray, axes: str = "yx", chunks=(32, 32)) -> Path:
-    arr = ome.create_image(
-        path, shape=data.shape, dtype=data.dtype, axes=axes, scale=[1.0] * data.ndim, chunks=chunks
-    )
-    arr[...] = data
-    return path
 
 
 def two_class_image(rng: np.random.Generator, shape=(96, 128)) -> tuple[np.ndarray, np.ndarray]:
@@ -260,7 +253,7 @@ def test_dino_steps_reduce_loss_and_checkpoint_feeds_features(tmp_path, rng):
     # With the teacher and centre held fixed the objective is stationary: the student must learn to
     # predict the sharpened teacher distribution of the other views, so the loss has to go down.
     fixed = from_dict(
-        PretrainParams, {**base, "steps": 30, "teacher_momentum": [1.0, 1.0], "center_momentum": 1.0}
+        PretrainParams, {**base, "loop": {"steps": 30}, "teacher_momentum": [1.0, 1.0], "center_momentum": 1.0}
     )
     pretrain(fixed, tmp_path / "fixed")
     import pandas as pd
@@ -271,7 +264,7 @@ def test_dino_steps_reduce_loss_and_checkpoint_feeds_features(tmp_path, rng):
     # The full recipe (EMA teacher, centring) from a given checkpoint moves the teacher and saves it.
     init = _tiny_checkpoint(tmp_path)
     summary = pretrain(
-        from_dict(PretrainParams, {**base, "steps": 8, "init_checkpoint": str(init)}), tmp_path / "dino"
+        from_dict(PretrainParams, {**base, "loop": {"steps": 8}, "init_checkpoint": str(init)}), tmp_path / "dino"
     )
     assert summary["steps"] == 8 and np.isfinite(summary["last_loss"])
     before = weights(init)["blocks.1.mlp.fc1.weight"]
@@ -295,7 +288,7 @@ def test_finetune_trains_only_last_blocks_and_decoder(tmp_path, rng):
             "trainable_blocks": 1,
             "sample_size": 32,
             "batch_size": 4,
-            "steps": 12,
+            "loop": {"steps": 12},
             "lr": 3e-3,
         },
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_image
+from conftest import unet_params, write_image
 from skimage.segmentation import find_boundaries
 
 from zarrseg.errors import ConfigError
@@ -32,25 +32,20 @@ def data(tmp_path, rng):
     )
 
 
+LOOP_KEYS = ("amp_dtype", "device", "multi_gpu")  # loop settings the tests vary
+
+
 def _params(image, labels, **kw):
+    loop = {"steps": 2, "eval_every": 1, "checkpoint_every": 1, "seed": 5, "device": "cpu"}
+    loop.update({k: kw.pop(k) for k in LOOP_KEYS if k in kw}, **kw.pop("loop", {}))
     base = {
-        "train": [{"image": image, "labels": labels, "roi": "0:1"}],
-        "val": [{"image": image, "labels": labels, "roi": "1:2"}],
         "model": {"ndim": 2, "f_maps": 2, "depth": 2, "norm": "group", "num_groups": 1},
         "patch_shape": [16, 16],
-        "batch_size": 2,
-        "iterations": 2,
-        "validate_every": 1,
-        "num_workers": 0,
-        "threads": 1,
-        "seed": 5,
-        "device": "cpu",
         "min_foreground": 0.0,
-        "tensorboard": False,
         "augment": {"elastic": 0.0},
+        "loop": loop,
     }
-    base.update(kw)
-    return load_params(TrainParams, base)
+    return load_params(TrainParams, unet_params(image, labels, "0:1", "1:2", **{**base, **kw}))
 
 
 def Trainer(params, out_dir) -> Loop:
@@ -146,7 +141,7 @@ def test_trainer_probe_shrinks_on_cuda_oom(tmp_path, data, monkeypatch):
 
 def test_bfloat16_autocast_on_cpu_gives_finite_losses(tmp_path, data):
     image, labels = data
-    params = _params(image, labels, amp_dtype="bfloat16", iterations=3, validate_every=3)
+    params = _params(image, labels, amp_dtype="bfloat16", loop={"steps": 3, "eval_every": 3, "checkpoint_every": 3})
     trainer = Trainer(params, tmp_path / "bf16")
     assert trainer.ctx.amp and trainer.ctx.amp_dtype == torch.bfloat16
     out = trainer.run()

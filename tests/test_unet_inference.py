@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import write_image
 
 from zarrseg import ome
 from zarrseg.cli import main
@@ -41,11 +42,7 @@ def _checkpoint(path, cfg, norm=None, patch=None, seed=0):
 
 
 def _image(path, data, axes, chunks):
-    arr = ome.create_image(
-        path, shape=data.shape, dtype=data.dtype, axes=axes, scale=[1.0] * data.ndim, chunks=chunks
-    )
-    arr[...] = data
-    return path
+    return write_image(path, data, axes, chunks)
 
 
 def _predict(img, out, checkpoint, *settings: str, params: str | None = None) -> int:

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_image
 from scipy import ndimage
 
 from zarrseg import ome
@@ -14,15 +15,7 @@ from zarrseg.normalize import Normalization, array_stats, volume_stats
 
 
 def _write(path, data, axes, scale=None, chunks=(8, 16, 16)):
-    arr = ome.create_image(
-        path,
-        shape=data.shape,
-        dtype=data.dtype,
-        axes=axes,
-        scale=scale or [1.0] * data.ndim,
-        chunks=ome.chunk_shape(axes, data.shape, chunks),
-    )
-    arr[...] = data
+    write_image(path, data, axes, chunks, scale=scale)
     return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import write_image
 
 from zarrseg import ome
 from zarrseg.methods.unet.checkpoint import save_checkpoint
@@ -22,11 +23,7 @@ class Crash(RuntimeError):
 
 
 def _image(path, data):
-    arr = ome.create_image(
-        path, shape=data.shape, dtype=data.dtype, axes="zyx", scale=[1.0] * 3, chunks=(4, 16, 16)
-    )
-    arr[...] = data
-    return path
+    return write_image(path, data, "zyx", (4, 16, 16))
 
 
 def _count_calls(monkeypatch, owner, name, crash_at=None):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import voronoi_cells, write_image
+from conftest import unet_params, voronoi_cells, write_image
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
@@ -34,22 +34,9 @@ def synthetic(tmp_path, rng):
 
 
 def _params(image, labels, **kw):
-    base = {
-        "train": [{"image": image, "labels": labels, "roi": "0:2"}],
-        "val": [{"image": image, "labels": labels, "roi": "2:3"}],
-        "model": {"ndim": 2, "f_maps": 4, "depth": 2},
-        "patch_shape": [32, 32],
-        "batch_size": 4,
-        "iterations": 60,
-        "validate_every": 20,
-        "num_workers": 0,
-        "threads": 1,
-        "seed": 3,
-        "optimizer": {"lr": 0.01},
-        "augment": {"elastic": 0.5},
-    }
-    base.update(kw)
-    return load_params(TrainParams, base)
+    loop = {"steps": 60, "eval_every": 20, "checkpoint_every": 20, "seed": 3, **kw.pop("loop", {})}
+    base = {"batch_size": 4, "optimizer": {"lr": 0.01}, "augment": {"elastic": 0.5}, "loop": loop}
+    return load_params(TrainParams, unet_params(image, labels, "0:2", "2:3", **{**base, **kw}))
 
 
 def test_boundary_target_is_eq_2_1():
@@ -87,11 +74,11 @@ def test_training_learns_and_is_reproducible(tmp_path, synthetic):
 def test_resume_continues_exactly(tmp_path, synthetic):
     image, labels = synthetic
     kw = {"val_metric": "loss"}
-    full = train(_params(image, labels, iterations=40, **kw), tmp_path / "full")
-    train(_params(image, labels, iterations=20, **kw), tmp_path / "part")
+    full = train(_params(image, labels, loop={"steps": 40}, **kw), tmp_path / "full")
+    train(_params(image, labels, loop={"steps": 20}, **kw), tmp_path / "part")
     with pytest.raises(ConfigError):  # an existing run is never overwritten silently
-        train(_params(image, labels, iterations=40, **kw), tmp_path / "part")
-    resumed = train(_params(image, labels, iterations=40, **kw), tmp_path / "part", resume=True)
+        train(_params(image, labels, loop={"steps": 40}, **kw), tmp_path / "part")
+    resumed = train(_params(image, labels, loop={"steps": 40}, **kw), tmp_path / "part", resume=True)
     assert [r["train_loss"] for r in resumed["rows"]] == [r["train_loss"] for r in full["rows"]]
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "part" / "last.pt", weights_only=True)["state_dict"]
@@ -110,10 +97,8 @@ def test_cli_train_then_predict_3d_partial_supervision(tmp_path, rng):
         "model": {"ndim": 3, "f_maps": 2, "depth": 2, "norm": "group", "name": "residual_unet"},
         "patch_shape": [8, 16, 16],
         "batch_size": 2,
-        "iterations": 6,
-        "validate_every": 3,
+        "loop": {"steps": 6, "eval_every": 3, "checkpoint_every": 3, "threads": 1},
         "num_workers": 1,
-        "threads": 1,
         "supervision_fraction": 0.5,
         "supervision_unit": "objects",
         "target": {"kind": "affinities"},

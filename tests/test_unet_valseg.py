@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import voronoi_cells, write_image
+from conftest import unet_params, voronoi_cells, write_image
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
@@ -30,18 +30,9 @@ def cells(tmp_path, rng):
 
 def _params(image, labels, **kw):
     base = {
-        "train": [{"image": image, "labels": labels, "roi": "0:2"}],
-        "val": [{"image": image, "labels": labels, "roi": "1:3"}],
-        "model": {"ndim": 2, "f_maps": 4, "depth": 2},
-        "patch_shape": [32, 32],
         "batch_size": 4,
-        "iterations": 30,
-        "validate_every": 10,
-        "num_workers": 0,
-        "threads": 1,
-        "seed": 1,
+        "loop": {"steps": 30, "eval_every": 10, "checkpoint_every": 10, "seed": 1},
         "optimizer": {"lr": 0.01},
-        "tensorboard": False,
         "val_metric": "segment_arand",
         "val_segment": {
             "enabled": True,
@@ -60,7 +51,7 @@ def _params(image, labels, **kw):
         },
     }
     base.update(kw)
-    return load_params(TrainParams, base)
+    return load_params(TrainParams, unet_params(image, labels, "0:2", "1:3", **base))
 
 
 def test_segment_validation_column_selects_best(tmp_path, cells):

@@ -148,3 +148,88 @@ def test_shared_sample_sheet_resolves(shared_data):
     samples = read_sample_sheet(REPO / "config" / "samples_shared.tsv", REPO)
     assert {"gala_train", "gala_test", "plantseg_ovule"} <= {s.name for s in samples}
     assert all(s.ground_truth for s in samples)
+
+
+# ---- the Plan: what every job of a grid needs, with no row or method named in the rules ----------
+def _plan(config_extra=None, **experiment):
+    from zarrseg.workflow import Plan, Sample
+
+    samples = {
+        "train_a": Sample("train_a", "a.tif", ground_truth="a_gt.tif"),
+        "train_b": Sample("train_b", "b.tif"),
+        "test_a": Sample("test_a", "t.tif", ground_truth="t_gt.tif", scene=2),
+    }
+    exp = load_experiment(REPO / "config" / "experiments" / "unsupervised_vs_supervised.yaml")
+    for key, value in experiment.items():
+        setattr(exp, key, value)
+    exp.samples = ["test_a"]
+    return Plan({**(config_extra or {})}, exp, samples, "R")
+
+
+def test_plan_of_the_table_3_4_grid():
+    plan = _plan()
+    cells = {plan.values(c)["grid.row"]: c for c in plan.cells}
+    methods = sorted(m for m, _ in plan.models)
+    # one model per distinct training setup; the W-Net: one per scored sample, trained on it alone
+    assert methods == ["dino", "finetune", "unet", "unet", "unet", "wnet"]
+    routes = {row: plan.labels_route(c) for row, c in cells.items()}
+    assert routes == {"colour_kmeans": "cluster", "dino": "cluster", "dino_finetuned": "cluster",
+                      "unet_20": "threshold", "unet_50": "threshold", "unet_100": "threshold", "wnet": "argmax"}
+    (wnet_id,) = [i for m, i in plan.models if m == "wnet"]
+    assert wnet_id.endswith("+test_a")
+    assert plan.model_params("wnet", wnet_id)["images"] == ["R/ingest/test_a/image.ome.zarr/2"]
+    src = {row: plan.cluster_source("test_a", c) for row, c in cells.items()}
+    assert src["colour_kmeans"] == plan.image_path("test_a")
+    assert src["dino"].endswith("features.zarr") and src["dino"] != src["dino_finetuned"]
+    assert src["unet_20"].endswith("boundaries.ome.zarr") and src["unet_20"] != src["unet_50"]
+    assert plan.cluster_params(cells["unet_20"])["method"] == "threshold"
+    assert plan.scores_foreground(cells["dino"]) and plan.row_label(cells["unet_50"]) == "unet_50"
+    # the fine-tuning starts from the dino row's model: the reference resolves to its checkpoint
+    (ft_id,) = [i for m, i in plan.models if m == "finetune"]
+    (dino_id,) = [i for m, i in plan.models if m == "dino"]
+    ft = plan.model_params("finetune", ft_id)
+    assert ft["checkpoint"] == f"R/unsupervised_vs_supervised/models/dino/{dino_id}/best.pt"
+    assert plan.model_inputs("finetune", ft_id)[0] == ft["checkpoint"]
+    # every model learns from train.samples only; the U-Nets only from samples with ground truth
+    assert ft["images"] == ["R/ingest/train_a/image.ome.zarr/0", "R/ingest/train_b/image.ome.zarr/0"]
+    unet_id = plan.model_id("unet", plan.values(cells["unet_20"]))
+    unet = plan.model_params("unet", unet_id)
+    assert [i["image"] for i in unet["train"]] == ["R/ingest/train_a/image.ome.zarr/0"]
+    assert unet["supervision_fraction"] == 0.2 and "samples" not in unet
+    assert plan.image_input("test_a") == "R/ingest/test_a/image.ome.zarr/2"
+
+
+def test_plan_uses_given_models_instead_of_training_them_and_legacy_names():
+    plan = _plan({"models": {"dino": "/models/vit.pt"}})
+    assert sorted(m for m, _ in plan.models) == ["finetune", "unet", "unet", "unet", "wnet"]  # no dino training
+    dino = next(c for c in plan.cells if plan.values(c)["grid.row"] == "dino")
+    assert plan.checkpoints("features", plan.values(dino)) == ["/models/vit.pt"]
+    (ft_id,) = [i for m, i in plan.models if m == "finetune"]
+    assert plan.model_params("finetune", ft_id)["checkpoint"] == "/models/vit.pt"  # fine-tunes the given ViT
+    legacy = _plan(linked={}, grid={"grid.row": ["u"]}, fixed={"predict.method": "unet", "predict.checkpoint": "train"})
+    (cell,) = legacy.cells
+    assert legacy.values(cell)["predict.checkpoint"] == "model:unet"
+    assert [m for m, _ in legacy.models] == ["unet"] and legacy.labels_route(cell) == "segment"
+
+
+def test_plan_rejects_bad_routes_and_patterns():
+    with pytest.raises(ConfigError, match="grid.labels"):
+        _plan(linked={}, grid={"grid.row": ["x"]}, fixed={"grid.labels": "magic"})
+    with pytest.raises(ConfigError, match="'nope_\\*' matches no sample"):
+        _plan(linked={}, grid={"grid.row": ["x"]}, fixed={"grid.model": "unet", "train.samples": ["nope_*"]})
+
+
+def test_model_refs_and_workers():
+    from zarrseg.workflow import model_refs, with_workers
+
+    assert model_refs({"a": "model:dino", "b": [{"c": "model:unet"}, "model:dino"], "d": "x"}) == ["dino", "unet"]
+    assert with_workers({"beta": 1}, 3) == {"beta": 1, "dask": {"n_workers": 3}}
+    assert with_workers({"dask": {"n_workers": 1}}, 3)["dask"]["n_workers"] == 1
+
+
+def test_long_cell_ids_are_shortened_by_a_hash():
+    many = {f"train.key_number_{i}": i for i in range(20)}
+    long_id = cell_id(many)
+    assert len(long_id) <= 100 and long_id.startswith("key_number_0-0_key_number_1-1")
+    assert cell_id({**many, "train.key_number_19": 99}) != long_id  # the hash covers every value
+    assert cell_id({"segment.beta": 0.5}) == "beta-0.5"  # short ids unchanged

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import tifffile
 import yaml
+from conftest import write_image
 
 from zarrseg import ome
 from zarrseg.cli import main as cli_main
@@ -25,24 +26,6 @@ from zarrseg.ssl.cluster import ClusterParams, cluster
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ["colour_kmeans", "dino", "dino_finetuned", "unet_20", "unet_50", "unet_100", "wnet"]
 UNETS = ROWS[3:6]
-
-
-def write_image(path: Path, data: np.ndarray, axes: str = "yx", is_label: bool = False, n_levels=1) -> Path:
-    with ome.atomic_output(path) as tmp:
-        arr = ome.create_image(
-            tmp,
-            shape=data.shape,
-            dtype=data.dtype,
-            axes=axes,
-            scale=[1.0] * data.ndim,
-            chunks=[32] * data.ndim,
-            is_label=is_label,
-            n_levels=n_levels,
-        )
-        arr[...] = data
-        if n_levels != 1:
-            ome.write_pyramid(tmp)
-    return path
 
 
 def blobs(rng: np.random.Generator, shape=(96, 96)) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ each grid's combinations, so no row is crossed with another row's parameters.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -85,11 +86,18 @@ def _fmt(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]", "", text.replace("/", "-"))
 
 
+MAX_ID = 100  # longer ids keep a readable head and a hash of the whole (file names stay < 255 bytes)
+
+
 def cell_id(values: dict[str, Any]) -> str:
     """Stable, readable id of a parameter combination: ``key-value`` pairs joined by '_'."""
     if not values:
         return BASE_CELL
-    return "_".join(f"{k.split('.', 1)[-1]}-{_fmt(v)}" for k, v in values.items())
+    text = "_".join(f"{k.split('.', 1)[-1]}-{_fmt(v)}" for k, v in values.items())
+    if len(text) <= MAX_ID:
+        return text
+    digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+    return f"{text[: MAX_ID - 11]}_{digest}"
 
 
 def load_experiment(path: str | Path) -> Experiment:

@@ -192,6 +192,9 @@ def build_schema() -> dict:
         "experiment": {"type": "string", "default": "default"},
         "storage": storage,
         "dask": dask,
+        "models": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
+                   "description": "checkpoint files that replace training a method's model: {method: file}; "
+                                  "every `model:<method>` reference then means that file"},
         "methods": {"type": ["array", "null"], "items": {"type": "string"},
                     "description": "Python modules of third-party learning methods to register (each defines "
                                    "METHOD); installed packages can use the entry point group `zarrseg.methods`"},

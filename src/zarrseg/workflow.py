@@ -6,7 +6,6 @@ Kept here (not in the .smk files) so it is unit-tested without Snakemake.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -156,17 +155,18 @@ def params_json(params: dict) -> str:
 #   grid.row           its label in summary tables (default: the segment partitioner)
 #   grid.model         the learning method whose model, trained for this cell, the cell uses: its
 #                      checkpoint becomes predict.checkpoint (methods with dense output) or
-#                      features.checkpoint (ViTs), unless the config sets those itself
+#                      features.checkpoint (ViTs), unless the cell sets those itself
 #   grid.labels        segment | cluster | threshold | argmax: how the labels are made (default: the
 #                      model's post-processing in the method registry, else segment)
 #   grid.ground_truth  as_is | foreground: score against the binary foreground of the ground truth
 # Any parameter may reference a model trained in the workflow as "model:<method>" (e.g.
 # finetune.checkpoint: model:dino); predict.checkpoint "train" is the former name of "model:unet".
+# The config key ``models`` ({method: checkpoint file}) supplies a method's model instead of
+# training it (e.g. a downloaded DINO ViT): every reference to that method then means the file.
 # A method section's `samples: ["{sample}"]` makes one model per scored sample, trained on that
 # sample alone (single-image methods such as the W-Net); its model id ends in "+<sample>".
 
 GRID = "grid"
-MAX_ID = 200  # longer sub-cell ids name the experiment's fixed keys by a hash (path components stay < 255)
 MODEL_REF = "model:"
 SAMPLE_REF = "{sample}"
 LABEL_ROUTES = ("segment", "cluster", "threshold", "argmax")
@@ -200,6 +200,7 @@ class Plan:
 
         load_modules(config.get("methods") or [])
         self.config, self.experiment, self.samples, self.results = config, experiment, samples, results
+        self.given: dict[str, str] = dict(config.get("models") or {})  # method -> checkpoint file
         self.exp = experiment.name
         self.cells = experiment.cells()
         self._method = get_method
@@ -244,9 +245,7 @@ class Plan:
         if method:
             spec = self._method(method, where=f"experiment {self.exp}")
             stage = "features" if spec.inference == "features" else "predict"
-            own = self.config.get(stage) or {}
-            if f"{stage}.checkpoint" not in values and not own.get("checkpoint") and own.get("weights") != "hub":
-                values[f"{stage}.checkpoint"] = MODEL_REF + method
+            values.setdefault(f"{stage}.checkpoint", MODEL_REF + method)
             if stage == "predict":
                 values.setdefault("predict.method", "model")
         if values.get("predict.checkpoint") == "train":  # the former name of model:unet
@@ -263,30 +262,25 @@ class Plan:
         """Stages (config sections) whose keys decide ``stage``'s output for these values."""
         out = {stage}
         for method in model_refs(self.stage_params(stage, values)):
-            out |= self.depends(self.section(method), values)
+            if method not in self.given:
+                out |= self.depends(self.section(method), values)
         return out
 
     def uses_model(self, values: dict[str, Any]) -> bool:
         return self.stage_params("predict", values).get("method", "intensity") in ("model", "unet")
 
     def subcell(self, stage: str, values: dict[str, Any]) -> str:
+        """Id of ``stage``'s output for these values: the grid keys of the stages it depends on."""
         return self._cached("subcell", values, stage, compute=lambda: self._subcell(stage, values))
 
     def _subcell(self, stage: str, values: dict[str, Any]) -> str:
-        from .experiments import cell_for, cell_id
+        from .experiments import cell_id
 
         stages = self.depends(stage, values)
         keys = {k: v for k, v in values.items() if k.split(".", 1)[0] in stages}
         if self._sample_fallback(stages, values):
             keys.setdefault("train.samples", values.get("train.samples"))
-        ident = cell_for(keys, tuple(k.split(".", 1)[0] for k in keys) or (stage,))
-        if len(ident) <= MAX_ID:
-            return ident
-        # too long for a path: the keys every cell shares (the experiment's fixed ones) become a hash
-        fixed = {k: v for k, v in keys.items() if k in self.experiment.fixed}
-        rest = cell_id({k: v for k, v in keys.items() if k not in fixed}) if len(fixed) < len(keys) else ""
-        ident = "_".join(p for p in (rest, f"fixed-{_digest(fixed)}") if p)
-        return ident if len(ident) <= MAX_ID else f"{ident[: MAX_ID - 9]}-{_digest(keys)}"
+        return cell_id(keys)
 
     def _sample_fallback(self, stages: set[str], values: dict[str, Any]) -> bool:
         """Whether a model among ``stages`` learns from train.samples (it names no samples itself)."""
@@ -306,7 +300,7 @@ class Plan:
         todo = [m for stage in ("predict", "features") for m in model_refs(self.stage_params(stage, values))]
         while todo:
             method = todo.pop(0)
-            if method in wanted:
+            if method in wanted or method in self.given:
                 continue
             todo += model_refs(self.stage_params(self.section(method), values))
             wanted.append(method)
@@ -327,7 +321,8 @@ class Plan:
         train, val = self._sample_patterns(method, values)
         if any(SAMPLE_REF in p for p in train + val):
             return True
-        return any(self.per_sample(m, values) for m in model_refs(self.stage_params(self.section(method), values)))
+        refs = model_refs(self.stage_params(self.section(method), values))
+        return any(self.per_sample(m, values) for m in refs if m not in self.given)
 
     def model_id(self, method: str, values: dict[str, Any], sample: str | None = None) -> str:
         base = self.subcell(self.section(method), values)
@@ -338,6 +333,8 @@ class Plan:
         return f"{base}+{sample}"
 
     def model_path(self, method: str, values: dict[str, Any], sample: str | None = None) -> str:
+        if method in self.given:
+            return self.given[method]
         return f"{self.results}/{self.exp}/models/{method}/{self.model_id(method, values, sample)}/best.pt"
 
     def resolve(self, params: Any, values: dict[str, Any], sample: str | None = None) -> Any:
@@ -504,10 +501,6 @@ class Plan:
 
     def clustered_cells(self) -> list[str]:
         return [c for c in self.cells if self.labels_route(c) != "segment"]
-
-
-def _digest(values: dict) -> str:
-    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def with_workers(params: dict, threads: int) -> dict:

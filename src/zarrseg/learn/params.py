@@ -12,7 +12,7 @@ from ..errors import ConfigError
 class LoopParams:
     """How long and where a method trains, shared by every learning method."""
 
-    steps: int = 10000  # optimizer steps (an upper bound: budgets and early stopping may stop sooner)
+    steps: int = 10000  # optimizer steps (upper bound: budgets, early stopping); 0: publish the initial weights
     eval_every: int = 200  # steps between evaluations (methods without evaluation: no effect)
     checkpoint_every: int = 200  # steps between writes of last.pt (resume point)
     early_stopping: int = 0  # evaluations without improvement before stopping (0: never)
@@ -28,7 +28,9 @@ class LoopParams:
     log_every: int = 1  # steps between rows of history.csv
 
     def validate(self) -> None:
-        for name in ("steps", "eval_every", "checkpoint_every", "log_every"):
+        if self.steps < 0:
+            raise ConfigError(f"loop.steps must be >= 0, got {self.steps}")
+        for name in ("eval_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"loop.{name} must be >= 1, got {getattr(self, name)}")
         if self.early_stopping < 0 or self.threads < 0 or self.seed < 0:

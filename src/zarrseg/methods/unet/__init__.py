@@ -11,6 +11,14 @@ from .checkpoint import build_from_config
 from .method import UNetMethod
 from .train_params import TrainParams
 
+
+def example(data: dict[str, str]) -> dict:
+    """A small 3D boundary U-Net on the synthetic volume (smoke checks)."""
+    item = {"image": data["image3d"], "labels": data["labels3d"]}
+    return {"train": [item], "model": {"ndim": 3, "f_maps": 16, "depth": 3}, "patch_shape": [32, 64, 64],
+            "batch_size": 2, "num_workers": 2}
+
+
 METHOD = MethodSpec(
     name="unet",
     section="train",
@@ -21,4 +29,5 @@ METHOD = MethodSpec(
     inference="predict",
     postprocess="segment",
     summary="2D/3D U-Net: boundaries / foreground / affinities from labelled volumes (PlantSeg ch. 2)",
+    example=example,
 )

@@ -15,6 +15,13 @@ from ..unet.checkpoint import build_from_config
 from .method import WNetMethod, train
 from .params import MODEL_TYPES, WNetParams, model_type_values
 
+
+def example(data: dict[str, str]) -> dict:
+    """A small sparse W-Net on the synthetic RGB image (smoke checks, benchmarks/gpu_check.py)."""
+    return {"images": [data["rgb"]], "model": {"f_maps": 16, "depth": 4}, "superpixels": {"n_segments": 1000},
+            "epochs": None}
+
+
 METHOD = MethodSpec(
     name="wnet",
     section="wnet",
@@ -25,6 +32,7 @@ METHOD = MethodSpec(
     inference="predict",
     postprocess="argmax",
     summary="fully unsupervised W-Net: soft N-cut / similarity / continuity on pixels or superpixels (Leng et al. 2023)",
+    example=example,
 )
 
 __all__ = ["METHOD", "MODEL_TYPES", "WNetParams", "model_type_values", "train"]

@@ -140,10 +140,12 @@ class WNetMethod(Method):
                 sums["rec"] = sums["rec"] + L.reconstruction(rec[0, :, :h, :w], t.x)
             else:
                 z = self.model.encoder(t.padded[None])
-            z = z[0, :, :h, :w].float()
-            f = torch.softmax(z, dim=0)
-            for name, value in self._segmentation(t, z, f).items():
-                sums[name] = sums[name] + value
+            # the losses in float32, outside autocast (sparse products have no half-precision kernels)
+            with torch.autocast(self.ctx.device.type, enabled=False):
+                z = z[0, :, :h, :w].float()
+                f = torch.softmax(z, dim=0)
+                for name, value in self._segmentation(t, z, f).items():
+                    sums[name] = sums[name] + value
             if i == 0:
                 n_labels = torch.tensor(float(z.detach().argmax(0).unique().numel()))
         n = len(self.terms)
