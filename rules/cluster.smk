@@ -1,9 +1,9 @@
 # Labels by clustering instead of segmentation, for cells whose labels route (grid.labels, or the
-# post-processing of the cell's learning method in the registry) is "cluster" or "threshold":
-# K-means / HDBSCAN of ViT features or of the image's patch colours, or a probability map split
-# at cluster.threshold. Every route ends as labels.ome.zarr where the segment rule writes labels,
-# so evaluate / aggregate score all cells alike ("ruleorder: cluster > segment" picks this rule
-# for the clustered cells only).
+# post-processing of the cell's learning method in the registry) is "cluster", "threshold" or "argmax":
+# K-means / HDBSCAN of ViT features or of the image's patch (or superpixel) colours, a probability
+# map split at cluster.threshold, or a soft class map labelled by its argmax. Every route ends as
+# labels.ome.zarr where the segment rule writes labels, so evaluate / aggregate score all cells
+# alike ("ruleorder: cluster > segment" picks this rule for the clustered cells only).
 
 
 def cluster_input(w):

@@ -46,10 +46,11 @@ def cell_values(cell):
     return PLAN.values(cell)
 
 
-def stage_json(stage, cell=None, values=None, **extra):
-    """Canonical JSON of one stage's parameters for a grid cell (passed to the CLI as --params)."""
+def stage_json(stage, cell=None, values=None, sample=None, **extra):
+    """Canonical JSON of one stage's parameters for a grid cell (passed to the CLI as --params);
+    ``sample`` picks the model of that sample where a model is trained per sample."""
     values = PLAN.values(cell) if cell is not None else (values or {})
-    params = PLAN.resolve(PLAN.stage_params(stage, values), values)
+    params = PLAN.resolve(PLAN.stage_params(stage, values), values, sample)
     params.update(extra)
     return params_json(params)
 
@@ -98,6 +99,8 @@ def source_file(value):
     return value.split(".h5:")[0] + ".h5" if ".h5:" in value else value
 
 
-def blockwise_json(stage, threads, cell=None, values=None, **extra):
+def blockwise_json(stage, threads, cell=None, values=None, sample=None, **extra):
     """Stage parameters of a blockwise job, with the job's threads as Dask workers."""
-    return params_json(with_workers(json.loads(stage_json(stage, cell=cell, values=values, **extra)), threads))
+    return params_json(
+        with_workers(json.loads(stage_json(stage, cell=cell, values=values, sample=sample, **extra)), threads)
+    )

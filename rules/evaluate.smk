@@ -76,7 +76,10 @@ rule aggregate:
 
 
 def panel_cells():
-    """Cells with a grid.row label: one panel each in the side-by-side figures."""
+    """Cells with a grid.row label: one panel each in the side-by-side figures (unless panels.enabled
+    is false in the config or the experiment)."""
+    if not stage_params(config, "panels", EXPERIMENT.fixed).get("enabled", True):
+        return []
     return [c for c in CELLS if "grid.row" in PLAN.values(c)]
 
 
@@ -106,7 +109,9 @@ rule panels:
     params:
         image=lambda w: image_input(w.sample),
         labels=panel_labels,
-        json=lambda w: params_json({"channel": SAMPLES[w.sample].channel, **(config.get("panels") or {})}),
+        json=lambda w: params_json(
+            {"channel": SAMPLES[w.sample].channel, **stage_params(config, "panels", EXPERIMENT.fixed)}
+        ),
     conda:
         CPU_ENV
     log:

@@ -9,13 +9,13 @@ def features_values(fcell):
 rule features:
     input:
         image=lambda w: image_path(w.sample),
-        checkpoint=lambda w: PLAN.checkpoints("features", features_values(w.fcell)),
+        checkpoint=lambda w: PLAN.checkpoints("features", features_values(w.fcell), w.sample),
     output:
         directory(f"{R}/{EXP}/{{sample}}/features/{{fcell}}/features.zarr"),
     params:
         image=lambda w: image_input(w.sample),
         attention=lambda w: f"{R}/{EXP}/{w.sample}/features/{w.fcell}/attention",
-        json=lambda w, threads: blockwise_json("features", threads, values=features_values(w.fcell)),
+        json=lambda w, threads: blockwise_json("features", threads, values=features_values(w.fcell), sample=w.sample),
         channel=lambda w: SAMPLES[w.sample].channel,
     wildcard_constraints:
         fcell="[A-Za-z0-9_.+-]+",

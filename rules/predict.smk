@@ -9,13 +9,13 @@ def predict_values(pcell):
 rule predict:
     input:
         image=lambda w: image_path(w.sample),
-        checkpoint=lambda w: PLAN.checkpoints("predict", predict_values(w.pcell)),
+        checkpoint=lambda w: PLAN.checkpoints("predict", predict_values(w.pcell), w.sample),
     output:
         directory(f"{R}/{EXP}/{{sample}}/predict/{{pcell}}/boundaries.ome.zarr"),
     params:
         image=lambda w: image_input(w.sample),
         json=lambda w, threads: blockwise_json(
-            "predict", threads, values=predict_values(w.pcell), channel=SAMPLES[w.sample].channel
+            "predict", threads, values=predict_values(w.pcell), sample=w.sample, channel=SAMPLES[w.sample].channel
         ),
     conda:
         GPU_ENV

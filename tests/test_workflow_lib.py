@@ -181,12 +181,16 @@ def test_plan_of_the_table_3_4_grid():
     plan = _plan()
     cells = {plan.values(c)["grid.row"]: c for c in plan.cells}
     methods = sorted(m for m, _ in plan.models)
-    assert methods == ["contrastive_global", "contrastive_local", "dino", "finetune", "unet", "unet", "unet",
-                       "unet"]  # one model per distinct training setup
+    # one model per distinct training setup; the W-Net: one per scored sample, trained on it alone
+    assert methods == ["contrastive_global", "contrastive_local", "dino", "finetune", "unet", "unet", "unet", "unet",
+                       "wnet"]
     routes = {row: plan.labels_route(c) for row, c in cells.items()}
     assert routes == {"colour_kmeans": "cluster", "dino": "cluster", "dino_finetuned": "cluster",
                       "unet_20": "threshold", "unet_20_contrastive": "threshold", "unet_50": "threshold",
-                      "unet_100": "threshold"}
+                      "unet_100": "threshold", "wnet": "argmax"}
+    (wnet_id,) = [i for m, i in plan.models if m == "wnet"]
+    assert wnet_id.endswith("+test_a")
+    assert plan.model_params("wnet", wnet_id)["images"] == ["R/ingest/test_a/image.ome.zarr"]
     src = {row: plan.cluster_source("test_a", c) for row, c in cells.items()}
     assert src["colour_kmeans"] == plan.image_path("test_a")
     assert src["dino"].endswith("features.zarr") and src["dino"] != src["dino_finetuned"]
@@ -218,7 +222,8 @@ def test_plan_of_the_table_3_4_grid():
 
 def test_plan_uses_given_models_instead_of_training_them_and_legacy_names():
     plan = _plan({"models": {"dino": "/models/vit.pt"}})
-    assert "dino" not in {m for m, _ in plan.models} and len(plan.models) == 7  # no dino training
+    assert sorted(m for m, _ in plan.models) == ["contrastive_global", "contrastive_local", "finetune", "unet", "unet",
+                                                  "unet", "unet", "wnet"]  # no dino training
     dino = next(c for c in plan.cells if plan.values(c)["grid.row"] == "dino")
     assert plan.checkpoints("features", plan.values(dino)) == ["/models/vit.pt"]
     (ft_id,) = [i for m, i in plan.models if m == "finetune"]

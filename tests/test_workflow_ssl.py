@@ -24,7 +24,8 @@ from zarrseg.experiments import Experiment, cell_for, load_experiment
 from zarrseg.ssl.cluster import ClusterParams, cluster
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = ["colour_kmeans", "dino", "dino_finetuned", "unet_20", "unet_20_contrastive", "unet_50", "unet_100"]
+ROWS = ["colour_kmeans", "dino", "dino_finetuned", "unet_20", "unet_20_contrastive", "unet_50", "unet_100", "wnet"]
+UNETS = ROWS[3:7]
 
 
 def blobs(rng: np.random.Generator, shape=(96, 96)) -> tuple[np.ndarray, np.ndarray]:
@@ -53,15 +54,18 @@ def test_the_grid_file_links_each_unet_row_to_its_supervision_level():
         "unet_20_contrastive": 0.2,
         "unet_50": 0.5,
         "unet_100": 1.0,
+        "wnet": None,
     }
-    assert all(rows[r]["grid.labels"] == "threshold" and rows[r]["grid.model"] == "unet" for r in ROWS[3:])
+    assert all(rows[r]["grid.labels"] == "threshold" and rows[r]["grid.model"] == "unet" for r in UNETS)
     assert [rows[r].get("grid.model") for r in ROWS[:3]] == [None, "dino", "finetune"]
     # linked values are not part of the id, but they separate the U-Nets' training sub-cells
     assert "row-unet20" in cells
-    trained = {cell_for({**exp.fixed, **rows[r]}, ("train",)) for r in ROWS[3:]}
+    trained = {cell_for({**exp.fixed, **rows[r]}, ("train",)) for r in UNETS}
     assert len(trained) == 4
     assert rows["unet_20_contrastive"]["train.init"] == "model:contrastive_local"
     assert exp.fixed["contrastive_local.init"] == "model:contrastive_global"
+    # the unsupervised W-Net learns from each scored image itself (no labels)
+    assert rows["wnet"]["grid.model"] == "wnet" and rows["wnet"]["wnet.samples"] == ["{sample}"]
     # the models learn from train_* samples; the scored samples are held apart
     assert exp.fixed["train.samples"] == ["train_*"]
     assert exp.samples and all(s.startswith("test_") for s in exp.samples)
@@ -195,6 +199,13 @@ TINY_CONFIG = {
     "contrastive_global": {"model": {"ndim": 2, "f_maps": 4, "depth": 2}, "projection_dim": 8, "batch_size": 4,
                            "epochs": None, "loop": {**LOOP, "steps": 2}},
     "contrastive_local": {"embedding_dim": 4, "batch_size": 2, "epochs": None, "loop": {**LOOP, "steps": 2}},
+    "wnet": {
+        "model": {"f_maps": 4, "depth": 2},
+        "superpixels": {"n_segments": 50},
+        "patches": {"sizes": [32], "counts": [8]},
+        "epochs": 1,
+        "loop": {**LOOP},
+    },
     "predict": {"device": "cpu", "num_workers": 0},
     "table": {
         "metrics": ["matched_iou", "v_measure", "adjusted_rand_index"],
@@ -255,7 +266,7 @@ def snakemake_grid(workdir: Path, cores: int) -> list[str]:
     ]
 
 
-def test_grid_runs_through_snakemake_with_seven_rows_and_figures(grid_workdir):
+def test_grid_runs_through_snakemake_with_every_row_and_figures(grid_workdir):
     env = dict(
         os.environ,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -298,8 +309,11 @@ def test_grid_runs_through_snakemake_with_seven_rows_and_figures(grid_workdir):
     train_cmds = [
         line for line in run.stdout.splitlines() + run.stderr.splitlines() if "zarrseg train" in line
     ]
+    supervised = [c for c in train_cmds if "--method wnet" not in c]
     # (the contrastive stages name the crop store, which holds crops of train_a only: see above)
-    assert train_cmds and all(("train_a" in c or "/crops/" in c) and "test_a" not in c for c in train_cmds)
+    assert supervised and all(("train_a" in c or "/crops/" in c) and "test_a" not in c for c in supervised)
+    # the W-Net (no labels) is trained on the scored image itself, once
+    assert [p.parent.name.rsplit("+", 1)[-1] for p in (out / "models" / "wnet").glob("*/best.pt")] == ["test_a"]
     # on demand: a BioImage.IO / TorchScript package of one trained model (rule export)
     model = sorted((out / "models" / "unet").glob("*/best.pt"))[0]
     target = model.parent / "bioimageio" / "rdf.yaml"

@@ -10,6 +10,10 @@ Rows that are not a product of values (Table 3.4: colour K-means | DINO | ... | 
 use ``linked``: per value of a grid key, more ``<stage>.<key>`` values that cell also takes
 (``linked: {grid.row: {unet_20: {train.supervision_fraction: 0.2}}}``). They are part of the
 cell's values (so of its sub-cells) but not of its id.
+
+Rows that sweep different parameters (Leng et al. Table 1: the W-Net rows sweep beta and the
+seed, the K-means rows the number of clusters) use a *list* of grids: the cells are the union of
+each grid's combinations, so no row is crossed with another row's parameters.
 """
 
 from __future__ import annotations
@@ -32,25 +36,41 @@ BASE_CELL = "base"
 class Experiment:
     name: str
     samples: list[str] | None = None  # None: every discovered sample
-    grid: dict[str, list[Any]] = field(default_factory=dict)  # "<stage>.<key>" -> values
+    # "<stage>.<key>" -> values, or a list of such grids (cells: the union of their products)
+    grid: dict[str, list[Any]] | list[dict[str, list[Any]]] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)  # "<stage>.<key>" -> value for every cell
     description: str = ""
     sheet: str | None = None  # a sample sheet of its own (e.g. shared benchmark data), else the config's
     # grid key -> {grid value -> {"<stage>.<key>": value}}: values a cell takes along with that grid value
     linked: dict[str, dict[Any, dict[str, Any]]] = field(default_factory=dict)
 
+    @property
+    def grids(self) -> list[dict[str, list[Any]]]:
+        """The grid as a list of grids (one for a plain mapping)."""
+        return list(self.grid) if isinstance(self.grid, list) else ([self.grid] if self.grid else [])
+
+    def grid_values(self) -> dict[str, list[Any]]:
+        """Every grid key with the union of its values over the grids."""
+        out: dict[str, list[Any]] = {}
+        for grid in self.grids:
+            for key, values in grid.items():
+                out.setdefault(key, [])
+                out[key] += [v for v in values if v not in out[key]]
+        return out
+
     def cells(self) -> dict[str, dict[str, Any]]:
         """cell id -> {"stage.key": value} for every grid combination (insertion-ordered)."""
-        if not self.grid:
+        if not self.grids:
             return {BASE_CELL: {}}
-        keys = list(self.grid)
         out: dict[str, dict[str, Any]] = {}
-        for combo in itertools.product(*(self.grid[k] for k in keys)):
-            values = dict(zip(keys, combo, strict=True))
-            extra: dict[str, Any] = {}
-            for key, value in values.items():
-                extra.update(self.linked.get(key, {}).get(value, {}))
-            out[cell_id(values)] = {**values, **extra}
+        for grid in self.grids:
+            keys = list(grid)
+            for combo in itertools.product(*(grid[k] for k in keys)):
+                values = dict(zip(keys, combo, strict=True))
+                extra: dict[str, Any] = {}
+                for key, value in values.items():
+                    extra.update(self.linked.get(key, {}).get(value, {}))
+                out[cell_id(values)] = {**values, **extra}
         return out
 
 
@@ -92,18 +112,23 @@ def load_experiment(path: str | Path) -> Experiment:
                      grid=data.get("grid") or {}, fixed=data.get("fixed") or {},
                      description=data.get("description", ""), sheet=data.get("sheet"),
                      linked=data.get("linked") or {})
-    for key, values in {**exp.grid, **{k: [v] for k, v in exp.fixed.items()}}.items():
+    if not isinstance(exp.grid, dict | list) or (
+        isinstance(exp.grid, list) and not all(isinstance(g, dict) and g for g in exp.grid)
+    ):
+        raise ConfigError("grid must map '<stage>.<parameter>' keys to values, or be a list of such mappings", path)
+    grid_values = exp.grid_values()
+    for key, values in [*(kv for g in exp.grids for kv in g.items()), *((k, [v]) for k, v in exp.fixed.items())]:
         if "." not in key:
             raise ConfigError(f"grid key {key!r} must be '<stage>.<parameter>'", path)
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid values of {key!r} must be a non-empty list", path)
     for key, per_value in exp.linked.items():
-        if key not in exp.grid or not isinstance(per_value, dict):
+        if key not in grid_values or not isinstance(per_value, dict):
             raise ConfigError(f"linked key {key!r} must be a grid key mapping its values to parameters", path)
         for value, extra in per_value.items():
-            if value not in exp.grid[key]:
+            if value not in grid_values[key]:
                 raise ConfigError(f"linked value {value!r} is not among the grid values of {key!r}", path)
-            bad = [k for k in (extra or {}) if "." not in k or k in exp.grid]
+            bad = [k for k in (extra or {}) if "." not in k or k in grid_values]
             if not isinstance(extra, dict) or bad:
                 raise ConfigError(
                     f"linked[{key!r}][{value!r}] must map '<stage>.<parameter>' keys that are not grid keys, "

@@ -44,7 +44,8 @@ METHOD_WORKFLOW_KEYS: dict[str, dict] = {
     "samples": {"type": ["array", "null"], "items": {"type": "string"},
                 "description": "samples whose images (+ ground truth, for methods that need it) train the model: "
                                "names or shell patterns (e.g. `train_*`), may lie outside the experiment's samples "
-                               "(default: `train.samples`, else the experiment's samples)"},
+                               "(default: `train.samples`, else the experiment's samples); `{sample}` stands for "
+                               "the scored sample: one model per sample, trained on it alone (`[\"{sample}\"]`)"},
     "val_samples": {"type": ["array", "null"], "items": {"type": "string"},
                     "description": "samples used for validation"},
     "roi": {"type": ["string", "null"], "description": "region of the training samples, e.g. '0:20'"},

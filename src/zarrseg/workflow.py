@@ -247,8 +247,8 @@ def params_json(params: dict) -> str:
 #   grid.model         the learning method whose model, trained for this cell, the cell uses: its
 #                      checkpoint becomes predict.checkpoint (methods with dense output) or
 #                      features.checkpoint (ViTs), unless the cell sets those itself
-#   grid.labels        segment | cluster | threshold: how the labels are made (default: the model's
-#                      post-processing in the method registry, else segment)
+#   grid.labels        segment | cluster | threshold | argmax: how the labels are made (default: the
+#                      model's post-processing in the method registry, else segment)
 #   grid.ground_truth  as_is | foreground: score against the binary foreground of the ground truth
 # Any parameter may reference a model trained in the workflow as "model:<method>" (e.g.
 # finetune.checkpoint: model:dino); predict.checkpoint "train" is the former name of "model:unet".
@@ -257,11 +257,15 @@ def params_json(params: dict) -> str:
 # Any parameter may reference the experiment's crop store (the crops stage) as "crops:<path inside
 # it>" (e.g. train.train: [{image: crops:finetune/image, labels: crops:finetune/mask}]); methods
 # that learn from crops (registry data "crops") get the store as their `crops` parameter.
+# A method section's `samples: ["{sample}"]` makes one model per scored sample, trained on that
+# sample alone (single-image methods such as the W-Net); its model id ends in "+<sample>".
 
 GRID = "grid"
 MODEL_REF = "model:"
 CROPS_REF = "crops:"
-LABEL_ROUTES = ("segment", "cluster", "threshold")
+SAMPLE_REF = "{sample}"
+LABEL_ROUTES = ("segment", "cluster", "threshold", "argmax")
+PIXEL_ROUTES = ("threshold", "argmax")  # labels from each voxel of the prediction (cluster rule)
 CROPS_STAGE = "crops"
 
 
@@ -306,26 +310,46 @@ class Plan:
         self.cells = experiment.cells()
         self._method = get_method
         self.models: dict[tuple[str, str], dict] = {}  # (method, model id) -> values of a cell using it
+        self.model_sample: dict[tuple[str, str], str | None] = {}  # (method, model id) -> its sample
         self.subcells: dict[tuple[str, str], dict] = {}  # (stage, sub-cell id) -> values
+        # Memos: rules ask the same questions for every job of a big grid (values are not mutated)
+        self._values: dict[str, dict] = {}
+        self._memo: dict[tuple, Any] = {}
         for cell in self.cells:
             values = self.values(cell)
             for stage in ("predict", "features"):
                 self.subcells.setdefault((stage, self.subcell(stage, values)), values)
             for method in self.all_models(values):
-                self.models.setdefault((method, self.model_id(method, values)), values)
+                per_sample = self.per_sample(method, values)
+                # sample patterns that match nothing fail before any job
+                self.training_samples(method, values, self.experiment_samples()[0] if per_sample else None)
+                for sample in self.experiment_samples() if per_sample else [None]:
+                    key = (method, self.model_id(method, values, sample))
+                    self.models.setdefault(key, values)
+                    self.model_sample.setdefault(key, sample)
                 if self.uses_crops(self.section(method), values):
                     self.subcells.setdefault((CROPS_STAGE, self.subcell(CROPS_STAGE, values)), values)
-        for method, _ in self.models:  # sample patterns that match nothing fail before any job
-            self.training_samples(method, self.models[(method, _)])
         for stage, ccell in list(self.subcells):
             if stage == CROPS_STAGE:
                 self.crops_params(ccell)  # split patterns: every sample in one split, each pattern matching
         for cell in self.cells:
             self.labels_route(cell)
 
+    def _cached(self, name: str, values: dict[str, Any], *args: Any, compute) -> Any:
+        key = (name, id(values), *args)
+        if key not in self._memo or self._memo[key][0] is not values:
+            self._memo[key] = (values, compute())
+        return self._memo[key][1]
+
     # --- values of a cell ------------------------------------------------------------------------
     def values(self, cell: str) -> dict[str, Any]:
-        """The cell's flat ``stage.key`` values: fixed keys, grid values, and what grid.model implies."""
+        """The cell's flat ``stage.key`` values: fixed keys, grid values, and what grid.model implies
+        (one dict per cell, shared: do not modify it)."""
+        if cell not in self._values:
+            self._values[cell] = self._cell_values(cell)
+        return self._values[cell]
+
+    def _cell_values(self, cell: str) -> dict[str, Any]:
         values = {**self.experiment.fixed, **self.cells[cell]}
         method = values.get(f"{GRID}.model")
         if method:
@@ -366,6 +390,9 @@ class Plan:
 
     def subcell(self, stage: str, values: dict[str, Any]) -> str:
         """Id of ``stage``'s output for these values: the grid keys of the stages it depends on."""
+        return self._cached("subcell", values, stage, compute=lambda: self._subcell(stage, values))
+
+    def _subcell(self, stage: str, values: dict[str, Any]) -> str:
         from .experiments import cell_id
 
         stages = self.depends(stage, values)
@@ -398,44 +425,74 @@ class Plan:
             wanted.append(method)
         return list(reversed(wanted))
 
-    def model_id(self, method: str, values: dict[str, Any]) -> str:
-        return self.subcell(self.section(method), values)
+    def _sample_patterns(self, method: str, values: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """A model's training and validation sample patterns (its section's, else train.samples)."""
+        params = self.stage_params(self.section(method), values)
+        patterns = params.get("samples") or self.stage_params("train", values).get("samples") or []
+        return list(patterns), list(params.get("val_samples") or [])
 
-    def model_path(self, method: str, values: dict[str, Any]) -> str:
+    def per_sample(self, method: str, values: dict[str, Any]) -> bool:
+        """Whether the model is trained once per scored sample: its sample patterns name "{sample}",
+        or a model it starts from is trained per sample."""
+        return self._cached("per_sample", values, method, compute=lambda: self._per_sample(method, values))
+
+    def _per_sample(self, method: str, values: dict[str, Any]) -> bool:
+        train, val = self._sample_patterns(method, values)
+        if any(SAMPLE_REF in p for p in train + val):
+            return True
+        refs = model_refs(self.stage_params(self.section(method), values))
+        return any(self.per_sample(m, values) for m in refs if m not in self.given)
+
+    def model_id(self, method: str, values: dict[str, Any], sample: str | None = None) -> str:
+        base = self.subcell(self.section(method), values)
+        if not self.per_sample(method, values):
+            return base
+        if sample is None:
+            raise ConfigError(f"the {method} model is trained per sample ({SAMPLE_REF}): a sample is needed")
+        return f"{base}+{sample}"
+
+    def model_path(self, method: str, values: dict[str, Any], sample: str | None = None) -> str:
         if method in self.given:
             return self.given[method]
-        return f"{self.results}/{self.exp}/models/{method}/{self.model_id(method, values)}/best.pt"
+        return f"{self.results}/{self.exp}/models/{method}/{self.model_id(method, values, sample)}/best.pt"
 
-    def resolve(self, params: Any, values: dict[str, Any]) -> Any:
-        """``params`` with every ``model:<method>`` replaced by that model's checkpoint path."""
+    def resolve(self, params: Any, values: dict[str, Any], sample: str | None = None) -> Any:
+        """``params`` with every ``model:<method>`` replaced by that model's checkpoint path (the
+        model of ``sample`` for models trained per sample)."""
         if isinstance(params, dict):
-            return {k: self.resolve(v, values) for k, v in params.items()}
+            return {k: self.resolve(v, values, sample) for k, v in params.items()}
         if isinstance(params, list):
-            return [self.resolve(v, values) for v in params]
+            return [self.resolve(v, values, sample) for v in params]
         if isinstance(params, str) and params.startswith(MODEL_REF):
-            return self.model_path(params[len(MODEL_REF):], values)
+            return self.model_path(params[len(MODEL_REF):], values, sample)
         if isinstance(params, str) and params.startswith(CROPS_REF):
             inside = params[len(CROPS_REF):].strip("/")
             return self.crops_path(values) + (f"/{inside}" if inside else "")
         return params
 
-    def checkpoints(self, stage: str, values: dict[str, Any]) -> list[str]:
+    def checkpoints(self, stage: str, values: dict[str, Any], sample: str | None = None) -> list[str]:
         """Checkpoint files a stage's parameters reference (Snakemake inputs)."""
-        return [self.model_path(m, values) for m in model_refs(self.stage_params(stage, values))]
+        return [self.model_path(m, values, sample) for m in model_refs(self.stage_params(stage, values))]
 
-    def training_samples(self, method: str, values: dict[str, Any]) -> tuple[list[str], list[str], str | None]:
-        """(training samples, validation samples, roi) of a model, from its section's workflow keys."""
+    def training_samples(
+        self, method: str, values: dict[str, Any], sample: str | None = None
+    ) -> tuple[list[str], list[str], str | None]:
+        """(training samples, validation samples, roi) of a model, from its section's workflow keys
+        ("{sample}" in a pattern stands for ``sample``, the sample a per-sample model is for)."""
         spec = self._method(method)
         params = self.stage_params(spec.config_section, values)
         if spec.data == "crops":  # the crop store says which samples it holds
             return [], [], None
-        patterns = params.get("samples") or self.stage_params("train", values).get("samples")
+        patterns, val_patterns = self._sample_patterns(method, values)
+        if sample is not None:
+            patterns = [p.replace(SAMPLE_REF, sample) for p in patterns]
+            val_patterns = [p.replace(SAMPLE_REF, sample) for p in val_patterns]
         labelled = spec.data == "labelled"
         if patterns:
             names = self.match_samples(patterns, labelled)
         else:
             names = [s for s in self.experiment_samples() if self.samples[s].ground_truth or not labelled]
-        val = self.match_samples(params.get("val_samples") or [], labelled)
+        val = self.match_samples(val_patterns, labelled)
         return names, val, params.get("roi")
 
     def match_samples(self, patterns: list[str], labelled: bool = False, where: str = "train.samples") -> list[str]:
@@ -497,12 +554,12 @@ class Plan:
 
     def model_params(self, method: str, model_id: str) -> dict:
         """The parameters ``zarrseg train --method`` gets: the section, its training data, resolved references."""
-        values = self.models[(method, model_id)]
+        values, sample = self.models[(method, model_id)], self.model_sample[(method, model_id)]
         spec = self._method(method)
-        params = self.resolve(self.stage_params(spec.config_section, values), values)
+        params = self.resolve(self.stage_params(spec.config_section, values), values, sample)
         for key in ("samples", "val_samples", "roi"):
             params.pop(key, None)
-        names, val, roi = self.training_samples(method, values)
+        names, val, roi = self.training_samples(method, values, sample)
         if spec.data == "labelled":
             params.setdefault("train", [self.train_item(s, roi) for s in names])
             params.setdefault("val", [self.train_item(s, None) for s in val])
@@ -513,15 +570,15 @@ class Plan:
         return params
 
     def model_inputs(self, method: str, model_id: str) -> list[str]:
-        values = self.models[(method, model_id)]
+        values, sample = self.models[(method, model_id)], self.model_sample[(method, model_id)]
         spec = self._method(method)
         params = self.stage_params(spec.config_section, values)
-        inputs = self.checkpoints(spec.config_section, values)
+        inputs = self.checkpoints(spec.config_section, values, sample)
         if self.uses_crops(spec.config_section, values):
             inputs.append(self.crops_path(values))
         if "train" in params or "images" in params or spec.data == "crops":  # nothing more to build
             return inputs
-        names, val, _roi = self.training_samples(method, values)
+        names, val, _roi = self.training_samples(method, values, sample)
         names = list(dict.fromkeys([*names, *val]))
         inputs += [self.image_path(s) for s in names]
         if spec.data == "labelled":
@@ -566,6 +623,9 @@ class Plan:
 
     def labels_route(self, cell: str) -> str:
         values = self.values(cell)
+        return self._cached("labels_route", values, compute=lambda: self._labels_route(cell, values))
+
+    def _labels_route(self, cell: str, values: dict[str, Any]) -> str:
         route = values.get(f"{GRID}.labels")
         if route is None:
             method = self.model_of(values)
@@ -577,7 +637,7 @@ class Plan:
     def cluster_source(self, sample: str, cell: str) -> str:
         """What the cluster rule reads: the prediction, the features of the cell's ViT, or the image."""
         values = self.values(cell)
-        if self.labels_route(cell) == "threshold":
+        if self.labels_route(cell) in PIXEL_ROUTES:
             return self.prediction_path(sample, cell)
         method = self.model_of(values)
         if method and self._method(method).inference == "features":
@@ -591,8 +651,8 @@ class Plan:
 
     def cluster_params(self, cell: str) -> dict:
         params = self.stage_params("cluster", self.values(cell))
-        if self.labels_route(cell) == "threshold":
-            params["method"] = "threshold"
+        if self.labels_route(cell) in PIXEL_ROUTES:
+            params["method"] = self.labels_route(cell)
         return params
 
     def row_label(self, cell: str) -> str:

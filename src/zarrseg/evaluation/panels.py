@@ -34,6 +34,9 @@ class PanelParams:
     percentiles: tuple[float, float] = (1.0, 99.8)  # display range of the original image
     panel_inches: float = 3.0  # width (and height) of one panel in the figure, inches
     dpi: int = 100  # resolution of the PNG
+    # workflow: draw the side-by-side figure of every scored sample of a grid with rows (an
+    # experiment of hundreds of cells per image, e.g. bsds300_table1, sets false)
+    enabled: bool = True
 
     def validate(self) -> None:
         if self.max_size < 8:

@@ -58,6 +58,9 @@ def aggregate(
     best_md, best_csv = write_summary(
         best, summary_markdown(best, params, title=best_title), outdir, name="best"
     )
+    extra = {}
+    if params.selection.metric:
+        extra["selection_md"], extra["selection_csv"] = write_selection(table, params, outdir, title)
     figdir = Path(figures) if figures else outdir / "figures"
     figdir.mkdir(parents=True, exist_ok=True)  # exists even without figures (a workflow output)
     figures = make_figures(annotator_rows(table, params.annotator), figdir, params)
@@ -77,4 +80,15 @@ def aggregate(
         "figures": figures,
         "groups": groups,
         "summary": summary,
+        **extra,
     }
+
+
+def write_selection(table, params: TableParams, outdir: Path, title: str) -> tuple[Path, Path]:
+    """selection.md / .csv: oracle vs fixed columns for the mean and the best annotator."""
+    from .selection import selection_markdown, selection_table
+
+    rows = table[table["annotator"].isin(["", "mean", "best"])]
+    selection = selection_table(rows, params.selection, summary_metrics(rows, params.metrics))
+    text = selection_markdown(selection, params.selection, params.digits, title=f"Experiment {title}: model selection")
+    return write_summary(selection, text, outdir, name="selection")

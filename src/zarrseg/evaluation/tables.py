@@ -22,6 +22,7 @@ import pandas as pd
 from ..errors import ConfigError, InputError
 from ..ome import atomic_output
 from .instance import LOWER_IS_BETTER
+from .selection import SelectionParams
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +303,8 @@ class TableParams:
     group_by: list[list[str]] = field(default_factory=list)
     # metric vs a parameter, a panel / figure per value of others; cells without it: reference lines (Figs 5.1-5.6)
     curves: list[CurveParams] = field(default_factory=list)
+    # per-sample oracle vs one fixed setting per row (selection.md; Leng et al. Table 1)
+    selection: SelectionParams = field(default_factory=SelectionParams)
 
     def validate(self) -> None:
         if not 0 <= self.digits <= 10:

@@ -31,6 +31,7 @@ BUILTIN: dict[str, str] = {
     "finetune": "zarrseg.methods.finetune:METHOD",
     "contrastive_global": "zarrseg.methods.contrastive:GLOBAL",
     "contrastive_local": "zarrseg.methods.contrastive:LOCAL",
+    "wnet": "zarrseg.methods.wnet:METHOD",
 }
 
 
@@ -47,7 +48,9 @@ class MethodSpec:
     # {image, labels}), images alone (``images``) or the experiment's crop store (``crops``)
     data: Literal["labelled", "images", "crops"] = "labelled"
     inference: Literal["predict", "features"] = "predict"  # dense tiled prediction or ViT features
-    postprocess: Literal["segment", "cluster", "threshold"] = "segment"  # how outputs become labels
+    # how outputs become labels: segment (boundaries), cluster (features), threshold (a probability),
+    # argmax (soft class scores: the channel with the highest score)
+    postprocess: Literal["segment", "cluster", "threshold", "argmax"] = "segment"
     summary: str = ""  # one line for --help and the README
     # tiny parameters for smoke checks (benchmarks/gpu_check.py) from paths of synthetic data:
     # {"image2d", "labels2d", "image3d", "labels3d", "rgb", "vit"} -> the method's parameter dict

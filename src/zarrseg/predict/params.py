@@ -44,6 +44,9 @@ class PredictParams:
     # CPU (there prefetch processes take cores from the forwards: 1.38x vs 1.16x overhead on 2 cores)
     num_workers: int | None = None
     dtype: Literal["float16", "float32"] = "float32"
+    # map: the model's channels; argmax: one uint16 label image, 1 + the channel with the highest
+    # value (soft class models such as the W-Net: K times less to write than the map)
+    output: Literal["map", "argmax"] = "map"
     # --- blockwise execution and storage
     block_shape: list[int] | None = (
         None  # output block; default: a multiple of chunks (intensity) / tiles (model)

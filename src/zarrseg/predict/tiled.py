@@ -379,9 +379,21 @@ def default_block_shape(plan: TilePlan) -> list[int]:
     return [min(n, 8 * s) for n, s in zip(plan.shape, plan.stride, strict=True)]
 
 
-def _input_views(image: ome.Image, params: PredictParams, io: ModelIO) -> list[ome.SpatialView]:
-    """The spatial views of the channels the model takes (``predict.channel`` onwards)."""
+def _input_views(image: ome.Image, params: PredictParams, loaded: Loaded) -> list[ome.SpatialView]:
+    """The spatial views of the channels the model takes (``predict.channel`` onwards).
+
+    A model that learnt from every channel of its images (checkpoint ``input_channels: all``,
+    e.g. a W-Net on RGB) takes images with exactly that many channels: a greyscale model is not
+    silently fed the red channel of an RGB image, nor an RGB model a stack of channels.
+    """
+    io = loaded.io
     n_channels = dict(zip(image.axes, image.shape, strict=True)).get("c", 1)
+    if loaded.raw.get("input_channels") == "all" and n_channels != io.in_channels:
+        raise InputError(
+            f"the {loaded.method} model was trained on {io.in_channels}-channel images but this image has "
+            f"{n_channels} channel(s){' (RGB?)' if n_channels == 3 else ''}: train a model on such images",
+            image.path,
+        )
     if params.channel + io.in_channels > n_channels:
         raise InputError(
             f"the model takes {io.in_channels} channel(s) from channel {params.channel}, "
@@ -413,7 +425,9 @@ def predict_model(
     """
     io = loaded.io
     prep = loaded.preprocessing or NormalizationPrep(loaded.normalization or Normalization(method="none"))
-    views = _input_views(image, params, io)
+    views = _input_views(image, params, loaded)
+    if params.output == "argmax" and io.channels < 2:
+        raise ConfigError(f"predict.output argmax needs a model with several output channels, got {io.channels}")
     view = views[0]
     stats = channel_stats(work if resume else None, views, prep.stats_normalization, params.dask, source=image.path)
     resampling, rescale_record = decide(image, view.shape, loaded.voxel_size, params.rescale, io.kind)
@@ -478,7 +492,9 @@ def predict_model(
             out = runner.predict_block(region, item)
             if resampling is not None:  # blended on the model grid, interpolated onto the block's voxels
                 out = resampling.to_image(out, region.inner, block.inner)
-            if io.channels == 1:
+            if params.output == "argmax":
+                arr[block.inner] = (out.argmax(axis=0) + 1).astype(arr.dtype)
+            elif io.channels == 1:
                 arr[block.inner] = out[0].astype(arr.dtype)
             else:
                 arr[(slice(None), *block.inner)] = out.astype(arr.dtype)
@@ -517,13 +533,15 @@ def channel_stats(work: Path | None, views, norm: Normalization, dask_params, so
 def _create_output(out_path, image, view, params, loaded: Loaded, plan, stats, prep, rescale_record):
     io = loaded.io
     axes = view.spatial_axes
-    out_shape = view.shape if io.channels == 1 else (io.channels, *view.shape)
-    out_axes = axes if io.channels == 1 else "c" + axes
-    scale = image.spatial_scale if io.channels == 1 else (1.0, *image.spatial_scale)
+    single = io.channels == 1 or params.output == "argmax"
+    out_shape = view.shape if single else (io.channels, *view.shape)
+    out_axes = axes if single else "c" + axes
+    scale = image.spatial_scale if single else (1.0, *image.spatial_scale)
     return ome.create_image(
         out_path,
         shape=out_shape,
-        dtype=params.dtype,
+        dtype="uint16" if params.output == "argmax" else params.dtype,
+        is_label=params.output == "argmax",
         axes=out_axes,
         scale=scale,
         chunks=ome.chunk_shape(out_axes, out_shape, params.chunks),
@@ -535,6 +553,7 @@ def _create_output(out_path, image, view, params, loaded: Loaded, plan, stats, p
             "source": str(image.path),
             "target": io.kind,
             "activation": io.activation,
+            "output": params.output,
             "checkpoint": loaded.path,
             "checkpoint_zarrseg_version": loaded.zarrseg_version,
             "preprocessing": prep.describe(),

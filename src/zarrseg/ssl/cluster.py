@@ -11,6 +11,13 @@ Colour baseline (thesis §3.2): K-means on the mean intensity of m x m pixel pat
 image itself (m = 1: per pixel; m = 8: the ViT's patch grid), standardised with the image's
 own statistics.
 
+Superpixel colour baselines (Leng et al. Table 1; ``superpixels`` set): K-means or spectral
+clustering of the mean colours of SLIC superpixels (``superpixel_cluster``).
+
+Argmax (``method: argmax``): the label of a pixel is the channel with the highest value of a
+soft class map (e.g. a W-Net's softmax), 1..K; the model defines the classes, so the label ids
+are the same in every slice and every image a model predicts.
+
 Threshold (``method: threshold``): the two classes of a probability map split at a fixed value
 (label 2 where value >= threshold, else 1), e.g. a foreground U-Net's output, so supervised
 rows give label images of the same form as the clustering rows and are scored identically.
@@ -19,6 +26,7 @@ It reads the raw values (no percentile scaling) blockwise.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,6 +41,7 @@ from ..blocks import Block, BlockGrid
 from ..errors import ConfigError, InputError
 from ..parallel import DaskParams, map_blocks
 from .features import open_features
+from .superpixels import SuperpixelParams
 from .tiling import ImageSource, Preprocess
 
 log = logging.getLogger(__name__)
@@ -42,13 +51,20 @@ log = logging.getLogger(__name__)
 class ClusterParams:
     """Parameters of ``zarrseg cluster`` (config section ``cluster``)."""
 
-    method: Literal["kmeans", "hdbscan", "threshold"] = "kmeans"
-    n_clusters: int = 2  # K-means k
+    # kmeans | hdbscan | spectral (superpixel colours only) | threshold | argmax (soft class maps)
+    method: Literal["kmeans", "hdbscan", "spectral", "threshold", "argmax"] = "kmeans"
+    n_clusters: int = 2  # K-means / spectral k
+    n_init: int = 4  # K-means restarts (the best inertia is kept)
     threshold: float = 0.5  # method threshold: label 2 where the image value >= threshold, else 1
     pca_components: int = 20  # 0: no PCA
     use_colour: bool = True  # concatenate the patch's mean colour to the features
     colour_weight: float = 1.0  # colour block variance relative to the (PCA) feature block
     colour_patch: int = 8  # colour baseline only: m of the m x m patches (1 = pixels)
+    # colour baseline: standardise each channel with the image's statistics (false: the intensities
+    # scaled to [0, 1] by preprocess.percentiles, as Leng et al.'s K-means baselines use them)
+    standardize: bool = True
+    # colour baseline: cluster the mean colours of these superpixels instead of m x m patches
+    superpixels: SuperpixelParams | None = None
     max_fit_samples: int = 100_000  # patches used to fit PCA / K-means / HDBSCAN
     min_cluster_size: int = 100  # HDBSCAN
     min_samples: int | None = None  # HDBSCAN
@@ -67,6 +83,13 @@ class ClusterParams:
             )
         if self.colour_weight < 0:
             raise ConfigError("cluster.colour_weight must be >= 0")
+        if self.n_init < 1:
+            raise ConfigError(f"cluster.n_init must be >= 1, got {self.n_init}")
+        if self.method == "spectral" and self.superpixels is None:
+            raise ConfigError(
+                "cluster.method spectral needs cluster.superpixels (spectral clustering of every pixel "
+                "does not scale; of a few thousand superpixels it does)"
+            )
 
 
 class Embedding:
@@ -103,7 +126,9 @@ class Embedding:
             parts.append(x * self.feat_scale)
         if colour is not None:
             w = self.params.colour_weight / np.sqrt(colour.shape[1]) if feats is not None else 1.0
-            parts.append((colour - self.col_mean) / self.col_std * w)
+            if self.params.standardize:
+                colour = (colour - self.col_mean) / self.col_std
+            parts.append(colour * w)
         return np.concatenate(parts, axis=1).astype(np.float32)
 
 
@@ -119,7 +144,7 @@ class Clusterer:
         if p.method == "kmeans":
             from sklearn.cluster import KMeans
 
-            self.model = KMeans(p.n_clusters, n_init=4, random_state=p.seed).fit(x)
+            self.model = KMeans(p.n_clusters, n_init=p.n_init, random_state=p.seed).fit(x)
         else:
             import hdbscan
 
@@ -248,58 +273,80 @@ class _LabelBlock:
         return {"counts": np.bincount(out.ravel(), minlength=64)[:64]}  # fixed length: summable over blocks
 
 
-class _ThresholdBlock:
-    def __init__(self, view: ome.SpatialView, threshold: float, out: str):
-        self.view, self.threshold, self.out = view, threshold, out
+class _PixelLabels:
+    """Block function: labels from the values of each voxel alone (threshold, argmax), written in place."""
+
+    def __init__(self, views: list[ome.SpatialView], out: str, method: str, threshold: float):
+        self.views, self.out, self.method, self.threshold = views, out, method, threshold
+
+    def labels(self, box: tuple[slice, ...]) -> np.ndarray:
+        if self.method == "threshold":
+            return (np.asarray(self.views[0][box]) >= self.threshold).astype(np.uint16) + 1
+        best = np.asarray(self.views[0][box], dtype=np.float32)  # argmax, one channel at a time
+        labels = np.ones(best.shape, np.uint16)
+        for k, view in enumerate(self.views[1:], start=2):
+            value = np.asarray(view[box], dtype=np.float32)
+            higher = value > best  # ties keep the lower channel, as np.argmax does
+            best[higher], labels[higher] = value[higher], k
+        return labels
 
     def __call__(self, block: Block) -> dict:
-        labels = (np.asarray(self.view[block.inner]) >= self.threshold).astype(np.uint16) + 1
+        labels = self.labels(block.inner)
         arr = zarr.open_array(self.out, mode="r+")
         arr[block.inner] = labels
-        return {"counts": np.bincount(labels.ravel(), minlength=3)[:3]}
+        n = len(self.views) + 2 if self.method == "argmax" else 3
+        return {"counts": np.bincount(labels.ravel(), minlength=n)[:n]}
 
 
-def threshold(path: str | Path, out: str | Path, params: ClusterParams | None = None) -> dict:
-    """Two-class label image of an OME-Zarr map: 2 where value >= ``params.threshold``, else 1."""
-    params = params or ClusterParams(method="threshold")
+def pixel_labels(path: str | Path, out: str | Path, params: ClusterParams) -> dict:
+    """Labels of an OME-Zarr map from each voxel's values, blockwise.
+
+    ``threshold``: 2 where the value of channel ``preprocess.channel`` is >= ``params.threshold``,
+    else 1. ``argmax``: 1 + the channel with the highest value (a map with one channel per class).
+    """
     t0 = time.perf_counter()
     image = ome.open_image(path)
-    channel = max(params.preprocess.channel, 0)
-    view = ome.SpatialView.of(image, channel=channel, timepoint=params.preprocess.timepoint)
+    n_channels = dict(zip(image.axes, image.shape, strict=True)).get("c", 1)
+    t = params.preprocess.timepoint
+    if params.method == "argmax":
+        if n_channels < 2:
+            raise InputError(f"argmax needs a map with one channel per class, got {n_channels} channel(s)", path)
+        views = [ome.SpatialView.of(image, channel=c, timepoint=t) for c in range(n_channels)]
+    else:
+        views = [ome.SpatialView.of(image, channel=max(params.preprocess.channel, 0), timepoint=t)]
+    view = views[0]
     if view.ndim not in (2, 3):
         raise InputError(f"expected a 2D or 3D image, got spatial shape {view.shape}", path)
     axes = "".join(a for a in image.axes if a in "zyx")
     scale = [s for a, s in zip(image.axes, image.scale, strict=True) if a in "zyx"]
     chunks = (1, *params.chunks) if view.ndim == 3 else tuple(params.chunks)
+    attrs = {"stage": "cluster", "source": str(path), "kind": params.method, "method": params.method}
+    if params.method == "threshold":
+        attrs["threshold"] = params.threshold
     with ome.atomic_output(out) as tmp:
         ome.create_image(
-            tmp,
-            shape=view.shape,
-            dtype="uint16",
-            axes=axes,
-            scale=scale,
-            chunks=chunks,
-            is_label=True,
-            name=Path(str(out)).name,
-            attrs={
-                "stage": "cluster",
-                "source": str(path),
-                "kind": "threshold",
-                "method": "threshold",
-                "threshold": params.threshold,
-            },
+            tmp, shape=view.shape, dtype="uint16", axes=axes, scale=scale, chunks=chunks, is_label=True,
+            name=Path(str(out)).name, attrs=attrs,
         )
         yx = tuple(-(-b // c) * c for b, c in zip(params.block_shape, params.chunks, strict=True))
         grid = BlockGrid(view.shape, (1, *yx) if view.ndim == 3 else yx)
-        summaries = map_blocks(
-            _ThresholdBlock(view, params.threshold, str(Path(tmp) / "0")),
-            grid,
-            name="threshold",
-            dask_params=params.dask,
-        )
+        fn = _PixelLabels(views, str(Path(tmp) / "0"), params.method, params.threshold)
+        summaries = map_blocks(fn, grid, name=params.method, dask_params=params.dask)
     counts = np.sum([s["counts"] for s in summaries], axis=0)
-    log.info("cluster: %s thresholded at %g in %.1f s", out, params.threshold, time.perf_counter() - t0)
-    return {"kind": "threshold", "n_clusters": int((counts[1:] > 0).sum()), "counts": counts}
+    log.info("cluster: %s -> %s (%s) in %.1f s", path, out, params.method, time.perf_counter() - t0)
+    return {"kind": params.method, "n_clusters": int((counts[1:] > 0).sum()), "counts": counts}
+
+
+def threshold(path: str | Path, out: str | Path, params: ClusterParams | None = None) -> dict:
+    """Two-class label image of an OME-Zarr map: 2 where value >= ``params.threshold``, else 1."""
+    params = params or ClusterParams(method="threshold")
+    return pixel_labels(path, out, dataclasses.replace(params, method="threshold"))
+
+
+def argmax(path: str | Path, out: str | Path, params: ClusterParams | None = None) -> dict:
+    """Label image 1..K of a K-channel soft class map (the channel with the highest value)."""
+    params = params or ClusterParams(method="argmax")
+    return pixel_labels(path, out, dataclasses.replace(params, method="argmax"))
 
 
 def cluster(
@@ -314,8 +361,16 @@ def cluster(
     params = params or ClusterParams()
     if params.method == "threshold":
         return threshold(path, out, params)
+    if params.method == "argmax":
+        return argmax(path, out, params)
     t0 = time.perf_counter()
     src = _Source(path, params, image)
+    if params.superpixels is not None:
+        if src.kind != "colour":
+            raise ConfigError("cluster.superpixels applies to the colour baseline (an image), not to features")
+        from .superpixel_cluster import cluster_superpixels
+
+        return cluster_superpixels(src.src, out, params)
     rng = np.random.default_rng(params.seed)
     patch_grid = BlockGrid((src.n_slices, *src.grid_yx), (1, 256, 256))
     total = src.n_slices * src.grid_yx[0] * src.grid_yx[1]
