@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "unet": "zarrseg.methods.unet:METHOD",
     "dino": "zarrseg.methods.dino:METHOD",
     "finetune": "zarrseg.methods.finetune:METHOD",
+    "spoco": "zarrseg.methods.spoco:METHOD",
 }
 
 

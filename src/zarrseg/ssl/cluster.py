@@ -11,6 +11,9 @@ Colour baseline (thesis §3.2): K-means on the mean intensity of m x m pixel pat
 image itself (m = 1: per pixel; m = 8: the ViT's patch grid), standardised with the image's
 own statistics.
 
+Pixel embeddings (a SPOCO prediction; ``embedding_cluster``): HDBSCAN, mean-shift,
+consistency clustering or the affinity mutex watershed, per image.
+
 Threshold (``method: threshold``): the two classes of a probability map split at a fixed value
 (label 2 where value >= threshold, else 1), e.g. a foreground U-Net's output, so supervised
 rows give label images of the same form as the clustering rows and are scored identically.
@@ -19,6 +22,7 @@ It reads the raw values (no percentile scaling) blockwise.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -42,7 +46,9 @@ log = logging.getLogger(__name__)
 class ClusterParams:
     """Parameters of ``zarrseg cluster`` (config section ``cluster``)."""
 
-    method: Literal["kmeans", "hdbscan", "threshold"] = "kmeans"
+    # auto: kmeans for ViT features / colour, affinity for embeddings. Embeddings (SPOCO): hdbscan,
+    # mean_shift, consistency (Algorithm 1) or affinity (Eq. 3.10 + mutex watershed)
+    method: Literal["auto", "kmeans", "hdbscan", "threshold", "mean_shift", "consistency", "affinity"] = "auto"
     n_clusters: int = 2  # K-means k
     threshold: float = 0.5  # method threshold: label 2 where the image value >= threshold, else 1
     pca_components: int = 20  # 0: no PCA
@@ -50,9 +56,14 @@ class ClusterParams:
     colour_weight: float = 1.0  # colour block variance relative to the (PCA) feature block
     colour_patch: int = 8  # colour baseline only: m of the m x m patches (1 = pixels)
     max_fit_samples: int = 100_000  # patches used to fit PCA / K-means / HDBSCAN
-    min_cluster_size: int = 100  # HDBSCAN
+    min_cluster_size: int = 100  # HDBSCAN (of embeddings: min_size)
     min_samples: int | None = None  # HDBSCAN
     seed: int = 0
+    bandwidth: float | None = None  # embeddings, mean_shift / consistency: null = the model's delta_v
+    iou_threshold: float = 0.6  # consistency: t_IoU, clusters with a lower median IoU are dropped
+    n_anchors: int = 10  # consistency: M anchors per cluster
+    background: Literal["none", "largest"] = "none"  # embeddings: largest: the largest segment becomes 0
+    max_voxels: int = 2**21  # embeddings: largest image / volume a whole-image clustering takes
     block_shape: tuple[int, int] = (1024, 1024)  # output blocks (y, x); 3D volumes: one slice per block
     chunks: tuple[int, int] = (512, 512)  # output chunks (y, x)
     preprocess: Preprocess = field(default_factory=Preprocess)  # colour baseline: how the image is read
@@ -67,6 +78,10 @@ class ClusterParams:
             )
         if self.colour_weight < 0:
             raise ConfigError("cluster.colour_weight must be >= 0")
+        if self.bandwidth is not None and self.bandwidth <= 0:
+            raise ConfigError(f"cluster.bandwidth must be > 0, got {self.bandwidth}")
+        if not 0.0 < self.iou_threshold <= 1.0 or self.n_anchors < 1 or self.max_voxels < 1:
+            raise ConfigError("cluster: iou_threshold in (0, 1], n_anchors >= 1 and max_voxels >= 1 required")
 
 
 class Embedding:
@@ -314,6 +329,15 @@ def cluster(
     params = params or ClusterParams()
     if params.method == "threshold":
         return threshold(path, out, params)
+    from .embedding_cluster import METHODS, cluster_embeddings, is_embedding_input
+
+    meta = is_embedding_input(path)
+    if meta is not None:
+        return cluster_embeddings(path, out, params, meta)
+    if params.method in METHODS and params.method != "hdbscan":
+        raise ConfigError(f"cluster.method {params.method!r} clusters pixel embeddings; {path} holds none")
+    if params.method == "auto":
+        params = dataclasses.replace(params, method="kmeans")
     t0 = time.perf_counter()
     src = _Source(path, params, image)
     rng = np.random.default_rng(params.seed)
