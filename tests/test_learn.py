@@ -359,3 +359,15 @@ def test_params_json_round_trip_of_a_loop_section():
     assert lp.steps == 5 and lp.amp_dtype == "bfloat16"
     with pytest.raises(ConfigError, match="loop.steps"):
         from_dict(LoopParams, {"steps": 0})
+
+
+def test_a_partial_nested_section_keeps_the_fields_own_defaults():
+    """``pretrain.loop: {steps: 5}`` keeps DINO's loop defaults (checkpoint_every 500), not LoopParams'."""
+    from zarrseg.methods.dino import PretrainParams
+    from zarrseg.methods.spoco.params import SpocoParams
+
+    p = from_dict(PretrainParams, {"loop": {"steps": 5}})
+    assert (p.loop.steps, p.loop.checkpoint_every, p.loop.eval_every) == (5, 500, 500)
+    s = from_dict(SpocoParams, {"train": [{"image": "i", "labels": "l"}], "augment": {"flip": False}, "model": {"ndim": 3}})
+    assert s.augment.blur == 0.5 and not s.augment.flip  # SPOCO's own augmentation default survives
+    assert (s.model.ndim, s.model.f_maps, s.model.depth) == (3, 16, 6)

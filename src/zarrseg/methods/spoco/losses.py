@@ -125,10 +125,12 @@ def instance_term(
 
 def unlabelled_push(emb: torch.Tensor, unlabelled: torch.Tensor, means: torch.Tensor, delta_d: float) -> torch.Tensor:
     """Eq. 3.7: (1/C) sum_k (1/N_U) sum_{i in U} [dd - ||mu_k - e_i||]_+^2 (0 when C = 0 or U is empty)."""
-    if means.shape[0] == 0 or not bool(unlabelled.any()):
+    n_u = int(unlabelled.sum())
+    if means.shape[0] == 0 or n_u == 0:
         return emb.new_zeros(())
-    dist = pairwise_distance(means, emb[:, unlabelled].T)
-    return ((delta_d - dist).clamp_min(0.0) ** 2).mean()
+    dist = pairwise_distance(means, emb.T)  # all pixels, masked after: cheaper than gathering U
+    hinge = (delta_d - dist).clamp_min(0.0) ** 2 * unlabelled[None, :].to(emb.dtype)
+    return hinge.sum() / (means.shape[0] * n_u)
 
 
 def consistency_term(
@@ -148,24 +150,27 @@ def consistency_term(
     ``max_anchors``. ``emb_g`` comes from the momentum network (no gradient): it is the target.
     """
     todo = region.clone()
-    total = float(region.sum())
+    total = int(region.sum())
     if total == 0:
         return emb_f.new_zeros(())
-    f_anchors, g_anchors = [], []
-    for _ in range(max_anchors):
-        left = torch.nonzero(todo).squeeze(1)
-        if len(left) == 0 or len(left) < uncovered * total:
-            break
-        i = left[torch.randint(len(left), (1,), generator=generator).item()]
-        af, ag = emb_f[:, i], emb_g[:, i]
-        f_anchors.append(af)
-        g_anchors.append(ag)
-        with torch.no_grad():
-            near = ((emb_f.T - af).pow(2).sum(1) < delta_v**2) | ((emb_g.T - ag).pow(2).sum(1) < delta_v**2)
+    picked = []
+    with torch.no_grad():
+        ef, eg = emb_f.detach(), emb_g.detach()
+        nf, ng = (ef * ef).sum(0), (eg * eg).sum(0)
+        left = total
+        for _ in range(max_anchors):
+            if left == 0 or left < uncovered * total:
+                break
+            i = int(torch.nonzero(todo).squeeze(1)[torch.randint(left, (1,), generator=generator)])
+            picked.append(i)
+            af, ag = ef[:, i], eg[:, i]  # ||e - a||^2 < dv^2 in f or in g: covered
+            near = (nf - 2 * (af @ ef) + af @ af < delta_v**2) | (ng - 2 * (ag @ eg) + ag @ ag < delta_v**2)
             todo &= ~near
             todo[i] = False
-    sf = soft_masks(emb_f, torch.stack(f_anchors), sigma2)
-    sg = soft_masks(emb_g, torch.stack(g_anchors), sigma2)
+            left = int(todo.sum())
+    idx = torch.tensor(picked, device=emb_f.device)
+    sf = soft_masks(emb_f, emb_f[:, idx].T, sigma2)
+    sg = soft_masks(emb_g, emb_g[:, idx].T, sigma2)
     return dice_loss(sf, sg).mean()
 
 

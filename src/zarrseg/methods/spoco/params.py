@@ -76,8 +76,8 @@ class SpocoParams:
     patch_shape: list[int] | None = None  # default: [448, 448] (2D), [40, 64, 64] (3D)
     batch_size: int = 4
     optimizer: OptimizerParams = field(default_factory=lambda: OptimizerParams(lr_factor=0.2))
-    min_foreground: float = 0.05  # prefer patches where at least this fraction is labelled
-    sampling_retries: int = 10
+    min_foreground: float = 0.01  # prefer patches where at least this fraction is labelled
+    sampling_retries: int = 4  # patch draws to find one (then the last draw is kept)
     val_patches: int = 8  # fixed validation patches (validation loss L_SO with the dense labels)
     export_momentum: bool = True  # best.pt also outputs g's embeddings (channels D..2D-1: consistency clustering)
     num_workers: int = 2  # DataLoader processes preparing patches
