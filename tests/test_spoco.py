@@ -353,3 +353,12 @@ def test_spoco_runs_train_predict_cluster_evaluate_through_the_workflow(tmp_path
     assert len(seconds) == 1 and float(seconds.iloc[0]) > 0
     assert {"sbd", "abs_dic", "arand", "voi_split", "ap@0.50", "msa"} <= set(table["metric"])
     assert "t [s]" in (work / "results" / "spoco_tiny" / "summary.md").read_text()
+
+
+def test_small_segments_are_absorbed_and_zeros_stay(blobs):
+    f = synthetic_embeddings(blobs)
+    labels = blobs.astype(np.uint64) + 1  # background 1, objects 2..6
+    labels[5, 5] = 99  # a one-pixel fragment inside object 1 (label 2)
+    labels[30:33, 30:33] = 0  # unassigned pixels (noise) in object 5
+    out = E.absorb_small(labels, f, 2.0, min_size=4)
+    assert out[5, 5] == 2 and (out[30:33, 30:33] == 0).all() and len(np.unique(out)) == 7

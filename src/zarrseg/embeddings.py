@@ -154,6 +154,17 @@ def consistency(
     return seg.reshape(shape).astype(np.uint64)
 
 
+def absorb_small(labels: np.ndarray, emb: np.ndarray, delta_d: float, min_size: int) -> np.ndarray:
+    """Segments below ``min_size`` pixels are absorbed by their neighbours: elf's size filter (a seeded
+    watershed) on the boundary evidence. Pixels labelled 0 (noise, dropped clusters) stay 0."""
+    from elf.segmentation.watershed import apply_size_filter
+
+    filled, _ = apply_size_filter(labels.astype(np.uint32), boundary_evidence(emb, delta_d), min_size)
+    filled = filled.astype(np.uint64)
+    filled[labels == 0] = 0
+    return filled
+
+
 def largest_to_background(labels: np.ndarray) -> np.ndarray:
     """The largest segment becomes 0 (the background of images with one; noise 0 stays 0)."""
     ids, counts = np.unique(labels[labels != 0], return_counts=True)

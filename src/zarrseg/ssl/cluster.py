@@ -63,6 +63,7 @@ class ClusterParams:
     iou_threshold: float = 0.6  # consistency: t_IoU, clusters with a lower median IoU are dropped
     n_anchors: int = 10  # consistency: M anchors per cluster
     background: Literal["none", "largest"] = "none"  # embeddings: largest: the largest segment becomes 0
+    min_segment_size: int = 0  # embeddings: smaller segments are absorbed by neighbours (watershed on Eq. 3.10 evidence)
     max_voxels: int = 2**21  # embeddings: largest image / volume a whole-image clustering takes
     block_shape: tuple[int, int] = (1024, 1024)  # output blocks (y, x); 3D volumes: one slice per block
     chunks: tuple[int, int] = (512, 512)  # output chunks (y, x)
@@ -82,6 +83,8 @@ class ClusterParams:
             raise ConfigError(f"cluster.bandwidth must be > 0, got {self.bandwidth}")
         if not 0.0 < self.iou_threshold <= 1.0 or self.n_anchors < 1 or self.max_voxels < 1:
             raise ConfigError("cluster: iou_threshold in (0, 1], n_anchors >= 1 and max_voxels >= 1 required")
+        if self.min_segment_size < 0:
+            raise ConfigError(f"cluster.min_segment_size must be >= 0, got {self.min_segment_size}")
 
 
 class Embedding:

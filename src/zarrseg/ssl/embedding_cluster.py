@@ -51,6 +51,8 @@ def cluster_one(emb: np.ndarray, meta: emb_mod.Meta, params, n_jobs: int = 1) ->
         labels = emb_mod.consistency(f, g, bandwidth, params.iou_threshold, params.n_anchors, params.seed, n_jobs)
     else:
         labels = emb_mod.mutex_watershed(f, meta.delta_d)
+    if params.min_segment_size > 0:
+        labels = emb_mod.absorb_small(labels, f, meta.delta_d, params.min_segment_size)
     if params.background == "largest":
         labels = emb_mod.largest_to_background(labels)
     return labels

@@ -12,6 +12,7 @@ ReduceLROnPlateau.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -24,29 +25,12 @@ from ...learn.loop import Export, Method, Parts, unwrap
 from ...params import to_dict
 from ..unet.data import open_volumes
 from ..unet.models import build_model, count_parameters
-from .losses import Weights, sso_loss
+from .losses import sso_loss
 from .model import Embedder, ema_update, model_config, momentum_copy
 from .params import SpocoParams
 from .sampling import Selection, TwoViewPatches, select_objects, selection_for
 
 log = logging.getLogger(__name__)
-
-
-def loss_weights(params: SpocoParams) -> Weights:
-    lp = params.loss
-    return Weights(
-        pull=lp.pull,
-        push=lp.push,
-        instance=lp.instance,
-        unlabelled_push=lp.unlabelled_push,
-        consistency=lp.consistency,
-        regulariser=lp.regulariser,
-        delta_v=lp.delta_v,
-        delta_d=lp.delta_d,
-        kernel_threshold=lp.kernel_threshold,
-        max_anchors=lp.max_anchors,
-        uncovered=lp.uncovered,
-    )
 
 
 class SpocoMethod(Method):
@@ -62,7 +46,7 @@ class SpocoMethod(Method):
             raise ConfigError(
                 f"spoco.patch_shape {params.patch} must be a multiple of {list(cfg.divisor)} (2**(depth-1)) on every axis"
             )
-        self.weights = loss_weights(params)
+        self.weights = params.loss
 
     # --- setup --------------------------------------------------------------------------------
     def build(self) -> Parts:
@@ -122,7 +106,7 @@ class SpocoMethod(Method):
             self.val_patches = [ds[i] for i in range(len(ds))]
         f = unwrap(self.f)
         f.eval()
-        w = Weights(**{**self.weights.__dict__, "unlabelled_push": 0.0, "consistency": 0.0})
+        w = dataclasses.replace(self.weights, unlabelled_push=0.0, consistency=0.0)
         losses = []
         with torch.no_grad():
             for i, (x, _, ids) in enumerate(self.val_patches):
