@@ -288,6 +288,60 @@ def test_spoco_resumes_exactly_after_sigkill(tmp_path, nuclei):
     assert {"last.f", "last.g"} <= set(full) and any(k.startswith("g.") for k in full["best"])
 
 
+def test_two_views_share_geometry_and_draw_their_own_noise(nuclei, blobs):
+    """Both views and the ids come from one crop / flip / rot90 / elastic draw; each view has its own
+    intensity noise. Full supervision: the background is one more object; sparse: unlabelled = 0."""
+    from zarrseg.methods.spoco.params import SpocoParams
+    from zarrseg.methods.spoco.sampling import TwoViewPatches, selection_for
+    from zarrseg.methods.unet.data import open_volumes
+
+    augment = {"elastic": 1.0, "gaussian_noise": 1.0, "noise_std": 0.3, "jitter": 0.0}
+    for supervision, fraction in (("full", 1.0), ("sparse", 0.4)):
+        p = load_params(SpocoParams, spoco_params(*nuclei, supervision=supervision, object_fraction=fraction,
+                                                  augment=augment))
+        vols = open_volumes(p.train, p, "spoco.train")
+        sel = selection_for(vols, p)
+        ds = TwoViewPatches(vols, p, sel, 4)
+        for i in range(4):
+            x_f, x_g, ids = ds[i]
+            assert x_f.shape == x_g.shape == (1, 32, 32) and ids.shape == (32, 32)
+            assert not torch.equal(x_f, x_g)  # own noise
+            assert float((x_f - x_g).abs().mean()) < 0.5  # but the same picture
+            labelled = set(ids.unique().tolist()) - {0}
+            if supervision == "full":
+                background = int(blobs.max()) + 1
+                assert background in labelled
+                fg, bg = ids != background, ids == background
+                for view in (x_f[0], x_g[0]):  # objects are bright in both views, where the ids say
+                    assert float(view[fg & (ids > 0)].mean()) > float(view[bg].mean()) + 1.0
+            else:
+                assert labelled <= set(sel.objects[0].tolist()) and int(blobs.max()) + 1 not in labelled
+                assert len(sel.objects[0]) == 2 and (ids == 0).any()
+        b = TwoViewPatches(vols, p, sel, 4)[3]
+        assert all(torch.equal(u, v) for u, v in zip(ds[3], b, strict=True))  # seeded stream
+
+
+def test_registry_example_trains(tmp_path):
+    """The registry's example parameters (benchmarks/gpu_check.py trains every method with them) are
+    valid and train: two steps on a synthetic 2D image, on the CPU."""
+    from conftest import voronoi_cells
+    from skimage.segmentation import find_boundaries
+
+    from zarrseg.learn.loop import train
+    from zarrseg.learn.registry import get_method
+    from zarrseg.params import deep_update, from_dict
+
+    spec = get_method("spoco")
+    labels = voronoi_cells(np.random.default_rng(0), (128, 128), 12)
+    image = (find_boundaries(labels) * 150 + 60).astype(np.uint8)
+    data = {"image2d": write_image(tmp_path / "i.ome.zarr", image),
+            "labels2d": write_image(tmp_path / "l.ome.zarr", labels, is_label=True)}
+    loop = {**LOOP, "steps": 2, "eval_every": 2, "checkpoint_every": 2}
+    values = deep_update(spec.example(data), {"num_workers": 0, "batch_size": 1, "loop": loop})
+    summary = train(spec, from_dict(spec.params, values, where="spoco"), tmp_path / "model")
+    assert summary["steps"] == 2 and (tmp_path / "model" / "best.pt").exists()
+
+
 def test_bad_input_one_line_and_nothing_written(tmp_path, nuclei, capsys):
     from zarrseg.cli import main
 

@@ -48,6 +48,9 @@ class MethodSpec:
     inference: Literal["predict", "features"] = "predict"  # dense tiled prediction or ViT features
     postprocess: Literal["segment", "cluster", "threshold"] = "segment"  # how outputs become labels
     summary: str = ""  # one line for --help and the README
+    # tiny parameters for smoke checks (benchmarks/gpu_check.py) from paths of synthetic data:
+    # {"image2d", "labels2d", "image3d", "labels3d", "rgb", "vit"} -> the method's parameter dict
+    example: Callable[[dict[str, str]], dict] | None = None
 
     @property
     def config_section(self) -> str:
