@@ -354,13 +354,13 @@ def test_params_json_round_trip_of_a_loop_section():
         from_dict(LoopParams, {"steps": -1})  # 0 is allowed: publish the initial weights
 
 
-def test_zero_steps_publish_the_initial_weights(tmp_path, rng, tiny_vit):
-    """loop.steps 0: a given ViT (file or hub) becomes the method's model without training."""
+def test_a_partial_nested_section_keeps_the_fields_own_defaults():
+    """``pretrain.loop: {steps: 5}`` keeps DINO's loop defaults (checkpoint_every 500), not LoopParams'."""
     from zarrseg.methods.dino import PretrainParams
+    from zarrseg.methods.spoco.params import SpocoParams
 
-    image = write_image(tmp_path / "i.ome.zarr", rng.integers(0, 255, (64, 64)).astype(np.uint8), "yx")
-    params = from_dict(PretrainParams, {**dino_params(image), "init_checkpoint": tiny_vit, "loop": {**LOOP, "steps": 0}})
-    out = train("dino", params, tmp_path / "m")
-    assert out["steps"] == 0
-    published, given = ckpt.read(tmp_path / "m" / "best.pt"), ckpt.read(tiny_vit)
-    assert all(torch.equal(published["state_dict"][k], v) for k, v in given["state_dict"].items())
+    p = from_dict(PretrainParams, {"loop": {"steps": 5}})
+    assert (p.loop.steps, p.loop.checkpoint_every, p.loop.eval_every) == (5, 500, 500)
+    s = from_dict(SpocoParams, {"train": [{"image": "i", "labels": "l"}], "augment": {"flip": False}, "model": {"ndim": 3}})
+    assert s.augment.blur == 0.5 and not s.augment.flip  # SPOCO's own augmentation default survives
+    assert (s.model.ndim, s.model.f_maps, s.model.depth) == (3, 16, 6)

@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("zarrseg.commands.features", "DINO ViT patch features of an image into a Zarr feature volume"),
     "pretrain": ("zarrseg.commands.pretrain", "DINO self-distillation pretraining of a ViT on OME-Zarr tiles"),
     "finetune": ("zarrseg.commands.finetune", "fine-tune a DINO ViT with a reconstruction head (L1)"),
-    "cluster": ("zarrseg.commands.cluster", "cluster feature volumes (PCA + colour + K-means/HDBSCAN) into labels"),
+    "cluster": ("zarrseg.commands.cluster", "cluster feature volumes or pixel embeddings into labels"),
     "panels": ("zarrseg.commands.panels", "side-by-side figure: original | label images | ground truth"),
     "nightly": ("zarrseg.commands.nightly", "process the new, complete acquisitions of a folder unattended"),
 }

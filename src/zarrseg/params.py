@@ -174,7 +174,7 @@ def from_dict(cls: type[T], values: dict, where: str | None = None) -> T:
     for key, value in values.items():
         if key not in fields:
             raise ConfigError(_unknown_key_message(key, list(fields), where))
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+        kwargs[key] = _coerce(_over_default(fields[key], value), hints[key], f"{where}.{key}")
     try:
         obj = cls(**kwargs)
     except TypeError as err:
@@ -183,6 +183,17 @@ def from_dict(cls: type[T], values: dict, where: str | None = None) -> T:
     if callable(validate):
         validate()
     return obj
+
+
+def _over_default(f: dataclasses.Field, value: Any) -> Any:
+    """A partial mapping for a nested section is merged over that field's own default (e.g. a
+    method's ``loop`` with ``checkpoint_every: 500``), not over the nested class's defaults."""
+    if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not dataclasses.is_dataclass(default):
+        return value
+    return deep_update(to_dict(default), value)
 
 
 def load_params(cls: type[T], *sources: str | Path | dict | None, where: str | None = None) -> T:

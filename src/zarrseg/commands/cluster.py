@@ -12,14 +12,14 @@ import argparse
 
 from ._common import add_params_arguments, params_from_args
 
-HELP = "cluster feature volumes (PCA + colour + K-means/HDBSCAN) into labels"
+HELP = "cluster feature volumes (PCA + colour + K-means/HDBSCAN) or pixel embeddings into labels"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "features",
         metavar="FEATURES.zarr",
-        help="feature volume of 'zarrseg features' (or an OME-Zarr image: colour baseline)",
+        help="feature volume of 'zarrseg features', embeddings of 'zarrseg predict' (or an OME-Zarr image: colour baseline)",
     )
     parser.add_argument(
         "--image", metavar="IMAGE", help="the image the features belong to (default: as recorded)"

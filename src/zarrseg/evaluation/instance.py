@@ -26,7 +26,8 @@ from .contingency import Contingency
 DEFAULT_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
 
 # Metrics where a smaller value is better (for "best" annotator, bold summary cells, box plots).
-LOWER_IS_BETTER = frozenset({"arand", "voi_split", "voi_merge", "voi", "dic", "abs_dic"})
+# clustering_s: seconds the cluster / segment stage took (added by 'zarrseg evaluate' from the labels)
+LOWER_IS_BETTER = frozenset({"arand", "voi_split", "voi_merge", "voi", "dic", "abs_dic", "clustering_s"})
 
 INSTANCE_METRICS = (
     "arand",

@@ -78,6 +78,7 @@ DISPLAY = {
     "matched_fg_iou": "fg IoU (matched)",
     "matched_accuracy": "Acc. (matched)",
     "pixel_accuracy": "Pixel acc.",
+    "clustering_s": "t [s]",
 }
 
 

@@ -32,6 +32,7 @@ BUILTIN: dict[str, str] = {
     "contrastive_global": "zarrseg.methods.contrastive:GLOBAL",
     "contrastive_local": "zarrseg.methods.contrastive:LOCAL",
     "wnet": "zarrseg.methods.wnet:METHOD",
+    "spoco": "zarrseg.methods.spoco:METHOD",
 }
 
 

@@ -94,6 +94,10 @@ def predict(
             from .tiled import predict_model
 
             info = predict_model(image, tmp, params, model, work=work, resume=resume, fingerprint=fingerprint)
+            if model.io.kind == "embeddings":  # a look at them: PCA of f's channels as RGB, inside the output
+                from ..embeddings import PREVIEW, write_preview
+
+                write_preview(tmp, int(model.model_config.get("embedding_dim", model.io.channels)), tmp / PREVIEW)
         shutil.rmtree(work)
     info["resumed"] = resume
     info["seconds"] = time.perf_counter() - t0

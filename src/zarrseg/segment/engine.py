@@ -23,12 +23,14 @@ import zarr
 
 from .. import ome, runs
 from ..blocks import BlockGrid, check_halo
+from ..embeddings import Meta
 from ..errors import InputError
 from ..parallel import dask_client, map_blocks
 from ..params import to_dict
 from . import graph as graph_mod
 from .checks import check_halo_reach, check_values, looks_inverted, warn_inverted
-from .io import ArrayRef, CopyTask, ImageReader, check_boundary_dtype, limit_malloc_arenas, value_scale
+from .io import (ArrayRef, CopyTask, EvidenceTask, ImageReader, check_boundary_dtype, limit_malloc_arenas,
+                 value_scale)
 from .params import SegmentParams, geometry
 from .partition import partition
 from .supervoxels import DistanceTask, NodeTables, SupervoxelTask, distance_range, relabel
@@ -43,6 +45,8 @@ _SV_COMPRESSION = ome.Compression(codec="lz4", level=1, shuffle="shuffle")
 
 def _open_inputs(boundaries_path, mask_path, channel):
     image = ome.open_image(boundaries_path)
+    if Meta.of(image.attrs) is not None:
+        channel = 0  # embeddings: the staging pass turns all of f's channels into one boundary map
     view = ome.SpatialView.of(image, channel=channel)
     if view.ndim not in (2, 3):
         raise InputError(
@@ -230,13 +234,14 @@ def segment(
                 # every later pass reads blocks with their halo: from a copy in small, fast chunks
                 # instead of decoding the input's (possibly large, strongly compressed) chunks again
                 staged = ArrayRef(str(work / "boundaries"))
-                out = map_blocks(
-                    CopyTask(ImageReader(str(boundaries_path), channel), staged),
-                    grid,
-                    name="stage input",
-                    done_dir=done / "copy",
-                    **kw,
-                )
+                meta = Meta.of(image.attrs)
+                if meta is None:
+                    task = CopyTask(ImageReader(str(boundaries_path), channel), staged)
+                else:  # pixel embeddings -> boundary evidence (Eq. 3.10 affinities to the neighbours)
+                    axes = tuple(range(ndim))[-meta.model_ndim :]
+                    task = EvidenceTask(str(boundaries_path), meta.dim, meta.delta_d, axes, staged)
+                    log.info("segment: embeddings (D = %d) -> boundary evidence along axes %s", meta.dim, axes)
+                out = map_blocks(task, grid, name="stage input", done_dir=done / "copy", **kw)
             try:
                 largest = check_values(out, boundaries_path)
             except InputError:

@@ -5,6 +5,7 @@ are, uint8 and uint16 intensity images are divided by their dtype maximum (255 /
 ingested membrane-stain image can be segmented directly; boolean maps and integer maps whose
 largest value is 1 (binary masks) as 0 / 1 (``value_scale``); ``invert`` reads 1 - value.
 Any other dtype is an input error.
+Pixel embeddings (a SPOCO prediction) become a boundary map in the staging pass (``EvidenceTask``).
 Readers are small picklable objects that (re)open their Zarr array lazily, so blocks can
 run in threads, local processes or on distributed workers.
 """
@@ -129,6 +130,38 @@ class CopyTask:
         bad = 0 if finite is None else int(data.size - np.count_nonzero(finite))
         values = data if finite is None or not bad else data[finite]
         return {"nonfinite": bad, "max": float(values.max()) if values.size else 0.0}
+
+
+@dataclass
+class EvidenceTask:
+    """The boundary map of one block of pixel embeddings (``embeddings.boundary_evidence``, Eq. 3.10),
+    written into the work array in place of ``CopyTask``'s copy: the engine then segments it like
+    any boundary map. Reads the inner box plus one voxel (the direct neighbours across the faces)."""
+
+    path: str
+    dim: int  # f's channels (D)
+    delta_d: float
+    axes: tuple[int, ...]  # spatial axes with meaningful neighbours (in-plane only for a 2D model)
+    target: ArrayRef
+
+    def __call__(self, block) -> dict:
+        from ..embeddings import boundary_evidence
+
+        bounded_malloc()
+        release_memory()
+        data = ome.open_image(self.path).data
+        shape = data.shape[1:]
+        box = tuple(
+            slice(max(s.start - (a in self.axes), 0), min(s.stop + (a in self.axes), n))
+            for a, (s, n) in enumerate(zip(block.inner, shape, strict=True))
+        )
+        emb = np.asarray(data[(slice(0, self.dim), *box)], np.float32)
+        evidence = boundary_evidence(emb, self.delta_d, self.axes)
+        local = tuple(slice(i.start - b.start, i.stop - b.start) for i, b in zip(block.inner, box, strict=True))
+        out = evidence[local]
+        self.target[block.inner] = out
+        finite = np.isfinite(out)  # what CopyTask reports, for the engine's NaN / Inf check
+        return {"nonfinite": int(out.size - np.count_nonzero(finite)), "max": float(out[finite].max(initial=0.0))}
 
 
 @lru_cache(maxsize=1)

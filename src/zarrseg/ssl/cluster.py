@@ -18,6 +18,9 @@ Argmax (``method: argmax``): the label of a pixel is the channel with the highes
 soft class map (e.g. a W-Net's softmax), 1..K; the model defines the classes, so the label ids
 are the same in every slice and every image a model predicts.
 
+Pixel embeddings (a SPOCO prediction; ``embedding_cluster``): HDBSCAN, mean-shift,
+consistency clustering or the affinity mutex watershed, per image.
+
 Threshold (``method: threshold``): the two classes of a probability map split at a fixed value
 (label 2 where value >= threshold, else 1), e.g. a foreground U-Net's output, so supervised
 rows give label images of the same form as the clustering rows and are scored identically.
@@ -51,8 +54,12 @@ log = logging.getLogger(__name__)
 class ClusterParams:
     """Parameters of ``zarrseg cluster`` (config section ``cluster``)."""
 
-    # kmeans | hdbscan | spectral (superpixel colours only) | threshold | argmax (soft class maps)
-    method: Literal["kmeans", "hdbscan", "spectral", "threshold", "argmax"] = "kmeans"
+    # auto: kmeans (ViT features, colours), affinity (pixel embeddings). Colours: kmeans | hdbscan | spectral
+    # (superpixel colours only); maps: threshold | argmax (soft class maps); embeddings (SPOCO): hdbscan,
+    # mean_shift, consistency (Algorithm 1) or affinity (Eq. 3.10 + mutex watershed)
+    method: Literal[
+        "auto", "kmeans", "hdbscan", "spectral", "threshold", "argmax", "mean_shift", "consistency", "affinity"
+    ] = "auto"
     n_clusters: int = 2  # K-means / spectral k
     n_init: int = 4  # K-means restarts (the best inertia is kept)
     threshold: float = 0.5  # method threshold: label 2 where the image value >= threshold, else 1
@@ -66,9 +73,15 @@ class ClusterParams:
     # colour baseline: cluster the mean colours of these superpixels instead of m x m patches
     superpixels: SuperpixelParams | None = None
     max_fit_samples: int = 100_000  # patches used to fit PCA / K-means / HDBSCAN
-    min_cluster_size: int = 100  # HDBSCAN
+    min_cluster_size: int = 100  # HDBSCAN (of embeddings: min_size)
     min_samples: int | None = None  # HDBSCAN
     seed: int = 0
+    bandwidth: float | None = None  # embeddings, mean_shift / consistency: null = the model's delta_v
+    iou_threshold: float = 0.6  # consistency: t_IoU, clusters with a lower median IoU are dropped
+    n_anchors: int = 10  # consistency: M anchors per cluster
+    background: Literal["none", "largest"] = "none"  # embeddings: largest: the largest segment becomes 0
+    min_segment_size: int = 0  # embeddings: smaller segments are absorbed by neighbours (watershed on Eq. 3.10 evidence)
+    max_voxels: int = 2**21  # embeddings: largest image / volume a whole-image clustering takes
     block_shape: tuple[int, int] = (1024, 1024)  # output blocks (y, x); 3D volumes: one slice per block
     chunks: tuple[int, int] = (512, 512)  # output chunks (y, x)
     preprocess: Preprocess = field(default_factory=Preprocess)  # colour baseline: how the image is read
@@ -90,6 +103,12 @@ class ClusterParams:
                 "cluster.method spectral needs cluster.superpixels (spectral clustering of every pixel "
                 "does not scale; of a few thousand superpixels it does)"
             )
+        if self.bandwidth is not None and self.bandwidth <= 0:
+            raise ConfigError(f"cluster.bandwidth must be > 0, got {self.bandwidth}")
+        if not 0.0 < self.iou_threshold <= 1.0 or self.n_anchors < 1 or self.max_voxels < 1:
+            raise ConfigError("cluster: iou_threshold in (0, 1], n_anchors >= 1 and max_voxels >= 1 required")
+        if self.min_segment_size < 0:
+            raise ConfigError(f"cluster.min_segment_size must be >= 0, got {self.min_segment_size}")
 
 
 class Embedding:
@@ -363,6 +382,15 @@ def cluster(
         return threshold(path, out, params)
     if params.method == "argmax":
         return argmax(path, out, params)
+    from .embedding_cluster import METHODS, cluster_embeddings, is_embedding_input
+
+    meta = is_embedding_input(path)
+    if meta is not None:
+        return cluster_embeddings(path, out, params, meta)
+    if params.method in METHODS and params.method != "hdbscan":
+        raise ConfigError(f"cluster.method {params.method!r} clusters pixel embeddings; {path} holds none")
+    if params.method == "auto":
+        params = dataclasses.replace(params, method="kmeans")
     t0 = time.perf_counter()
     src = _Source(path, params, image)
     if params.superpixels is not None:

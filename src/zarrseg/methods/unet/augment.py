@@ -1,4 +1,4 @@
-"""Patch augmentations (numpy, run in DataLoader workers): flips, rot90, elastic, noise, jitter.
+"""Patch augmentations (numpy, run in DataLoader workers): flips, rot90, elastic, blur, noise, jitter.
 
 Geometric transforms act on image and labels together *before* targets are computed, so a
 deformed patch gets a target computed from deformed labels (thin boundaries stay thin).
@@ -29,9 +29,11 @@ class AugmentParams:
     poisson_peak: float = 50.0  # photons per unit intensity
     jitter: float = 0.5  # probability of contrast/brightness jitter
     jitter_scale: float = 0.2  # contrast factor in [1 - s, 1 + s], brightness shift in [-s, s]
+    blur: float = 0.0  # probability of a Gaussian blur
+    blur_sigma: float = 1.0  # its maximum sigma (voxels)
 
     def validate(self) -> None:
-        for name in ("elastic", "gaussian_noise", "poisson_noise", "jitter"):
+        for name in ("elastic", "gaussian_noise", "poisson_noise", "jitter", "blur"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(
                     f"train.augment.{name} is a probability in [0, 1], got {getattr(self, name)}"
@@ -76,8 +78,10 @@ def elastic_coordinates(shape: tuple[int, ...], rng: np.random.Generator, alpha:
 
 
 def intensity(image: np.ndarray, rng: np.random.Generator, p: AugmentParams) -> np.ndarray:
-    """Contrast/brightness jitter and Gaussian/Poisson noise on a normalised float32 patch."""
+    """Gaussian blur, contrast/brightness jitter and Gaussian/Poisson noise on a normalised float32 patch."""
     x = image.astype(np.float32, copy=True)
+    if p.blur > 0 and rng.random() < p.blur:
+        x = ndimage.gaussian_filter(x, rng.uniform(0, p.blur_sigma)).astype(np.float32)
     if p.jitter > 0 and rng.random() < p.jitter:
         x = x * np.float32(rng.uniform(1 - p.jitter_scale, 1 + p.jitter_scale)) + np.float32(
             rng.uniform(-p.jitter_scale, p.jitter_scale)

@@ -118,9 +118,13 @@ class PatchDataset(torch.utils.data.Dataset):
         self.augment, self.seed = augment, params.loop.seed + seed_offset
         self.nd = params.model.ndim
         self.patch = params.patch
-        self.halo = params.target.halo(self.nd)
-        self.units = self._select_units()
+        self.halo = self._halo()
         self.objects = self._select_objects()
+        self.units = self._select_units()
+
+    def _halo(self) -> int:
+        """Voxels read around a patch (what its target computation needs)."""
+        return self.params.target.halo(self.nd)
 
     # --- partial supervision ------------------------------------------------------------------
     def _all_units(self) -> list[tuple[int, int | None]]:
@@ -189,13 +193,16 @@ class PatchDataset(torch.utils.data.Dataset):
             inside = np.pad(inside, pad, mode="constant")  # outside the ROI: never supervised
         return img, lab, inside
 
-    def __getitem__(self, index: int):
+    def sample(self, index: int):
+        """Patch ``index`` of the seeded stream before augmentation: its generator (to go on
+        drawing from), volume, normalised image, labels, inside-ROI flag and selected-object flag
+        (None without object-level supervision), each with the halo."""
         p = self.params
         rng = np.random.default_rng([self.seed, index + self.offset])
         unit = self.units[int(rng.choice(len(self.units), p=self._unit_weights()))]
         vol, selected = self.volumes[unit[0]], self.objects[unit[0]]
         shape = vol.roi_shape[-self.nd :]
-        core = tuple(slice(self.halo, self.halo + q) for q in self.patch)
+        core = self.core
         for _attempt in range(max(1, p.sampling_retries)):  # foreground-aware: prefer labelled patches
             start = tuple(
                 int(rng.integers(0, max(1, s - q + 1))) for s, q in zip(shape, self.patch, strict=True)
@@ -205,7 +212,17 @@ class PatchDataset(torch.utils.data.Dataset):
             labelled = (lab[core] > 0) if sup is None else sup[core] > 0
             if labelled.mean() >= p.min_foreground:
                 break
-        img = apply(img, vol.stats, p.normalization)
+        return rng, vol, apply(img, vol.stats, p.normalization), lab, inside, sup
+
+    @property
+    def core(self) -> tuple[slice, ...]:
+        """The patch inside its halo."""
+        return tuple(slice(self.halo, self.halo + q) for q in self.patch)
+
+    def __getitem__(self, index: int):
+        p = self.params
+        rng, _vol, img, lab, inside, sup = self.sample(index)
+        core = self.core
         others = [lab, inside] + ([sup] if sup is not None else [])
         if self.augment:
             img, others = aug.geometric(img, others, rng, p.augment)

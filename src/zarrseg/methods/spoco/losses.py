@@ -1,0 +1,267 @@
+"""SPOCO losses (thesis ch. 3, Eq. 3.1-3.9) as pure functions of tensors.
+
+Shapes: embeddings ``emb`` are (D, N) (one image, pixels flattened), ``labels`` (N,) hold
+consecutive object indices 1..C for labelled pixels and 0 for unlabelled ones (``index_objects``
+makes them from any id image). Every term is computed in float32.
+
+Anchors of the differentiable instance selection (Eq. 3.3) are the embeddings of random pixels
+inside each object, as the thesis says (the authors' code uses the object's mean embedding).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+EPS = 1e-12
+
+
+def index_objects(labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Map object ids (0 = unlabelled) to consecutive indices 1..C; returns (indices, C)."""
+    ids, inverse = torch.unique(labels, return_inverse=True)
+    if len(ids) and ids[0] == 0:
+        return inverse, len(ids) - 1
+    return inverse + 1, len(ids)
+
+
+def cluster_means(emb: torch.Tensor, labels: torch.Tensor, n_objects: int) -> torch.Tensor:
+    """Mean embedding mu_k of each object k = 1..C: (C, D)."""
+    d = emb.shape[0]
+    sums = torch.zeros(n_objects + 1, d, dtype=emb.dtype, device=emb.device)
+    sums.index_add_(0, labels, emb.T)
+    counts = torch.bincount(labels, minlength=n_objects + 1).to(emb.dtype)
+    return sums[1:] / counts[1:, None].clamp_min(1.0)
+
+
+def pairwise_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances (M, N) between rows of ``a`` (M, D) and ``b`` (N, D), safe to differentiate at 0."""
+    return squared_distance(a, b).clamp_min(EPS).sqrt()
+
+
+def squared_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances (M, N) (expanded form: no (M, N, D) temporary)."""
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return sq.clamp_min(0.0)
+
+
+def pull_term(emb: torch.Tensor, labels: torch.Tensor, means: torch.Tensor, delta_v: float) -> torch.Tensor:
+    """Eq. 3.1, pull force: mean over objects of the mean hinged squared distance [||mu_k - e_i|| - dv]_+^2."""
+    n = means.shape[0]
+    if n == 0:
+        return emb.new_zeros(())
+    inside = labels > 0
+    k = labels[inside] - 1
+    dist = (emb[:, inside].T - means[k]).pow(2).sum(1).clamp_min(EPS).sqrt()
+    hinge = (dist - delta_v).clamp_min(0.0) ** 2
+    per_object = torch.zeros(n, dtype=emb.dtype, device=emb.device).index_add_(0, k, hinge)
+    counts = torch.bincount(k, minlength=n).to(emb.dtype)
+    return (per_object / counts.clamp_min(1.0)).mean()
+
+
+def push_term(means: torch.Tensor, delta_d: float) -> torch.Tensor:
+    """Eq. 3.2, push force: mean over ordered pairs k != l of [2 dd - ||mu_k - mu_l||]_+^2 (0 for C < 2)."""
+    n = means.shape[0]
+    if n < 2:
+        return means.new_zeros(())
+    i, j = torch.triu_indices(n, n, offset=1, device=means.device)
+    dist = (means[i] - means[j]).pow(2).sum(1).clamp_min(EPS).sqrt()
+    # every unordered pair stands for two ordered ones: sum 2x over C (C - 1) pairs = the mean
+    return ((2 * delta_d - dist).clamp_min(0.0) ** 2).mean()
+
+
+def regulariser(means: torch.Tensor) -> torch.Tensor:
+    """The footnote to Eq. 3.1-3.2: (1/C) sum_k ||mu_k||, keeps embeddings bounded."""
+    if means.shape[0] == 0:
+        return means.new_zeros(())
+    return means.pow(2).sum(1).clamp_min(EPS).sqrt().mean()
+
+
+def kernel_variance(delta_v: float, threshold: float) -> float:
+    """sigma^2 of the Gaussian kernel (Eq. 3.3) whose value at distance dv is ``threshold``:
+    exp(-dv^2 / (2 sigma^2)) = t  =>  sigma^2 = -dv^2 / (2 ln t)."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"kernel threshold must be in (0, 1), got {threshold}")
+    return -(delta_v**2) / (2.0 * math.log(threshold))
+
+
+def soft_masks(emb: torch.Tensor, anchors: torch.Tensor, sigma2: float) -> torch.Tensor:
+    """Eq. 3.3, differentiable instance selection: phi(e_i, a_k) = exp(-||e_i - a_k||^2 / (2 sigma^2)), (K, N)."""
+    return torch.exp(-squared_distance(anchors, emb.T) / (2.0 * sigma2))
+
+
+def dice_loss(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Eq. 3.5 per row: 1 - 2 sum p q / (sum p^2 + sum q^2); (K, N) -> (K,)."""
+    return 1.0 - 2.0 * (p * q).sum(-1) / ((p * p).sum(-1) + (q * q).sum(-1)).clamp_min(eps)
+
+
+def random_pixels(mask: torch.Tensor, labels: torch.Tensor, n_objects: int, generator: torch.Generator) -> torch.Tensor:
+    """One random pixel index per object 1..C (labels restricted to ``mask``): (C,)."""
+    u = torch.rand(labels.shape, generator=generator).to(labels.device)
+    u = torch.where(mask & (labels > 0), u, torch.full_like(u, -1.0))
+    best = torch.full((n_objects + 1,), -1.0, device=labels.device).scatter_reduce(0, labels, u, "amax")
+    hit = (u == best[labels]) & (u >= 0)
+    out = torch.zeros(n_objects + 1, dtype=torch.long, device=labels.device)
+    out[labels[hit]] = torch.nonzero(hit).squeeze(1)
+    return out[1:]
+
+
+def instance_term(
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    n_objects: int,
+    sigma2: float,
+    anchors: torch.Tensor,
+) -> torch.Tensor:
+    """Eq. 3.4: (1/C) sum_k Dice(S_k, I_k), S_k the soft mask (Eq. 3.3) around anchor embedding a_k
+    (``anchors``: (C, D)) over all pixels, I_k the object's ground-truth mask."""
+    if n_objects == 0:
+        return emb.new_zeros(())
+    masks = soft_masks(emb, anchors, sigma2)
+    truth = (labels[None, :] == torch.arange(1, n_objects + 1, device=labels.device)[:, None]).to(emb.dtype)
+    return dice_loss(masks, truth).mean()
+
+
+def unlabelled_push(emb: torch.Tensor, unlabelled: torch.Tensor, means: torch.Tensor, delta_d: float) -> torch.Tensor:
+    """Eq. 3.7: (1/C) sum_k (1/N_U) sum_{i in U} [dd - ||mu_k - e_i||]_+^2 (0 when C = 0 or U is empty)."""
+    n_u = int(unlabelled.sum())
+    if means.shape[0] == 0 or n_u == 0:
+        return emb.new_zeros(())
+    dist = pairwise_distance(means, emb.T)  # all pixels, masked after: cheaper than gathering U
+    hinge = (delta_d - dist).clamp_min(0.0) ** 2 * unlabelled[None, :].to(emb.dtype)
+    return hinge.sum() / (means.shape[0] * n_u)
+
+
+def consistency_term(
+    emb_f: torch.Tensor,
+    emb_g: torch.Tensor,
+    region: torch.Tensor,
+    sigma2: float,
+    delta_v: float,
+    generator: torch.Generator,
+    max_anchors: int = 20,
+    uncovered: float = 0.05,
+) -> torch.Tensor:
+    """Eq. 3.8: (1/K) sum_k Dice(S_k^f, S_k^g) for K anchors sampled from ``region`` until it is covered.
+
+    After each anchor the pixels within dv of it in f or in g (the hard masks S^f, S^g) count as
+    covered; sampling stops when less than ``uncovered`` of the region is left or after
+    ``max_anchors``. ``emb_g`` comes from the momentum network (no gradient): it is the target.
+    """
+    todo = region.clone()
+    total = int(region.sum())
+    if total == 0:
+        return emb_f.new_zeros(())
+    picked = []
+    with torch.no_grad():
+        ef, eg = emb_f.detach(), emb_g.detach()
+        nf, ng = (ef * ef).sum(0), (eg * eg).sum(0)
+        left = total
+        for _ in range(max_anchors):
+            if left == 0 or left < uncovered * total:
+                break
+            i = int(torch.nonzero(todo).squeeze(1)[torch.randint(left, (1,), generator=generator)])
+            picked.append(i)
+            af, ag = ef[:, i], eg[:, i]  # ||e - a||^2 < dv^2 in f or in g: covered
+            near = (nf - 2 * (af @ ef) + af @ af < delta_v**2) | (ng - 2 * (ag @ eg) + ag @ ag < delta_v**2)
+            todo &= ~near
+            todo[i] = False
+            left = int(todo.sum())
+    idx = torch.tensor(picked, device=emb_f.device)
+    sf = soft_masks(emb_f, emb_f[:, idx].T, sigma2)
+    sg = soft_masks(emb_g, emb_g[:, idx].T, sigma2)
+    return dice_loss(sf, sg).mean()
+
+
+@dataclass
+class Weights:
+    """L_SSO (Eq. 3.9) = alpha pull + beta push + lambda instance + gamma unlabelled push + delta consistency
+    (config section ``spoco.loss``); the defaults are the thesis'."""
+
+    pull: float = 1.0  # alpha: pull force (Eq. 3.1)
+    push: float = 1.0  # beta: push force between objects (Eq. 3.2)
+    instance: float = 1.0  # lambda: Dice of the differentiable instance selection (Eq. 3.4)
+    unlabelled_push: float = 1.0  # gamma: objects pushed away from unlabelled pixels (Eq. 3.7)
+    consistency: float = 1.0  # delta: f / g embedding consistency in the unlabelled region (Eq. 3.8)
+    regulariser: float = 0.001  # mean embedding norm (footnote to Eq. 3.1)
+    delta_v: float = 0.5  # pull margin; also the kernel's and mean-shift's radius
+    delta_d: float = 2.0  # push margin; also the affinities' scale (Eq. 3.10)
+    # t of Eq. 3.3: kernel value at distance delta_v (thesis text: 0.9; the authors' public code: 0.5)
+    kernel_threshold: float = 0.9
+    max_anchors: int = 20  # consistency: at most this many anchors per image
+    uncovered: float = 0.05  # consistency: stop sampling anchors when less of the region is uncovered
+
+    def validate(self) -> None:
+        from ...errors import ConfigError
+
+        for name in ("pull", "push", "instance", "unlabelled_push", "consistency", "regulariser"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"spoco.loss.{name} must be >= 0, got {getattr(self, name)}")
+        if self.delta_v <= 0 or self.delta_d <= 0:
+            raise ConfigError("spoco.loss.delta_v and delta_d must be > 0")
+        if not 0.0 < self.kernel_threshold < 1.0:
+            raise ConfigError(f"spoco.loss.kernel_threshold must be in (0, 1), got {self.kernel_threshold}")
+        if self.max_anchors < 1 or not 0.0 <= self.uncovered < 1.0:
+            raise ConfigError("spoco.loss.max_anchors must be >= 1 and uncovered in [0, 1)")
+
+
+TERMS = ("pull", "push", "regulariser", "instance", "unlabelled_push", "consistency")
+
+
+def sso_loss(
+    emb_f: torch.Tensor,
+    emb_g: torch.Tensor | None,
+    labels: torch.Tensor,
+    w: Weights,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """Eq. 3.9, L_SSO = alpha L_pull + beta L_push + lambda L_obj (= L_SO, Eq. 3.6) + gamma L_U_push
+    + delta L_U_con (+ 0.001 x the regulariser), averaged over the batch.
+
+    ``emb_f``, ``emb_g``: (B, D, *spatial) embeddings of f and of the momentum network g (None when
+    ``w.consistency`` is 0); ``labels``: (B, *spatial) object ids, 0 = unlabelled. The consistency
+    region is the unlabelled part of each image; where (nearly) everything is labelled (full
+    supervision) it is the whole image, as Table 3.2's fully supervised "SPOCO w/ con".
+    Returns every weighted term's (unweighted) value and ``loss``.
+    """
+    sigma2 = kernel_variance(w.delta_v, w.kernel_threshold)
+    b, d = emb_f.shape[:2]
+    # one stream for the instance anchors, one for the consistency anchors: the draws of one term
+    # never depend on whether another is computed
+    seeds = torch.randint(0, 2**62, (2,), generator=generator).tolist()
+    gen_instance, gen_consistency = (torch.Generator().manual_seed(s) for s in seeds)
+    sums = {t: emb_f.new_zeros((), dtype=torch.float32) for t in TERMS}
+    for n in range(b):
+        e = emb_f[n].reshape(d, -1).float()
+        lab, c = index_objects(labels[n].reshape(-1))
+        means = cluster_means(e, lab, c)
+        unlabelled = lab == 0
+        terms = {
+            "pull": pull_term(e, lab, means, w.delta_v),
+            "push": push_term(means, w.delta_d),
+            "regulariser": regulariser(means),
+        }
+        if w.instance:
+            idx = random_pixels(torch.ones_like(unlabelled), lab, c, gen_instance)
+            terms["instance"] = instance_term(e, lab, c, sigma2, e[:, idx].T)
+        if w.unlabelled_push:
+            terms["unlabelled_push"] = unlabelled_push(e, unlabelled, means, w.delta_d)
+        if w.consistency and emb_g is not None:
+            g = emb_g[n].reshape(d, -1).float()
+            region = unlabelled if float(unlabelled.float().mean()) >= w.uncovered else torch.ones_like(unlabelled)
+            terms["consistency"] = consistency_term(
+                e, g, region, sigma2, w.delta_v, gen_consistency, w.max_anchors, w.uncovered
+            )
+        for key, value in terms.items():
+            sums[key] = sums[key] + value
+    out = {k: v / b for k, v in sums.items()}
+    out["loss"] = (
+        w.pull * out["pull"]
+        + w.push * out["push"]
+        + w.regulariser * out["regulariser"]
+        + w.instance * out["instance"]
+        + w.unlabelled_push * out["unlabelled_push"]
+        + w.consistency * out["consistency"]
+    )
+    return out

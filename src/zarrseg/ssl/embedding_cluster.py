@@ -1,0 +1,143 @@
+"""The cluster stage for pixel embeddings (``zarrseg cluster EMBEDDINGS.ome.zarr``).
+
+The four clusterings of ``zarrseg.embeddings`` are whole-image methods: they run per 2D image
+(each slice of a stack predicted by a 2D model is one image) or on a volume of at most
+``cluster.max_voxels`` voxels, and refuse larger inputs before writing anything, naming the
+blockwise route (``zarrseg segment`` on the embeddings). Images are clustered one per block of
+``parallel.map_blocks``; ids are made unique across the slices of a stack. The label image's
+``zarrseg.summary`` records ``clustering_s``, the seconds spent in the clustering itself
+(without reading and writing), which ``zarrseg evaluate`` reports as a metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from .. import embeddings as emb_mod
+from .. import ome
+from ..blocks import Block, BlockGrid
+from ..errors import ConfigError, InputError
+from ..parallel import map_blocks
+
+log = logging.getLogger(__name__)
+
+METHODS = ("hdbscan", "mean_shift", "consistency", "affinity")
+
+
+def is_embedding_input(path: str | Path) -> emb_mod.Meta | None:
+    """The embedding metadata of an OME-Zarr image, or None (features, colour images, maps)."""
+    try:
+        image = ome.open_image(path)
+    except InputError:
+        return None
+    return emb_mod.Meta.of(image.attrs)
+
+
+def cluster_one(emb: np.ndarray, meta: emb_mod.Meta, params, n_jobs: int = 1) -> np.ndarray:
+    """Labels of one image / volume (C, *spatial) of embeddings with ``params.method``."""
+    f = emb[: meta.dim]
+    bandwidth = params.bandwidth if params.bandwidth is not None else meta.delta_v
+    if params.method == "hdbscan":
+        labels = emb_mod.hdbscan(f, params.min_cluster_size, n_jobs)
+    elif params.method == "mean_shift":
+        labels = emb_mod.mean_shift(f, bandwidth, n_jobs)
+    elif params.method == "consistency":
+        g = emb[meta.dim : 2 * meta.dim]
+        labels = emb_mod.consistency(f, g, bandwidth, params.iou_threshold, params.n_anchors, params.seed, n_jobs)
+    else:
+        labels = emb_mod.mutex_watershed(f, meta.delta_d)
+    if params.min_segment_size > 0:
+        labels = emb_mod.absorb_small(labels, f, meta.delta_d, params.min_segment_size)
+    if params.background == "largest":
+        labels = emb_mod.largest_to_background(labels)
+    return labels
+
+
+class _ClusterImage:
+    """One block = one image (a slice of a stack, or the whole image/volume)."""
+
+    def __init__(self, path: str, meta: emb_mod.Meta, params, out: str, per_slice: bool, channels: int):
+        self.path, self.meta, self.params, self.out = path, meta, params, out
+        self.per_slice, self.channels = per_slice, channels
+
+    def __call__(self, block: Block) -> dict:
+        data = ome.open_image(self.path).data
+        emb = np.asarray(data[(slice(0, self.channels), *block.inner)], np.float32)
+        if self.per_slice:
+            emb = emb[:, 0]
+        emb_mod.warm_up()
+        t0 = time.perf_counter()
+        labels = cluster_one(emb, self.meta, self.params)
+        seconds = time.perf_counter() - t0
+        labels = labels.astype(np.uint64)
+        if self.per_slice:  # ids unique over the stack: slice z gets ids above z * (pixels per slice)
+            z = block.inner[0].start
+            labels = np.where(labels > 0, labels + np.uint64(z) * np.uint64(labels.size), 0)[None]
+        arr = zarr.open_array(self.out, mode="r+")
+        arr[block.inner] = labels.astype(arr.dtype)
+        return {"seconds": seconds, "n": int(len(np.unique(labels)) - (labels == 0).any())}
+
+
+def cluster_embeddings(path: str | Path, out: str | Path, params, meta: emb_mod.Meta) -> dict:
+    """Cluster the embedding prediction at ``path`` into the label OME-Zarr ``out``."""
+    method = "affinity" if params.method == "auto" else params.method
+    if method not in METHODS:
+        raise ConfigError(f"cluster.method {params.method!r} does not apply to embeddings; use one of {list(METHODS)}")
+    params = _with_method(params, method)
+    image = ome.open_image(path)
+    axes = "".join(a for a in image.axes if a in "zyx")
+    shape = tuple(s for a, s in zip(image.axes, image.shape, strict=True) if a in "zyx")
+    if image.axes[0] != "c" or len(axes) not in (2, 3):
+        raise InputError(f"embeddings must have axes c + zyx / yx, got {image.axes!r}", path)
+    channels = meta.dim * (2 if method == "consistency" else 1)
+    if image.shape[0] < channels:
+        if method == "consistency":
+            raise InputError(
+                "consistency clustering needs the momentum network's embeddings too: train with "
+                "spoco.export_momentum: true", path
+            )
+        raise InputError(f"embeddings have {image.shape[0]} channels, the metadata says D = {meta.dim}", path)
+    per_slice = len(shape) == 3 and meta.model_ndim == 2
+    unit = shape[1:] if per_slice else shape
+    if int(np.prod(unit)) > params.max_voxels:
+        raise InputError(
+            f"cluster.method {method} is a whole-image method and one image here has {int(np.prod(unit))} voxels "
+            f"> cluster.max_voxels {params.max_voxels}; segment large volumes blockwise with 'zarrseg segment' "
+            "on the embeddings (workflow: grid.labels: segment)", path
+        )
+    t0 = time.perf_counter()
+    dtype = np.uint64 if int(np.prod(shape)) >= 2**32 else np.uint32
+    spatial_scale = [s for a, s in zip(image.axes, image.scale, strict=True) if a in "zyx"]
+    grid = BlockGrid(shape, (1, *shape[1:]) if per_slice else shape)
+    with ome.atomic_output(out) as tmp:
+        chunks = (1, *params.chunks) if len(shape) == 3 else tuple(params.chunks)
+        ome.create_image(
+            tmp, shape=shape, dtype=dtype, axes=axes, scale=spatial_scale, chunks=chunks[-len(shape):],
+            is_label=True, name=Path(str(out)).name,
+            attrs={"stage": "cluster", "source": str(path), "kind": "embeddings", "method": method},
+        )
+        fn = _ClusterImage(str(path), meta, params, str(Path(tmp) / "0"), per_slice, channels)
+        summaries = map_blocks(fn, grid, name=f"cluster {method}", dask_params=params.dask)
+        summary = {
+            "clustering_s": round(float(sum(s["seconds"] for s in summaries)), 4),
+            "total_s": round(time.perf_counter() - t0, 3),
+            "n_segments": int(sum(s["n"] for s in summaries)),
+        }
+        group = zarr.open_group(str(tmp), mode="r+", zarr_format=2)
+        group.attrs["zarrseg"] = {**dict(group.attrs["zarrseg"]), "summary": summary}
+    log.info(
+        "cluster: %s of %s: %d segments, %.2f s clustering (%.1f s in all)",
+        method, path, summary["n_segments"], summary["clustering_s"], summary["total_s"],
+    )
+    return {"kind": "embeddings", "method": method, **summary}
+
+
+def _with_method(params, method: str):
+    import dataclasses
+
+    return dataclasses.replace(params, method=method)
