@@ -29,8 +29,15 @@ from ..parallel import dask_client, map_blocks
 from ..params import to_dict
 from . import graph as graph_mod
 from .checks import check_halo_reach, check_values, looks_inverted, warn_inverted
-from .io import (ArrayRef, CopyTask, EvidenceTask, ImageReader, check_boundary_dtype, limit_malloc_arenas,
-                 value_scale)
+from .io import (
+    ArrayRef,
+    CopyTask,
+    EvidenceTask,
+    ImageReader,
+    check_boundary_dtype,
+    limit_malloc_arenas,
+    value_scale,
+)
 from .params import SegmentParams, geometry
 from .partition import partition
 from .supervoxels import DistanceTask, NodeTables, SupervoxelTask, distance_range, relabel
