@@ -326,9 +326,9 @@ class Loop:
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self) -> dict:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.method is None:
-            self.setup()
+            self.setup()  # before the output folder: bad input (a method's build) leaves nothing behind
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         self._start_or_resume()
         if self.ctx.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
