@@ -17,6 +17,7 @@ Steps:
                 --betas and the seeds --seeds;
             then ``zarrseg table``: WORK/summary.md (every cell) and WORK/selection.md (Table 1:
             the per-image oracle and the fixed-beta columns, for the mean and the best annotator).
+  table     only the last step of ``reduced``: the table of the jobs (same options) that have finished.
 
 Finished jobs are skipped when the step runs again (their metrics.parquet exists).
 
@@ -78,20 +79,34 @@ def load_plan(work: Path, config_file: Path):
     return Plan(config, experiment, samples, str(work)), config
 
 
-def reduced_jobs(plan, args) -> list[tuple[str, str]]:
-    """(sample, cell) of the reduced protocol: W-Net jobs first (they are the long ones)."""
+def wnet_images(plan, args) -> list[str]:
+    """The W-Net rows' images: --selection selection images, then every 10th id from the 5th."""
     names = plan.experiment_samples()
     selection = plan.experiment.fixed["table.selection"]["samples"]
     others = [s for s in names[WNET_START::WNET_STRIDE] if s not in selection]
-    wnet_samples = selection[: args.selection] + others[: args.wnet_images - args.selection]
+    return selection[: args.selection] + others[: max(0, args.wnet_images - args.selection)]
+
+
+def baseline_images(plan, args) -> list[str]:
+    """The W-Net images (rows compare on the same images), then the first --baseline-images sorted ids."""
+    wnet = wnet_images(plan, args)
+    return wnet + [s for s in plan.experiment_samples()[: args.baseline_images] if s not in wnet]
+
+
+def reduced_jobs(plan, args) -> list[tuple[str, str]]:
+    """(sample, cell) of the reduced protocol: W-Net jobs first (they are the long ones).
+    --rows limits both to the named rows (a partial run; the table then has those rows only)."""
+    def wanted(values: dict) -> bool:
+        return not args.rows or values.get("grid.row") in args.rows
+
+    wnet_samples, base_samples = wnet_images(plan, args), baseline_images(plan, args)
     jobs = []
     for cell, values in plan.cells.items():
-        if values.get("grid.model") == "wnet":
+        if values.get("grid.model") == "wnet" and wanted(values):
             if values["wnet.beta"] in args.betas and values["wnet.loop.seed"] in args.seeds:
                 jobs += [(s, cell) for s in wnet_samples]
-    for cell, values in plan.cells.items():
-        if values.get("grid.model") != "wnet":
-            jobs += [(s, cell) for s in names[: args.baseline_images]]
+    baselines = [c for c, values in plan.cells.items() if values.get("grid.model") != "wnet" and wanted(values)]
+    jobs += [(s, cell) for s in base_samples for cell in baselines]  # image by image: a cut run leaves whole images
     return jobs
 
 
@@ -186,6 +201,9 @@ def reduced(args) -> None:
     t0 = time.perf_counter()
     ingest_all(plan)
     jobs = [j for j in reduced_jobs(plan, args) if not Path(metrics_path(plan, *j)).exists()]
+    if args.step == "table":  # tabulate what the jobs of these options have finished, run nothing
+        print(f"{len(jobs)} jobs of these options not run (left out of the table)", flush=True)
+        jobs = []
     print(f"{len(jobs)} jobs to run with {args.workers} worker(s)", flush=True)
     log = work / "reduced_jobs.tsv"
     with mp.get_context("spawn").Pool(args.workers, _init_worker, (str(work), str(config_file))) as pool, \
@@ -205,7 +223,7 @@ def reduced(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["sheet", "reduced"])
+    parser.add_argument("step", choices=["sheet", "reduced", "table"])
     parser.add_argument("--work", type=Path, default=REPO / "work" / "bsds300_reduced", help="results folder")
     parser.add_argument("--config", type=Path, default=REPO / "config" / "bsds300_reduced.yaml")
     parser.add_argument("--workers", type=int, default=2)
@@ -213,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--selection", type=int, default=2, help="of them: selection images (choose the fixed beta)")
     parser.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.1, 0.01])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--baseline-images", type=int, default=100, help="images of the baseline rows (all: 100)")
+    parser.add_argument("--baseline-images", type=int, default=100,
+                        help="baseline rows: the W-Net images, then the first N sorted image ids (all: 100)")
+    parser.add_argument("--rows", nargs="+", default=None, help="only these rows (default: all twelve)")
     args = parser.parse_args(argv)
     if args.step == "sheet":
         write_sheet(REPO / "work" / "bsds300")

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ from conftest import write_image
 from resume_check import assert_same_weights, kill_and_resume
 
 from zarrseg import ome
+from zarrseg.cli import main as cli_main
 from zarrseg.errors import ConfigError, InputError
 from zarrseg.learn.loop import read_csv
 from zarrseg.methods.wnet import MODEL_TYPES, WNetParams, model_type_values, train
@@ -116,38 +115,48 @@ def test_one_slice_model_predicts_every_slice_with_the_same_label_ids(tmp_path, 
     assert len(set(ids_in)) == 1 and len(set(ids_out)) == 1 and ids_in[0] != ids_out[0]
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zarrseg", *args], capture_output=True, text=True, timeout=300)
-
-
-def _one_line(run: subprocess.CompletedProcess) -> str:
-    assert run.returncode == 2, run.stderr
-    lines = [line for line in run.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, run.stderr
+def _one_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
     return lines[0]
 
 
-def test_bad_input_ends_with_one_clear_line(tmp_path, rgb_image, rng):
-    # the CLI: exit 2 with one line, nothing written
-    out = tmp_path / "too_many"
-    params = wnet_params(rgb_image, superpixels={"n_segments": 5000})
-    line = _one_line(_cli("train", "--method", "wnet", "-o", str(out), "--params", json.dumps(params)))
-    assert "5000 superpixels asked for but the image has only 32 x 32 = 1024 pixels" in line
-    assert not (out / "last.pt").exists() and not (out / "best.pt").exists()
+BAD_TRAINING = {  # wnet parameters -> the one line the CLI ends with (exit 2, no output folder)
+    "K < 2": ({"model": {"n_classes": 1, "f_maps": 4, "depth": 2}}, "wnet.model.n_classes (K) must be >= 2, got 1"),
+    "more superpixels than pixels": (
+        {"superpixels": {"n_segments": 5000}},
+        "5000 superpixels asked for but the image has only 32 x 32 = 1024 pixels",
+    ),
+    "a patch larger than the image": (
+        {"patches": {"sizes": [48, 8], "counts": [2, 2]}},
+        "wnet.patches.sizes [48] are larger than the training image",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TRAINING))
+def test_bad_training_input_ends_with_one_clear_line_and_writes_nothing(tmp_path, rgb_image, capsys, case):
+    extra, message = BAD_TRAINING[case]
+    out = tmp_path / "model"
+    params = json.dumps(wnet_params(rgb_image, **extra))
+    assert cli_main(["train", "--method", "wnet", "-o", str(out), "--params", params]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("zarrseg train: error:") and message in line, line
+    assert not out.exists()
+
+
+def test_a_grey_model_applied_to_rgb_ends_with_one_clear_line_and_writes_nothing(tmp_path, rgb_image, rng, capsys):
     grey = write_image(tmp_path / "grey.ome.zarr", two_colours(rng)[0], "yx")
     train(load_params(WNetParams, wnet_params(grey, loop={**LOOP, "steps": 1}), where="wnet"), tmp_path / "grey_model")
+    capsys.readouterr()
     pred = tmp_path / "pred.ome.zarr"
-    line = _one_line(_cli("predict", rgb_image, "-o", str(pred), "--set", "method=model", "--set", "device=cpu",
-                          "--checkpoint", str(tmp_path / "grey_model" / "best.pt")))
-    assert "trained on 1-channel images but this image has 3 channel(s)" in line  # a grey model on RGB
+    args = ["predict", rgb_image, "-o", str(pred), "--set", "method=model", "--set", "device=cpu",
+            "--checkpoint", str(tmp_path / "grey_model" / "best.pt")]
+    assert cli_main(args) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "trained on 1-channel images but this image has 3 channel(s)" in line, line
     assert not pred.exists() and not pred.with_name(pred.name + ".partial").exists()
-    # the same errors in the library (the CLI turns each into its one line)
-    with pytest.raises(ConfigError, match="n_classes \\(K\\) must be >= 2"):
-        load_params(WNetParams, wnet_params(rgb_image, model={"n_classes": 1}), where="wnet")
-    with pytest.raises(ConfigError, match="sizes \\[48\\] are larger than the training image"):
-        train(load_params(WNetParams, wnet_params(rgb_image, patches={"sizes": [48], "counts": [2]}), where="wnet"),
-              tmp_path / "big_patch")
+    # slices of a 2D image: refused before anything is written
     with pytest.raises(InputError, match="wnet.slices"):
         train(load_params(WNetParams, wnet_params(grey, slices=[0], loop=LOOP), where="wnet"), tmp_path / "m2")
-    for folder in ("big_patch", "m2"):
-        assert not (tmp_path / folder / "last.pt").exists()
+    assert not (tmp_path / "m2").exists()
