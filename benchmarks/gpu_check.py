@@ -187,6 +187,8 @@ def main() -> int:
         print(f"gpu_check: {torch.cuda.device_count()} x {props.name} ({props.total_memory / 2**30:.0f} GiB), "
               f"torch {torch.__version__}, CUDA {torch.version.cuda}", flush=True)
     t0 = time.perf_counter()
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)  # created when missing
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         data = synthetic_data(work)
