@@ -43,7 +43,8 @@ def aggregate(
     table = read_metrics(paths)
     if table.empty:
         raise InputError(f"the {len(paths)} metric table(s) hold no rows")
-    summary_metrics(annotator_rows(table, params.annotator), params.metrics)  # fail on bad names before writing
+    chosen = annotator_rows(table, params.annotator)  # the rows figures and group tables show
+    summary_metrics(chosen, params.metrics)  # fail on bad names before writing
     expanded, _ = expand_params(table)
     for name in [*(b for by in params.group_by for b in by),
                  *(n for c in params.curves for n in (c.x, c.panels, c.figures) if n)]:
@@ -63,8 +64,7 @@ def aggregate(
         extra["selection_md"], extra["selection_csv"] = write_selection(table, params, outdir, title)
     figdir = Path(figures) if figures else outdir / "figures"
     figdir.mkdir(parents=True, exist_ok=True)  # exists even without figures (a workflow output)
-    figures = make_figures(annotator_rows(table, params.annotator), figdir, params)
-    chosen = annotator_rows(table, params.annotator)
+    figures = make_figures(chosen, figdir, params)
     groups = write_group_tables(chosen, params.group_by, summary.attrs["metrics"], outdir, params.digits)
     for spec in params.curves:
         metric = spec.metric or params.figure_metrics[0]
