@@ -126,10 +126,15 @@ class CopyTask:
         release_memory()
         data = self.source[block.inner]
         self.target[block.inner] = data
-        finite = np.isfinite(data) if data.dtype.kind == "f" else None
-        bad = 0 if finite is None else int(data.size - np.count_nonzero(finite))
-        values = data if finite is None or not bad else data[finite]
-        return {"nonfinite": bad, "max": float(values.max()) if values.size else 0.0}
+        return value_stats(data)
+
+
+def value_stats(data: np.ndarray) -> dict:
+    """What the engine checks of a staged block: NaN / Inf voxels and the largest finite value."""
+    finite = np.isfinite(data) if data.dtype.kind == "f" else None
+    bad = 0 if finite is None else int(data.size - np.count_nonzero(finite))
+    values = data if finite is None or not bad else data[finite]
+    return {"nonfinite": bad, "max": float(values.max()) if values.size else 0.0}
 
 
 @dataclass
@@ -160,8 +165,7 @@ class EvidenceTask:
         local = tuple(slice(i.start - b.start, i.stop - b.start) for i, b in zip(block.inner, box, strict=True))
         out = evidence[local]
         self.target[block.inner] = out
-        finite = np.isfinite(out)  # what CopyTask reports, for the engine's NaN / Inf check
-        return {"nonfinite": int(out.size - np.count_nonzero(finite)), "max": float(out[finite].max(initial=0.0))}
+        return value_stats(out)  # as CopyTask: for the engine's NaN / Inf check
 
 
 @lru_cache(maxsize=1)
