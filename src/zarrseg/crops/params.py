@@ -48,7 +48,10 @@ class CropParams:
     masks: Literal["binary", "instances"] = "binary"
     # per acquisition (its planes), before cropping; crops are float16 unless method 'none' (source dtype)
     normalization: Normalization = field(default_factory=lambda: Normalization(method="meanstd"))
-    buffer: int = 64  # crops collected per write (two such buffers are in memory)
+    # crops per Zarr chunk (file) along N: one file per crop costs ~1 ms to write, while a training
+    # batch of scattered crops decodes `chunk` crops per crop it uses
+    chunk: int = 8
+    buffer: int = 64  # crops collected per write, rounded up to whole chunks (two buffers are in memory)
     # pack `buffer` crops per shard file: few files and ~2x faster writes, but zarr-python 3 reads
     # scattered crops from shards ~8x slower (every training batch does)
     shards: bool = False
@@ -59,8 +62,8 @@ class CropParams:
             raise ConfigError(f"crops.crop_size must be >= 2, got {self.crop_size}")
         if not 0.0 < self.step <= 1.0:
             raise ConfigError(f"crops.step is a fraction of the crop size in (0, 1], got {self.step}")
-        if self.planes < 1 or self.buffer < 1:
-            raise ConfigError("crops.planes and crops.buffer must be >= 1")
+        if self.planes < 1 or self.buffer < 1 or self.chunk < 1:
+            raise ConfigError("crops.planes, crops.chunk and crops.buffer must be >= 1")
         if not 0.0 <= self.min_foreground < 1.0:
             raise ConfigError(f"crops.min_foreground must be in [0, 1), got {self.min_foreground}")
         for src in self.images:
@@ -70,6 +73,11 @@ class CropParams:
                 raise ConfigError(
                     f"crops: {src.name or src.image} has no ground truth, so it can only join the pretrain split"
                 )
+
+    @property
+    def buffer_crops(self) -> int:
+        """Crops per write: ``buffer`` rounded up to whole chunks, so every write but the last fills its chunks."""
+        return -(-self.buffer // self.chunk) * self.chunk
 
     @property
     def step_px(self) -> int:

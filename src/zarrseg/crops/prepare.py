@@ -6,8 +6,9 @@ foreground and adds 90/180/270 degree rotations. Here:
 
 * every acquisition belongs to exactly one split (pretrain / finetune / test), so overlapping
   crops of one image never land on both sides of a split;
-* the crops of a split are one Zarr array ``<split>/image`` (N x S x S, one chunk per crop: a
-  training batch reads scattered crops) with its masks ``<split>/mask`` (uint8 0/1);
+* the crops of a split are one Zarr array ``<split>/image`` (N x S x S, ``chunk`` crops per chunk
+  file: a file per crop made writing 3-4x slower, a training batch of scattered crops reads
+  ``chunk`` crops per crop it uses) with its masks ``<split>/mask`` (uint8 0/1);
   ``origins.parquet`` (and ``.csv``) says where each crop comes from; ``shards: true`` packs
   ``buffer`` crops per file instead (few files, faster writes, slower scattered reads);
 * rotations are not stored: a store made with ``rotations: true`` tells its readers to draw one
@@ -139,16 +140,18 @@ def normalised(plane: np.ndarray, norm: Normalization) -> np.ndarray:
         low=percentile(norm.lower), high=percentile(norm.upper), count=int(n),
     )
     lut = apply(np.arange(hist.size), stats, norm).astype(np.float16)
-    return lut[plane]
+    return np.take(lut, plane)  # ~1.5x faster than lut[plane]
 
 
 def window_sums(mask: np.ndarray, ys: list[int], xs: list[int], size: int) -> np.ndarray:
     """Foreground pixel count of every window: rows summed once into the bands between window
-    edges, then prefix sums over bands and over columns (one pass over the plane)."""
+    edges, then prefix sums over bands and over columns (one pass over the plane). A sum per band
+    adds whole rows (SIMD); ``np.add.reduceat`` with a wider dtype was 20x slower."""
     edges = np.unique(np.concatenate([ys, np.asarray(ys) + size]))
-    bands = np.add.reduceat(mask, edges[:-1], axis=0, dtype=np.int32)  # rows edges[i] .. edges[i + 1]
     prefix = np.zeros((edges.size, mask.shape[1]), dtype=np.int64)
-    np.cumsum(bands, axis=0, out=prefix[1:])
+    for i in range(edges.size - 1):  # prefix[i + 1]: rows edges[i] .. edges[i + 1]
+        prefix[i + 1] = mask[edges[i] : edges[i + 1]].sum(axis=0, dtype=np.int32)
+    np.cumsum(prefix, axis=0, out=prefix)
     top, bottom = np.searchsorted(edges, ys), np.searchsorted(edges, np.asarray(ys) + size)
     rows = np.zeros((len(ys), mask.shape[1] + 1), dtype=np.int64)
     np.cumsum(prefix[bottom] - prefix[top], axis=1, out=rows[:, 1:])
@@ -164,10 +167,15 @@ class SplitWriter:
     """
 
     def __init__(self, root: zarr.Group, split: str, params: CropParams, dtype: np.dtype):
-        size, n = params.crop_size, params.buffer
+        size, n = params.crop_size, params.buffer_crops
         c = params.compression
         image_codec = None if c.codec == "none" else BloscCodec(cname=c.codec, clevel=c.level, shuffle=c.shuffle)
-        layout = {"chunks": (1, size, size), **({"shards": (n, size, size)} if params.shards else {})}
+        layout = {"chunks": (params.chunk, size, size), **({"shards": (n, size, size)} if params.shards else {})}
+        # every chunk holds crops: zarr's per-chunk test for a chunk of fill values (an array
+        # comparison against a new chunk of zeros) was half the write time
+        layout["config"] = {"write_empty_chunks": True}
+        # chunk files side by side (c.<i>.0.0): the default c/<i>/0/0 made two directories per chunk
+        layout["chunk_key_encoding"] = {"name": "default", "separator": "."}
         self.image = root.create_array(f"{split}/image", shape=(0, size, size), dtype=dtype,
                                        compressors=image_codec, **layout)
         # binary masks shrink 20-100x with lz4 at no noticeable decoding cost
