@@ -14,8 +14,9 @@ foreground and adds 90/180/270 degree rotations. Here:
 * rotations are not stored: a store made with ``rotations: true`` tells its readers to draw one
   of the four rotations per read, which is the thesis' rotated set in expectation at a quarter
   of the disk space and write time;
-* the stage streams: one plane (and its mask) of one acquisition plus two buffers of crops in
-  memory, whatever the number of acquisitions; writing overlaps reading and cutting;
+* the stage streams: two planes (and masks: the one being cut, the next one being read in a
+  background thread) plus two buffers of crops in memory, whatever the number of acquisitions;
+  reading, cutting and writing (another thread) overlap;
 * intensities are normalised per plane (``normalization``) before cropping, as inference
   normalises each image, and stored as float16 (``method: none``: the source dtype).
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -248,13 +250,13 @@ def prepare_crops(params: CropParams, out: str | Path) -> dict:
     with ome.atomic_output(out) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         writers: dict[str, SplitWriter] = {}
-        for acq in acquisitions:
-            split = acq.source.split
+        for plane in planes_ahead(acquisitions, params):
+            split = plane.acq.source.split
             if split not in writers:
                 for done in writers.values():  # sorted by split: the previous split is complete
                     done.close()
                 writers[split] = SplitWriter(root, split, params, _dtype(acquisitions, split, params))
-            rows += _crop_acquisition(acq, params, writers[split], size, step)
+            rows += _cut(plane, params, writers[split])
         for writer in writers.values():
             writer.close()
             counts[writer.split] = writer.count
@@ -290,38 +292,68 @@ def _dtype(acquisitions: list[Acquisition], split: str, params: CropParams) -> n
 COLUMNS = ["split", "index", "name", "image", "z", "y", "x", "foreground", "labelled"]
 
 
-def _crop_acquisition(acq: Acquisition, params: CropParams, writer: SplitWriter, size: int, step: int) -> list[dict]:
-    """Crops of every selected plane of one acquisition (one plane in memory at a time)."""
+@dataclass
+class Plane:
+    """One plane ready to cut: its (normalised) image, binary mask and every window's foreground fraction."""
+
+    acq: Acquisition
+    z: int | None
+    image: np.ndarray
+    mask: np.ndarray | None  # None: an unlabelled acquisition
+    ys: list[int]
+    xs: list[int]
+    fractions: np.ndarray | None
+
+
+def load_plane(acq: Acquisition, z: int | None, params: CropParams) -> Plane:
+    """Read, normalise and mask one plane and measure the foreground of its windows."""
+    image, labels = acq.plane(z)
+    if params.normalization.method != "none":
+        image = normalised(image, params.normalization)
+    size, step = params.crop_size, params.step_px
+    ys, xs = window_starts(image.shape[0], size, step), window_starts(image.shape[1], size, step)
+    mask = None if labels is None else foreground(labels, params.masks, acq.source.labels)
+    fractions = None if mask is None else window_sums(mask, ys, xs, size) / float(size * size)
+    return Plane(acq, z, image, mask, ys, xs, fractions)
+
+
+def planes_ahead(acquisitions: list[Acquisition], params: CropParams) -> Iterator[Plane]:
+    """Every selected plane in order; the next one is read and prepared in a background thread
+    while the caller cuts this one (two planes in memory, whatever the number of acquisitions)."""
+    jobs = [(acq, z) for acq in acquisitions for z in acq.planes]
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="crops-read") as pool:
+        ahead = pool.submit(load_plane, *jobs[0], params)
+        for k in range(len(jobs)):
+            plane = ahead.result()
+            if k + 1 < len(jobs):
+                ahead = pool.submit(load_plane, *jobs[k + 1], params)
+            yield plane
+
+
+def _cut(plane: Plane, params: CropParams, writer: SplitWriter) -> list[dict]:
+    """Hand the kept windows of one plane to the writer; their rows of the origin table."""
+    acq, size, fractions, mask = plane.acq, params.crop_size, plane.fractions, plane.mask
     rows = []
-    norm = params.normalization
-    for z in acq.planes:
-        image, labels = acq.plane(z)
-        if norm.method != "none":
-            image = normalised(image, norm)
-        ys, xs = window_starts(image.shape[0], size, step), window_starts(image.shape[1], size, step)
-        mask = None if labels is None else foreground(labels, params.masks, acq.source.labels)
-        fractions = None if mask is None else window_sums(mask, ys, xs, size) / float(size * size)
-        kept = 0
-        for i, y in enumerate(ys):
-            for j, x in enumerate(xs):
-                fg = float("nan") if fractions is None else float(fractions[i, j])
-                if fractions is not None and fg < params.min_foreground:
-                    continue
-                crop_mask = None if mask is None else mask[y : y + size, x : x + size]
-                index = writer.add(image[y : y + size, x : x + size], crop_mask)
-                rows.append(
-                    {
-                        "split": acq.source.split,
-                        "index": index,
-                        "name": acq.name,
-                        "image": acq.source.image,
-                        "z": -1 if z is None else int(z),
-                        "y": int(y),
-                        "x": int(x),
-                        "foreground": fg,
-                        "labelled": mask is not None,
-                    }
-                )
-                kept += 1
-        log.info("crops: %s plane %s: %d of %d windows kept", acq.name, z, kept, len(ys) * len(xs))
+    for i, y in enumerate(plane.ys):
+        for j, x in enumerate(plane.xs):
+            fg = float("nan") if fractions is None else float(fractions[i, j])
+            if fractions is not None and fg < params.min_foreground:
+                continue
+            crop_mask = None if mask is None else mask[y : y + size, x : x + size]
+            index = writer.add(plane.image[y : y + size, x : x + size], crop_mask)
+            rows.append(
+                {
+                    "split": acq.source.split,
+                    "index": index,
+                    "name": acq.name,
+                    "image": acq.source.image,
+                    "z": -1 if plane.z is None else int(plane.z),
+                    "y": int(y),
+                    "x": int(x),
+                    "foreground": fg,
+                    "labelled": mask is not None,
+                }
+            )
+    log.info("crops: %s plane %s: %d of %d windows kept", acq.name, plane.z, len(rows),
+             len(plane.ys) * len(plane.xs))
     return rows
