@@ -52,8 +52,9 @@ class CropParams:
     # batch of scattered crops decodes `chunk` crops per crop it uses
     chunk: int = 8
     buffer: int = 64  # crops collected per write, rounded up to whole chunks (two buffers are in memory)
-    # pack `buffer` crops per shard file: few files and ~2x faster writes, but zarr-python 3 reads
-    # scattered crops from shards ~8x slower (every training batch does)
+    # pack `buffer` crops per shard file (of `chunk`-crop chunks): fewer files, but zarr-python 3
+    # writes them slower than plain chunks (10 acquisitions: 1.7 vs 1.2 s CPU) and reads scattered
+    # crops from shards ~8x slower (every training batch does)
     shards: bool = False
     compression: CropCompression = field(default_factory=CropCompression)
 
