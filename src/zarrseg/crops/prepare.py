@@ -321,6 +321,8 @@ def planes_ahead(acquisitions: list[Acquisition], params: CropParams) -> Iterato
     """Every selected plane in order; the next one is read and prepared in a background thread
     while the caller cuts this one (two planes in memory, whatever the number of acquisitions)."""
     jobs = [(acq, z) for acq in acquisitions for z in acq.planes]
+    if not jobs:
+        return
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="crops-read") as pool:
         ahead = pool.submit(load_plane, *jobs[0], params)
         for k in range(len(jobs)):
