@@ -54,6 +54,29 @@ def test_pull_push_and_regulariser_known_values():
     assert float(L.push_term(means[:1], 2.0)) == 0.0  # one object: nothing to push
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_means_and_pull_match_a_loop_over_objects(seed):
+    """Per-object sums as matrix products against the plain loop over objects, values and gradients."""
+    torch.manual_seed(seed)
+    n_objects = 1 + 3 * seed
+    labels = torch.randint(0, n_objects + 1, (500,))
+    labels[: n_objects + 1] = torch.arange(n_objects + 1)  # every object present
+    emb = torch.randn(6, 500, dtype=torch.float64)
+    e1, e2 = emb.clone().requires_grad_(True), emb.clone().requires_grad_(True)
+    means_ref = torch.stack([e1[:, labels == k].mean(1) for k in range(1, n_objects + 1)])
+    pull_ref = torch.stack(
+        [((means_ref[k - 1][:, None] - e1[:, labels == k]).norm(dim=0) - 0.5).clamp_min(0).pow(2).mean()
+         for k in range(1, n_objects + 1)]
+    ).mean()
+    means = L.cluster_means(e2, labels, n_objects)
+    pull = L.pull_term(e2, labels, means, 0.5)
+    assert torch.allclose(means, means_ref)
+    assert float(pull.detach()) == pytest.approx(float(pull_ref.detach()), rel=1e-10)
+    (pull_ref + means_ref.sum()).backward()
+    (pull + means.sum()).backward()
+    assert torch.allclose(e2.grad, e1.grad)
+
+
 def test_kernel_is_t_at_delta_v():
     for t in (0.5, 0.9):
         sigma2 = L.kernel_variance(0.5, t)

@@ -28,13 +28,17 @@ def index_objects(labels: torch.Tensor) -> tuple[torch.Tensor, int]:
     return inverse + 1, len(ids)
 
 
+def one_hot(labels: torch.Tensor, n_objects: int, dtype: torch.dtype) -> torch.Tensor:
+    """(C + 1, N) indicator rows: row 0 the unlabelled pixels, row k object k. Per-object sums are
+    then matrix products, whose backward is one too (gathers by label back up through slow
+    accumulating scatters on the CPU)."""
+    return (labels[None, :] == torch.arange(n_objects + 1, device=labels.device)[:, None]).to(dtype)
+
+
 def cluster_means(emb: torch.Tensor, labels: torch.Tensor, n_objects: int) -> torch.Tensor:
     """Mean embedding mu_k of each object k = 1..C: (C, D)."""
-    d = emb.shape[0]
-    sums = torch.zeros(n_objects + 1, d, dtype=emb.dtype, device=emb.device)
-    sums.index_add_(0, labels, emb.T)
-    counts = torch.bincount(labels, minlength=n_objects + 1).to(emb.dtype)
-    return sums[1:] / counts[1:, None].clamp_min(1.0)
+    members = one_hot(labels, n_objects, emb.dtype)[1:]
+    return (members @ emb.T) / members.sum(1)[:, None].clamp_min(1.0)
 
 
 def pairwise_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -53,13 +57,11 @@ def pull_term(emb: torch.Tensor, labels: torch.Tensor, means: torch.Tensor, delt
     n = means.shape[0]
     if n == 0:
         return emb.new_zeros(())
-    inside = labels > 0
-    k = labels[inside] - 1
-    dist = (emb[:, inside].T - means[k]).pow(2).sum(1).clamp_min(EPS).sqrt()
-    hinge = (dist - delta_v).clamp_min(0.0) ** 2
-    per_object = torch.zeros(n, dtype=emb.dtype, device=emb.device).index_add_(0, k, hinge)
-    counts = torch.bincount(k, minlength=n).to(emb.dtype)
-    return (per_object / counts.clamp_min(1.0)).mean()
+    members = one_hot(labels, n, emb.dtype)[1:]  # (C, N)
+    centre = means.T @ members  # (D, N): mu_k at the pixels of object k, 0 at unlabelled ones
+    dist = (emb - centre).pow(2).sum(0).clamp_min(EPS).sqrt()
+    hinge = (dist - delta_v).clamp_min(0.0) ** 2  # unlabelled pixels: weight 0 below
+    return ((members @ hinge) / members.sum(1).clamp_min(1.0)).mean()
 
 
 def push_term(means: torch.Tensor, delta_d: float) -> torch.Tensor:
@@ -120,8 +122,7 @@ def instance_term(
     pixel ``anchors[k]`` (one pixel of object k, (C,)) over all pixels, I_k the object's ground-truth mask."""
     if n_objects == 0:
         return emb.new_zeros(())
-    truth = (labels[None, :] == torch.arange(1, n_objects + 1, device=labels.device)[:, None]).to(emb.dtype)
-    return soft_dice(emb, anchors, truth, sigma2)
+    return soft_dice(emb, anchors, one_hot(labels, n_objects, emb.dtype)[1:], sigma2)
 
 
 def unlabelled_push(emb: torch.Tensor, unlabelled: torch.Tensor, means: torch.Tensor, delta_d: float) -> torch.Tensor:
