@@ -138,7 +138,8 @@ def unlabelled_push(emb: torch.Tensor, unlabelled: torch.Tensor, means: torch.Te
 def _near(a: torch.Tensor, a_sq: torch.Tensor, e: torch.Tensor, e_sq: torch.Tensor, delta_v: float) -> torch.Tensor:
     """Hard masks ||e_i - a_k||^2 < dv^2 of the anchors ``a`` (D, K) over the pixels ``e`` (D, N),
     given both squared norms: (K, N), one matrix product for all anchors."""
-    return e_sq[None, :] - 2.0 * (a.T @ e) + a_sq[:, None] < delta_v**2
+    # ||e - a||^2 < dv^2  <=>  2 a.e - |a|^2 > |e|^2 - dv^2, in place on the (K, N) product
+    return (a.T @ e).mul_(2.0).sub_(a_sq[:, None]) > (e_sq - delta_v**2)[None, :]
 
 
 def consistency_anchors(

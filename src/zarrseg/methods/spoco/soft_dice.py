@@ -25,8 +25,8 @@ class SoftDice(torch.autograd.Function):
         d.mul_(-2.0).add_(sq[None, :]).add_(sq[idx, None])  # squared distances, expanded form
         passes = d >= 0  # clamp_min(0) lets the gradient through here
         p = d.clamp_min_(0.0).mul_(-0.5 / sigma2).exp_()
-        num = (p * target).sum(1)
-        den_raw = (p * p).sum(1) + (target * target).sum(1)
+        num = torch.linalg.vecdot(p, target)  # row-wise dot products: no (K, N) temporaries
+        den_raw = torch.linalg.vecdot(p, p) + torch.linalg.vecdot(target, target)
         den = den_raw.clamp_min(eps)
         ctx.save_for_backward(emb, idx, target, p, passes, num, den, den_raw >= eps)
         ctx.sigma2 = sigma2
@@ -39,8 +39,8 @@ class SoftDice(torch.autograd.Function):
         k = len(idx)
         # d loss_k / d p_ki = -2 (q_ki / den_k - 2 p_ki num_k / den_k^2); d p / d dist^2 = -p / (2 sigma^2)
         scale = (grad * (-2.0 / k)) * (-0.5 / ctx.sigma2)
-        g = target / den[:, None]
-        g.sub_(p * (2.0 * num * den_passes / den**2)[:, None]).mul_(p).mul_(passes).mul_(scale)  # (K, N)
+        g = target * (scale / den)[:, None]
+        g.addcmul_(p, (-2.0 * scale * num * den_passes / den**2)[:, None]).mul_(p).mul_(passes)  # (K, N)
         # dist^2_ki = |e_i|^2 + |a_k|^2 - 2 a_k . e_i
         a = emb[:, idx]
         grad_emb = 2.0 * emb * g.sum(0)[None, :] - 2.0 * (a @ g)
