@@ -6,6 +6,8 @@ same batch size and the same number of CPU threads, in turns in one process (so 
 same machine load): U-Net, SPOCO, U-Net, SPOCO, ... The figure is the median wall and CPU time
 of a step after ``--warmup`` steps, from each run's history.csv. SPOCO adds the momentum network's
 forward pass, a second intensity augmentation and the loss terms; the issue's target is <= 1.3x.
+The last line times g's forward alone (training mode, no gradient) against the U-Net step: the
+ratio no cheaper loss can go below.
 
     python benchmarks/spoco_throughput.py [--rounds 3] [--steps 40] [--3d]
 """
@@ -52,6 +54,40 @@ def step_times(history: Path, warmup: int) -> tuple[float, float]:
     return float(np.median(wall)), float(np.median(cpu))
 
 
+def floor(ndim: int, patch: list[int], batch: int, model: dict, threads: int, repeats: int = 7) -> tuple[float, float]:
+    """Median CPU seconds of the U-Net's training-mode forward without gradient (g's share of a SPOCO
+    step) and of its forward + backward (f's), same network, batch and threads: g alone adds
+    forward / step to the ratio, however cheap the loss terms are."""
+    import time
+
+    import torch
+
+    from zarrseg.methods.unet.models import ModelConfig, build_model
+
+    torch.set_num_threads(threads)
+    net = build_model(ModelConfig(ndim=ndim, norm="batch", out_channels=16, **model)).train()
+    x = torch.randn(batch, 1, *patch)
+
+    def forward() -> None:
+        with torch.no_grad():
+            net(x)
+
+    def forward_backward() -> None:
+        net.zero_grad()
+        net(x).sum().backward()
+
+    out = []
+    for fn in (forward, forward_backward):
+        fn()
+        times = []
+        for _ in range(repeats):
+            t = time.process_time()
+            fn()
+            times.append(time.process_time() - t)
+        out.append(float(np.median(times)))
+    return out[0], out[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -94,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{ndim}D patch {patch} batch {batch} U-Net {model}, {args.threads} thread(s), median of {args.rounds} rounds:")
     print(f"  U-Net {u[0]:.3f} s/step ({u[1]:.3f} CPU s), SPOCO {s[0]:.3f} s/step ({s[1]:.3f} CPU s)")
     print(f"  SPOCO / U-Net per step: {s[0] / u[0]:.2f}x wall, {s[1] / u[1]:.2f}x CPU (target <= 1.3x)")
+    g_fwd, f_step = floor(ndim, patch, batch, model, args.threads)
+    print(f"  g's forward {g_fwd:.3f} CPU s, f's forward + backward {f_step:.3f} CPU s: g alone sets a floor of "
+          f"{1 + g_fwd / u[1]:.2f}x the U-Net step's CPU time")
     shutil.rmtree(work)
     return 0
 

@@ -54,6 +54,29 @@ def test_pull_push_and_regulariser_known_values():
     assert float(L.push_term(means[:1], 2.0)) == 0.0  # one object: nothing to push
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_means_and_pull_match_a_loop_over_objects(seed):
+    """Per-object sums as matrix products against the plain loop over objects, values and gradients."""
+    torch.manual_seed(seed)
+    n_objects = 1 + 3 * seed
+    labels = torch.randint(0, n_objects + 1, (500,))
+    labels[: n_objects + 1] = torch.arange(n_objects + 1)  # every object present
+    emb = torch.randn(6, 500, dtype=torch.float64)
+    e1, e2 = emb.clone().requires_grad_(True), emb.clone().requires_grad_(True)
+    means_ref = torch.stack([e1[:, labels == k].mean(1) for k in range(1, n_objects + 1)])
+    pull_ref = torch.stack(
+        [((means_ref[k - 1][:, None] - e1[:, labels == k]).norm(dim=0) - 0.5).clamp_min(0).pow(2).mean()
+         for k in range(1, n_objects + 1)]
+    ).mean()
+    means = L.cluster_means(e2, labels, n_objects)
+    pull = L.pull_term(e2, labels, means, 0.5)
+    assert torch.allclose(means, means_ref)
+    assert float(pull.detach()) == pytest.approx(float(pull_ref.detach()), rel=1e-10)
+    (pull_ref + means_ref.sum()).backward()
+    (pull + means.sum()).backward()
+    assert torch.allclose(e2.grad, e1.grad)
+
+
 def test_kernel_is_t_at_delta_v():
     for t in (0.5, 0.9):
         sigma2 = L.kernel_variance(0.5, t)
@@ -70,7 +93,7 @@ def test_dice_instance_unlabelled_push_and_consistency_known_values():
     labels = torch.tensor([1, 1, 2])
     idx = L.random_pixels(torch.ones(3, dtype=torch.bool), labels, 2, gen())
     assert labels[idx].tolist() == [1, 2]
-    value = L.instance_term(emb, labels, 2, L.kernel_variance(0.5, t), emb[:, idx].T)
+    value = L.instance_term(emb, labels, 2, L.kernel_variance(0.5, t), idx)
     assert float(value) == pytest.approx((1 - 2 * (1 + t) / (3 + t * t)) / 2, abs=1e-6)
     # unlabelled push: mean (0, 0), unlabelled pixel 1 away: [dd - 1]^2 = 1
     means = torch.zeros(1, 2)
@@ -86,19 +109,93 @@ def test_dice_instance_unlabelled_push_and_consistency_known_values():
 def test_consistency_anchors_cover_the_region():
     f = torch.cat([torch.zeros(2, 50), torch.full((2, 50), 5.0)], 1)  # two tight clusters
     region = torch.ones(100, dtype=torch.bool)
-    calls = []
-    real = L.soft_masks
+    idx = L.consistency_anchors(f, f, region, 0.5, gen(), max_anchors=20)
+    # one anchor per cluster covers everything: sampling stops after two
+    assert sorted(int(i) // 50 for i in idx) == [0, 1]
 
-    def spy(emb, anchors, sigma2):
-        calls.append(len(anchors))
-        return real(emb, anchors, sigma2)
 
-    L.soft_masks = spy
-    try:
-        L.consistency_term(f, f, region, 0.1, 0.5, gen(), max_anchors=20)
-    finally:
-        L.soft_masks = real
-    assert calls == [2, 2]  # one anchor per cluster covers everything: sampling stops after two
+def reference_anchors(ef, eg, region, delta_v, generator, max_anchors, uncovered) -> list[int]:
+    """The sampling loop as the thesis states it: one anchor at a time, uniform among the uncovered
+    pixels (the first uncovered one of the same random order), covering what lies within dv of it."""
+    cand = torch.nonzero(region).squeeze(1)
+    total = len(cand)
+    cand = cand[torch.randperm(total, generator=generator)]
+    todo, picked, left = region.clone(), [], total
+    for _ in range(max_anchors):
+        if left == 0 or left < uncovered * total:
+            break
+        i = next(int(c) for c in cand if todo[c])
+        picked.append(i)
+        todo &= ((ef - ef[:, i : i + 1]) ** 2).sum(0) >= delta_v**2
+        todo &= ((eg - eg[:, i : i + 1]) ** 2).sum(0) >= delta_v**2
+        todo[i] = False
+        left = int(todo.sum())
+    return picked
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_block_anchor_sampling_matches_the_one_at_a_time_loop(seed):
+    torch.manual_seed(seed)
+    n = 3000
+    ef = torch.randn(3, n) * (1.0 + seed % 3)
+    eg = ef + 0.3 * torch.randn(3, n)
+    region = torch.rand(n) < (0.3 if seed % 2 else 1.0)
+    max_anchors, uncovered = (20, 0.05) if seed < 3 else (200, 0.01)
+    expected = reference_anchors(ef, eg, region, 0.8, gen(seed), max_anchors, uncovered)
+    got = L.consistency_anchors(ef, eg, region, 0.8, gen(seed), max_anchors, uncovered)
+    assert got.tolist() == expected
+    assert 1 <= len(expected) <= max_anchors
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_soft_dice_matches_masks_and_dice_with_gradients(seed):
+    """The one-op soft-mask Dice (instance and consistency terms) against the plain tensor
+    expression, values and gradients, on random embeddings with duplicate and far pixels."""
+    from zarrseg.methods.spoco.soft_dice import soft_dice
+
+    torch.manual_seed(seed)
+    d, n, k = 5, 400, 7
+    emb = torch.randn(d, n, dtype=torch.float64) * (0.3 + seed)
+    emb[:, 10] = emb[:, 11]  # two identical pixels: a distance of exactly 0 off the diagonal
+    idx = torch.randperm(n)[:k]
+    idx[-1] = 11
+    target = torch.rand(k, n, dtype=torch.float64) if seed % 2 else (torch.rand(k, n) < 0.2).double()
+    sigma2 = L.kernel_variance(0.5, 0.9)
+    e1, e2 = emb.clone().requires_grad_(True), emb.clone().requires_grad_(True)
+    expected = L.dice_loss(L.soft_masks(e1, e1[:, idx].T, sigma2), target).mean()
+    got = soft_dice(e2, idx, target, sigma2)
+    (3.0 * expected).backward()
+    (3.0 * got).backward()
+    assert float(got.detach()) == pytest.approx(float(expected.detach()), rel=1e-10, abs=1e-12)
+    assert torch.allclose(e2.grad, e1.grad, rtol=1e-8, atol=1e-12)
+    small = emb[:, :30].clone().requires_grad_(True)  # finite differences: a few pixels suffice
+    assert torch.autograd.gradcheck(lambda e: soft_dice(e, idx % 30, target[:, :30], sigma2), (small,), fast_mode=True)
+
+
+def test_instance_and_consistency_terms_match_the_plain_expressions():
+    torch.manual_seed(0)
+    emb, emb_g = torch.randn(4, 300), torch.randn(4, 300)
+    labels = torch.randint(0, 4, (300,))
+    sigma2 = L.kernel_variance(0.5, 0.9)
+    idx = L.random_pixels(torch.ones(300, dtype=torch.bool), labels, 3, gen())
+    truth = (labels[None, :] == torch.arange(1, 4)[:, None]).float()
+    e1, e2 = emb.clone().requires_grad_(True), emb.clone().requires_grad_(True)
+    expected = L.dice_loss(L.soft_masks(e1, e1[:, idx].T, sigma2), truth).mean()
+    got = L.instance_term(e2, labels, 3, sigma2, idx)
+    expected.backward()
+    got.backward()
+    assert float(got.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    assert torch.allclose(e2.grad, e1.grad, rtol=1e-4, atol=1e-6)
+    region = labels == 0
+    anchors = L.consistency_anchors(emb, emb_g, region, 0.5, gen(1))
+    e1, e2 = emb.clone().requires_grad_(True), emb.clone().requires_grad_(True)
+    sg = L.soft_masks(emb_g, emb_g[:, anchors].T, sigma2)
+    expected = L.dice_loss(L.soft_masks(e1, e1[:, anchors].T, sigma2), sg).mean()
+    got = L.consistency_term(e2, emb_g, region, sigma2, 0.5, gen(1))
+    expected.backward()
+    got.backward()
+    assert float(got.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    assert torch.allclose(e2.grad, e1.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_every_weight_changes_the_loss():

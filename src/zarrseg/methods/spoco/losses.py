@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .soft_dice import soft_dice
+
 EPS = 1e-12
 
 
@@ -26,13 +28,17 @@ def index_objects(labels: torch.Tensor) -> tuple[torch.Tensor, int]:
     return inverse + 1, len(ids)
 
 
+def one_hot(labels: torch.Tensor, n_objects: int, dtype: torch.dtype) -> torch.Tensor:
+    """(C + 1, N) indicator rows: row 0 the unlabelled pixels, row k object k. Per-object sums are
+    then matrix products, whose backward is one too (gathers by label back up through slow
+    accumulating scatters on the CPU)."""
+    return (labels[None, :] == torch.arange(n_objects + 1, device=labels.device)[:, None]).to(dtype)
+
+
 def cluster_means(emb: torch.Tensor, labels: torch.Tensor, n_objects: int) -> torch.Tensor:
     """Mean embedding mu_k of each object k = 1..C: (C, D)."""
-    d = emb.shape[0]
-    sums = torch.zeros(n_objects + 1, d, dtype=emb.dtype, device=emb.device)
-    sums.index_add_(0, labels, emb.T)
-    counts = torch.bincount(labels, minlength=n_objects + 1).to(emb.dtype)
-    return sums[1:] / counts[1:, None].clamp_min(1.0)
+    members = one_hot(labels, n_objects, emb.dtype)[1:]
+    return (members @ emb.T) / members.sum(1)[:, None].clamp_min(1.0)
 
 
 def pairwise_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -51,13 +57,11 @@ def pull_term(emb: torch.Tensor, labels: torch.Tensor, means: torch.Tensor, delt
     n = means.shape[0]
     if n == 0:
         return emb.new_zeros(())
-    inside = labels > 0
-    k = labels[inside] - 1
-    dist = (emb[:, inside].T - means[k]).pow(2).sum(1).clamp_min(EPS).sqrt()
-    hinge = (dist - delta_v).clamp_min(0.0) ** 2
-    per_object = torch.zeros(n, dtype=emb.dtype, device=emb.device).index_add_(0, k, hinge)
-    counts = torch.bincount(k, minlength=n).to(emb.dtype)
-    return (per_object / counts.clamp_min(1.0)).mean()
+    members = one_hot(labels, n, emb.dtype)[1:]  # (C, N)
+    centre = means.T @ members  # (D, N): mu_k at the pixels of object k, 0 at unlabelled ones
+    dist = (emb - centre).pow(2).sum(0).clamp_min(EPS).sqrt()
+    hinge = (dist - delta_v).clamp_min(0.0) ** 2  # unlabelled pixels: weight 0 below
+    return ((members @ hinge) / members.sum(1).clamp_min(1.0)).mean()
 
 
 def push_term(means: torch.Tensor, delta_d: float) -> torch.Tensor:
@@ -114,13 +118,11 @@ def instance_term(
     sigma2: float,
     anchors: torch.Tensor,
 ) -> torch.Tensor:
-    """Eq. 3.4: (1/C) sum_k Dice(S_k, I_k), S_k the soft mask (Eq. 3.3) around anchor embedding a_k
-    (``anchors``: (C, D)) over all pixels, I_k the object's ground-truth mask."""
+    """Eq. 3.4: (1/C) sum_k Dice(S_k, I_k), S_k the soft mask (Eq. 3.3) around the embedding of
+    pixel ``anchors[k]`` (one pixel of object k, (C,)) over all pixels, I_k the object's ground-truth mask."""
     if n_objects == 0:
         return emb.new_zeros(())
-    masks = soft_masks(emb, anchors, sigma2)
-    truth = (labels[None, :] == torch.arange(1, n_objects + 1, device=labels.device)[:, None]).to(emb.dtype)
-    return dice_loss(masks, truth).mean()
+    return soft_dice(emb, anchors, one_hot(labels, n_objects, emb.dtype)[1:], sigma2)
 
 
 def unlabelled_push(emb: torch.Tensor, unlabelled: torch.Tensor, means: torch.Tensor, delta_d: float) -> torch.Tensor:
@@ -133,6 +135,71 @@ def unlabelled_push(emb: torch.Tensor, unlabelled: torch.Tensor, means: torch.Te
     return hinge.sum() / (means.shape[0] * n_u)
 
 
+def _near(a: torch.Tensor, a_sq: torch.Tensor, e: torch.Tensor, e_sq: torch.Tensor, delta_v: float) -> torch.Tensor:
+    """Hard masks ||e_i - a_k||^2 < dv^2 of the anchors ``a`` (D, K) over the pixels ``e`` (D, N),
+    given both squared norms: (K, N), one matrix product for all anchors."""
+    # ||e - a||^2 < dv^2  <=>  2 a.e - |a|^2 > |e|^2 - dv^2, in place on the (K, N) product
+    return (a.T @ e).mul_(2.0).sub_(a_sq[:, None]) > (e_sq - delta_v**2)[None, :]
+
+
+def consistency_anchors(
+    emb_f: torch.Tensor,
+    emb_g: torch.Tensor,
+    region: torch.Tensor,
+    delta_v: float,
+    generator: torch.Generator,
+    max_anchors: int = 20,
+    uncovered: float = 0.05,
+) -> torch.Tensor:
+    """Anchor pixels of the consistency term (Eq. 3.8): each one uniform among the region's pixels
+    not yet covered, until less than ``uncovered`` of the region is left or ``max_anchors``.
+
+    A pixel is covered once it lies within dv of an anchor in f or in g (the hard masks S^f, S^g).
+    "Uniform among the uncovered pixels" is the first uncovered pixel of one random order of the
+    region, so candidates are taken from that order a block at a time: the greedy choice within a
+    block needs only the candidates' distances to each other (a small M x M matrix), and one matrix
+    product per block (usually one) gives the chosen anchors' masks over the image; per anchor only
+    a boolean update and count of the uncovered pixels remain (was: a nonzero, a random draw and two
+    distance passes over the image per anchor).
+    """
+    cand = torch.nonzero(region).squeeze(1)
+    total = len(cand)
+    cand = cand[torch.randperm(total, generator=generator).to(cand.device)]
+    todo = region.clone()
+    nf, ng = (emb_f * emb_f).sum(0), (emb_g * emb_g).sum(0)
+    picked: list[torch.Tensor] = []
+    n_picked, left, pos = 0, total, 0
+    while n_picked < max_anchors and left > 0 and left >= uncovered * total:
+        block = cand[pos : pos + 2 * (max_anchors - n_picked)]
+        pos += len(block)
+        alive = todo[block].tolist()
+        # among[j][i]: candidate i lies within dv of candidate j (in f or in g)
+        among = (_near(emb_f[:, block], nf[block], emb_f[:, block], nf[block], delta_v)
+                 | _near(emb_g[:, block], ng[block], emb_g[:, block], ng[block], delta_v)).tolist()
+        chosen = []
+        for j in range(len(block)):
+            if alive[j] and n_picked + len(chosen) < max_anchors:
+                chosen.append(j)
+                alive = [x and not c for x, c in zip(alive, among[j], strict=True)]
+        if chosen:
+            rows = torch.tensor(chosen, device=cand.device)
+            a = block[rows]
+            cover = _near(emb_f[:, a], nf[a], emb_f, nf, delta_v) | _near(emb_g[:, a], ng[a], emb_g, ng, delta_v)
+            cover[torch.arange(len(chosen)), a] = True  # an anchor covers itself
+            keep = 0
+            for row in cover:  # the sampling loop's test before each anchor: stop once too little is left
+                todo &= ~row
+                keep += 1
+                left = int(todo.sum())
+                if left == 0 or left < uncovered * total:
+                    break
+            picked.append(a[:keep])
+            n_picked += keep
+        if pos >= total:
+            break
+    return torch.cat(picked) if picked else cand[:0]
+
+
 def consistency_term(
     emb_f: torch.Tensor,
     emb_g: torch.Tensor,
@@ -143,35 +210,17 @@ def consistency_term(
     max_anchors: int = 20,
     uncovered: float = 0.05,
 ) -> torch.Tensor:
-    """Eq. 3.8: (1/K) sum_k Dice(S_k^f, S_k^g) for K anchors sampled from ``region`` until it is covered.
-
-    After each anchor the pixels within dv of it in f or in g (the hard masks S^f, S^g) count as
-    covered; sampling stops when less than ``uncovered`` of the region is left or after
-    ``max_anchors``. ``emb_g`` comes from the momentum network (no gradient): it is the target.
-    """
-    todo = region.clone()
-    total = int(region.sum())
-    if total == 0:
+    """Eq. 3.8: (1/K) sum_k Dice(S_k^f, S_k^g) for K anchors sampled from ``region`` until it is
+    covered (``consistency_anchors``). ``emb_g`` comes from the momentum network (no gradient): it
+    is the target."""
+    if not bool(region.any()):
         return emb_f.new_zeros(())
-    picked = []
     with torch.no_grad():
-        ef, eg = emb_f.detach(), emb_g.detach()
-        nf, ng = (ef * ef).sum(0), (eg * eg).sum(0)
-        left = total
-        for _ in range(max_anchors):
-            if left == 0 or left < uncovered * total:
-                break
-            i = int(torch.nonzero(todo).squeeze(1)[torch.randint(left, (1,), generator=generator)])
-            picked.append(i)
-            af, ag = ef[:, i], eg[:, i]  # ||e - a||^2 < dv^2 in f or in g: covered
-            near = (nf - 2 * (af @ ef) + af @ af < delta_v**2) | (ng - 2 * (ag @ eg) + ag @ ag < delta_v**2)
-            todo &= ~near
-            todo[i] = False
-            left = int(todo.sum())
-    idx = torch.tensor(picked, device=emb_f.device)
-    sf = soft_masks(emb_f, emb_f[:, idx].T, sigma2)
-    sg = soft_masks(emb_g, emb_g[:, idx].T, sigma2)
-    return dice_loss(sf, sg).mean()
+        idx = consistency_anchors(
+            emb_f.detach(), emb_g.detach(), region, delta_v, generator, max_anchors, uncovered
+        )
+        sg = soft_masks(emb_g.detach(), emb_g[:, idx].detach().T, sigma2)
+    return soft_dice(emb_f, idx, sg, sigma2)
 
 
 @dataclass
@@ -232,8 +281,11 @@ def sso_loss(
     seeds = torch.randint(0, 2**62, (2,), generator=generator).tolist()
     gen_instance, gen_consistency = (torch.Generator().manual_seed(s) for s in seeds)
     sums = {t: emb_f.new_zeros((), dtype=torch.float32) for t in TERMS}
+    # unbind: one backward for the batch (indexing emb_f[n] backs up a zero-filled batch per image)
+    per_image_f = emb_f.float().reshape(b, d, -1).unbind(0)
+    per_image_g = emb_g.float().reshape(b, d, -1).unbind(0) if emb_g is not None else [None] * b
     for n in range(b):
-        e = emb_f[n].reshape(d, -1).float()
+        e = per_image_f[n]
         lab, c = index_objects(labels[n].reshape(-1))
         means = cluster_means(e, lab, c)
         unlabelled = lab == 0
@@ -244,11 +296,11 @@ def sso_loss(
         }
         if w.instance:
             idx = random_pixels(torch.ones_like(unlabelled), lab, c, gen_instance)
-            terms["instance"] = instance_term(e, lab, c, sigma2, e[:, idx].T)
+            terms["instance"] = instance_term(e, lab, c, sigma2, idx)
         if w.unlabelled_push:
             terms["unlabelled_push"] = unlabelled_push(e, unlabelled, means, w.delta_d)
         if w.consistency and emb_g is not None:
-            g = emb_g[n].reshape(d, -1).float()
+            g = per_image_g[n]
             region = unlabelled if float(unlabelled.float().mean()) >= w.uncovered else torch.ones_like(unlabelled)
             terms["consistency"] = consistency_term(
                 e, g, region, sigma2, w.delta_v, gen_consistency, w.max_anchors, w.uncovered
