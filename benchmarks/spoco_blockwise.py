@@ -9,6 +9,12 @@ At 256^3 the blockwise segmentation is also compared with the same algorithm on 
 in memory (``segment.reference.segment_whole`` on ``embeddings.boundary_evidence``), ARand.
 
     python benchmarks/spoco_blockwise.py --checkpoint results/spoco_vs_plantseg/models/spoco/<id>/best.pt
+    python benchmarks/spoco_blockwise.py --no-parity   # no checkpoint: train the small memory-benchmark model
+
+Without ``--checkpoint`` a small 3D SPOCO model (U-Net 4..16 features, depth 3, D = 16, batch norm) is
+trained for 20 steps on FlyEM z < 150 (SPOCO@0.4) and its output layer scaled by 30, so that the
+embeddings vary on the scale of the push margin: as briefly trained they are nearly constant and the
+whole volume is one segment, which would measure no graph. It measures memory, not accuracy.
 """
 
 from __future__ import annotations
@@ -45,6 +51,35 @@ def build_raw(path: Path, size: int) -> None:
     vol = np.pad(raw, pad, mode="symmetric")[:size, :size, :size]
     arr = ome.create_image(path, shape=vol.shape, dtype=vol.dtype, axes="zyx", scale=(1.0,) * 3, chunks=(64, 128, 128))
     arr[...] = vol
+
+
+def memory_checkpoint(work: Path, scale: float = 30.0) -> Path:
+    """Train the small 3D SPOCO model of the memory benchmark; its output layer scaled by ``scale``."""
+    import spoco_throughput as st
+    import torch
+    from spoco_grids import OUT, sheet
+
+    from zarrseg.learn.loop import train
+    from zarrseg.methods.spoco.params import SpocoParams
+    from zarrseg.params import load_params
+
+    scaled = work / "model" / f"best_x{scale:g}.pt"
+    if scaled.exists():
+        return scaled
+    if not (OUT / "flyem_test.tif").exists():
+        sheet()
+    image, labels = st._zarr(work, "flyem_train")
+    params = {"train": [{"image": image, "labels": labels}],
+              "model": {"ndim": 3, "f_maps": 4, "depth": 3, "norm": "batch"}, "patch_shape": [32, 64, 64],
+              "batch_size": 1, "num_workers": 0, "embedding_dim": 16, "object_fraction": 0.4,
+              "export_momentum": False, "loop": {"steps": 20, "threads": 1, "device": "cpu", "tensorboard": False,
+                                                 "eval_every": 10**6, "checkpoint_every": 10**6}}
+    train("spoco", load_params(SpocoParams, params), work / "model")
+    ckpt = torch.load(work / "model" / "best.pt", map_location="cpu", weights_only=False)
+    for key in ("f.head.weight", "f.head.bias"):
+        ckpt["state_dict"][key] = ckpt["state_dict"][key] * scale
+    torch.save(ckpt, scaled)
+    return scaled
 
 
 def child(stage: str, source: str, out: str, checkpoint: str) -> None:
@@ -101,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = Path(args.workdir or tempfile.mkdtemp(prefix="spoco_blockwise_"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.checkpoint is None:
+        args.checkpoint = str(memory_checkpoint(work / "ckpt3d"))
+        print(f"memory-benchmark model: {args.checkpoint}", flush=True)
     results = {}
     for size in args.sizes:
         raw = work / f"raw{size}.ome.zarr"
