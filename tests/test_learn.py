@@ -251,7 +251,8 @@ def test_a_method_from_outside_the_package_runs_through_the_workflow(tmp_path, t
     )
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-           "--directory", str(work), "--cores", "1", "--configfile", str(work / "config" / "config.yaml")]
+           "--directory", str(work), "--cores", "2", "--max-threads", "1",  # start-up bound jobs: two at a time
+           "--configfile", str(work / "config" / "config.yaml")]
     env = {**__import__("os").environ, "ZARRSEG_NO_PROGRESS": "1",
            "PATH": f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}"}
     run = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
