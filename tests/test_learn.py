@@ -140,6 +140,9 @@ def test_registry_lists_builtins_and_rejects_unknown_names():
     names = registry.method_names()
     assert names[:3] == ["unet", "dino", "finetune"]
     assert registry.get_method("dino").config_section == "pretrain"
+    # the table that answers "whose section is this?" without importing the methods matches the specs
+    assert registry.BUILTIN_SECTIONS == {n: registry.get_method(n).config_section for n in registry.BUILTIN}
+    assert registry.method_for_section("pretrain").name == "dino" and registry.method_for_section("predict") is None
     with pytest.raises(ConfigError, match="unknown learning method 'unett'"):
         registry.get_method("unett")
     with pytest.raises(ConfigError, match="cannot be imported"):
@@ -248,7 +251,8 @@ def test_a_method_from_outside_the_package_runs_through_the_workflow(tmp_path, t
     )
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-           "--directory", str(work), "--cores", "1", "--configfile", str(work / "config" / "config.yaml")]
+           "--directory", str(work), "--cores", "2", "--max-threads", "1",  # start-up bound jobs: two at a time
+           "--configfile", str(work / "config" / "config.yaml")]
     env = {**__import__("os").environ, "ZARRSEG_NO_PROGRESS": "1",
            "PATH": f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}"}
     run = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)

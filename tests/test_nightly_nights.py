@@ -34,8 +34,10 @@ QUIET = 20  # seconds; files that "arrived earlier in the day" are aged by an ho
 def _nightly(inp: Path, out: Path, night: str, **popen) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), ZARRSEG_NO_PROGRESS="1",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    # one thread per job: the jobs on these small files are start-up bound, and two of them share the
+    # 2 cores (with the rules' 2-4 threads, Snakemake ran them one at a time)
     cmd = [sys.executable, "-m", "zarrseg", "nightly", str(inp), "-o", str(out), "--quiet-period", str(QUIET),
-           "--night", night, "--snakemake-args", "--cores 2"]
+           "--night", night, "--snakemake-args", "--cores 2 --max-threads 1"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 

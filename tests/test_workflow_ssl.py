@@ -280,6 +280,8 @@ def test_grid_runs_through_snakemake_with_every_row_and_figures(grid_workdir):
         "features=1",
         "predict=1",
         "cluster=1",
+        "--max-threads",  # and the staging jobs (ingest: 4 threads): start-up bound, two share the 2 cores
+        "1",
     ]
     run = subprocess.run(cmd, cwd=grid_workdir, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]

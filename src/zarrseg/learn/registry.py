@@ -34,6 +34,18 @@ BUILTIN: dict[str, str] = {
     "wnet": "zarrseg.methods.wnet:METHOD",
     "spoco": "zarrseg.methods.spoco:METHOD",
 }
+# The config section of each built-in method (its MethodSpec's ``config_section``): which method owns
+# a section is asked while Snakemake builds the DAG, and answering it must not import every method
+# (and torch). tests/test_learn.py checks this table against the specs.
+BUILTIN_SECTIONS: dict[str, str] = {
+    "unet": "train",
+    "dino": "pretrain",
+    "finetune": "finetune",
+    "contrastive_global": "contrastive_global",
+    "contrastive_local": "contrastive_local",
+    "wnet": "wnet",
+    "spoco": "spoco",
+}
 
 
 @dataclass(frozen=True)
@@ -151,7 +163,12 @@ def all_methods() -> list[MethodSpec]:
 
 
 def method_for_section(section: str) -> MethodSpec | None:
-    for spec in all_methods():
+    """The method whose parameters live in config section ``section`` (the first in ``method_names``
+    order), or None; a built-in method is imported only when it is the one."""
+    for name in method_names():
+        if name not in _REGISTRY and BUILTIN_SECTIONS.get(name, section) != section:
+            continue  # a built-in not imported yet, with another section
+        spec = get_method(name)
         if spec.config_section == section:
             return spec
     return None

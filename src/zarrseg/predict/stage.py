@@ -23,18 +23,16 @@ log = logging.getLogger(__name__)
 
 
 def _fingerprint(image_path, params: PredictParams, checkpoint, shape) -> dict:
-    from .bioimageio import is_package, is_remote, package_sha256
-
     p = to_dict(params)
     for key in ("dask", "num_workers", "checkpoint", "online"):  # how the work is scheduled, not what it computes
         p.pop(key, None)
     p["method"] = "model" if params.uses_model else p["method"]
-    if checkpoint is None:
-        sha = None
-    elif is_package(checkpoint) or is_remote(checkpoint):
-        sha = package_sha256(checkpoint)
-    else:
-        sha = runs.file_sha256(checkpoint)
+    sha = None
+    if checkpoint is not None:  # bioimageio imports torch: not needed (nor loaded) by the intensity method
+        from .bioimageio import is_package, is_remote, package_sha256
+
+        sha = package_sha256(checkpoint) if is_package(checkpoint) or is_remote(checkpoint) else runs.file_sha256(
+            checkpoint)
     return {"image": str(Path(image_path).resolve()), "shape": list(shape), "checkpoint_sha256": sha, "params": p}
 
 

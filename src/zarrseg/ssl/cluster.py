@@ -43,7 +43,6 @@ from .. import ome
 from ..blocks import Block, BlockGrid
 from ..errors import ConfigError, InputError
 from ..parallel import DaskParams, map_blocks
-from .features import open_features
 from .superpixels import SuperpixelParams
 from .tiling import ImageSource, Preprocess
 
@@ -209,6 +208,8 @@ class _Source:
         self.path = Path(path)
         group = zarr.open_group(str(path), mode="r") if (Path(path) / ".zgroup").exists() else None
         if group is not None and "zarrseg_features" in group.attrs:
+            from .features import open_features  # (imports torch: only for feature volumes)
+
             self.kind = "features"
             self.group, meta = open_features(path)
             self.feats, self.colour = self.group["features"], self.group["colour"]
