@@ -141,7 +141,9 @@ def test_registry_lists_builtins_and_rejects_unknown_names():
     assert names[:3] == ["unet", "dino", "finetune"]
     assert registry.get_method("dino").config_section == "pretrain"
     # the table that answers "whose section is this?" without importing the methods matches the specs
-    assert registry.BUILTIN_SECTIONS == {n: registry.get_method(n).config_section for n in registry.BUILTIN}
+    assert {n: s for n, (_, s) in registry.BUILTIN.items()} == {
+        n: registry.get_method(n).config_section for n in registry.BUILTIN
+    }
     assert registry.method_for_section("pretrain").name == "dino" and registry.method_for_section("predict") is None
     with pytest.raises(ConfigError, match="unknown learning method 'unett'"):
         registry.get_method("unett")

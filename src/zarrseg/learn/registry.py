@@ -25,26 +25,18 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "zarrseg.methods"
 ENV_VAR = "ZARRSEG_METHODS"
 
-BUILTIN: dict[str, str] = {
-    "unet": "zarrseg.methods.unet:METHOD",
-    "dino": "zarrseg.methods.dino:METHOD",
-    "finetune": "zarrseg.methods.finetune:METHOD",
-    "contrastive_global": "zarrseg.methods.contrastive:GLOBAL",
-    "contrastive_local": "zarrseg.methods.contrastive:LOCAL",
-    "wnet": "zarrseg.methods.wnet:METHOD",
-    "spoco": "zarrseg.methods.spoco:METHOD",
-}
-# The config section of each built-in method (its MethodSpec's ``config_section``): which method owns
-# a section is asked while Snakemake builds the DAG, and answering it must not import every method
-# (and torch). tests/test_learn.py checks this table against the specs.
-BUILTIN_SECTIONS: dict[str, str] = {
-    "unet": "train",
-    "dino": "pretrain",
-    "finetune": "finetune",
-    "contrastive_global": "contrastive_global",
-    "contrastive_local": "contrastive_local",
-    "wnet": "wnet",
-    "spoco": "spoco",
+# One line per built-in method: its name, where its MethodSpec lives, and its config section (the
+# spec's ``config_section``). Which method owns a section is asked while Snakemake builds the DAG;
+# the section here answers it without importing every method (and torch). tests/test_learn.py
+# checks the sections against the specs.
+BUILTIN: dict[str, tuple[str, str]] = {
+    "unet": ("zarrseg.methods.unet:METHOD", "train"),
+    "dino": ("zarrseg.methods.dino:METHOD", "pretrain"),
+    "finetune": ("zarrseg.methods.finetune:METHOD", "finetune"),
+    "contrastive_global": ("zarrseg.methods.contrastive:GLOBAL", "contrastive_global"),
+    "contrastive_local": ("zarrseg.methods.contrastive:LOCAL", "contrastive_local"),
+    "wnet": ("zarrseg.methods.wnet:METHOD", "wnet"),
+    "spoco": ("zarrseg.methods.spoco:METHOD", "spoco"),
 }
 
 
@@ -147,7 +139,7 @@ def get_method(name: str, where: str | None = None) -> MethodSpec:
     if name in _REGISTRY:
         return _REGISTRY[name]
     if name in BUILTIN:
-        return _resolve(BUILTIN[name])
+        return _resolve(BUILTIN[name][0])
     _load_plugins()
     if name in _REGISTRY:
         return _REGISTRY[name]
@@ -166,7 +158,7 @@ def method_for_section(section: str) -> MethodSpec | None:
     """The method whose parameters live in config section ``section`` (the first in ``method_names``
     order), or None; a built-in method is imported only when it is the one."""
     for name in method_names():
-        if name not in _REGISTRY and BUILTIN_SECTIONS.get(name, section) != section:
+        if name not in _REGISTRY and name in BUILTIN and BUILTIN[name][1] != section:
             continue  # a built-in not imported yet, with another section
         spec = get_method(name)
         if spec.config_section == section:
