@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", default="{}", help="YAML/JSON overrides of every cell's cluster params, "
                         "e.g. '{spectral_affinity: rbf}'")
     parser.add_argument("--name", default="baselines", help="output folder under WORK")
+    parser.add_argument("--summary-only", action="store_true", help="summarise the images scores.csv holds, run none")
     args = parser.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ.setdefault("ZARRSEG_NO_PROGRESS", "1")
@@ -171,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     if done.exists():  # resume: the images a cut run finished are kept, not recomputed
         rows = pd.read_csv(done, dtype={"annotator": str}).to_dict("records")
     jobs = [(s, args.rows) for s in samples if s not in {r["sample"] for r in rows}]
-    if args.workers == 1:  # in this process (no pool to start)
+    if args.summary_only:
+        samples, jobs = [s for s in samples if s not in {j[0] for j in jobs}], []
+    if args.workers == 1 or not jobs:  # in this process (no pool to start)
         _init(str(work), str(config), overrides)
         results = map(image_scores, jobs)
     else:
