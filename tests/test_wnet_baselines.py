@@ -16,6 +16,7 @@ from zarrseg.errors import ConfigError
 from zarrseg.evaluation.score import EvaluateParams, evaluate_images
 from zarrseg.evaluation.selection import SelectionParams, selection_table
 from zarrseg.ssl.cluster import ClusterParams, cluster
+from zarrseg.ssl.superpixel_cluster import rag_affinity
 from zarrseg.ssl.superpixels import SuperpixelParams, region_means, superpixels
 
 
@@ -45,9 +46,12 @@ def test_kmeans_on_pixels_matches_scikit_learn(tmp_path, patchwork):
 
 @pytest.mark.parametrize("method", ["kmeans", "spectral"])
 def test_superpixel_baselines_match_scikit_learn(tmp_path, patchwork, method):
+    """K-means, and spectral clustering with the dense RBF affinity, as scikit-learn computes them."""
     path, rgb, _ = patchwork
     sp = SuperpixelParams(n_segments=40)
-    params = ClusterParams(method=method, n_clusters=4, n_init=3, standardize=False, superpixels=sp)
+    params = ClusterParams(
+        method=method, n_clusters=4, n_init=3, standardize=False, superpixels=sp, spectral_affinity="rbf"
+    )
     params.preprocess.percentiles = (0.0, 100.0)
     cluster(path, tmp_path / "sp.ome.zarr", params)
     x = rgb.astype(np.float64)
@@ -62,6 +66,41 @@ def test_superpixel_baselines_match_scikit_learn(tmp_path, patchwork, method):
     ours = _labels(tmp_path / "sp.ome.zarr")
     assert adjusted_rand_score(per_node[segments].ravel(), ours.ravel()) == pytest.approx(1.0)
     assert len(np.unique(ours)) == 4
+
+
+def test_rag_affinity_is_the_rbf_kernel_on_adjacent_superpixels_only(rng):
+    labels = np.array([[0, 0, 1, 1], [0, 2, 2, 1], [3, 3, 2, 1]])
+    colour = rng.random((4, 3)).astype(np.float32)
+    a = rag_affinity(labels, colour, gamma=2.0).toarray()
+    pairs = set()  # 4-connected neighbours with different ids, found here directly
+    for y, x in np.ndindex(labels.shape):
+        for ny, nx in ((y + 1, x), (y, x + 1)):
+            if ny < labels.shape[0] and nx < labels.shape[1] and labels[y, x] != labels[ny, nx]:
+                pairs.add(tuple(sorted((int(labels[y, x]), int(labels[ny, nx])))))
+    assert pairs == {(0, 1), (0, 2), (0, 3), (1, 2), (2, 3)}  # 1 and 3 do not touch
+    for i, j in np.ndindex(4, 4):
+        u, v = min(i, j), max(i, j)
+        expected = np.exp(-2.0 * ((colour[i] - colour[j]) ** 2).sum()) if (u, v) in pairs else 0.0
+        assert a[i, j] == pytest.approx(expected, rel=1e-6)
+
+
+def test_spectral_on_the_adjacency_graph_finds_the_quadrants(tmp_path, patchwork):
+    """The default (RAG) affinity: scikit-learn on the precomputed sparse graph, one label per quadrant."""
+    path, rgb, quadrant = patchwork
+    sp = SuperpixelParams(n_segments=40)
+    params = ClusterParams(method="spectral", n_clusters=4, standardize=False, superpixels=sp)
+    params.preprocess.percentiles = (0.0, 100.0)
+    assert params.spectral_affinity == "rag"
+    cluster(path, tmp_path / "sp.ome.zarr", params)
+    x = rgb.astype(np.float64)
+    lo, hi = x.min(axis=(1, 2), keepdims=True), x.max(axis=(1, 2), keepdims=True)
+    segments = superpixels((x - lo) / (hi - lo), sp)
+    _, colour = region_means(segments, (x - lo) / (hi - lo))
+    graph = rag_affinity(segments, colour.astype(np.float32), 1.0)
+    reference = SpectralClustering(4, affinity="precomputed", random_state=0, eigen_solver="arpack")
+    ours = _labels(tmp_path / "sp.ome.zarr")
+    assert adjusted_rand_score(reference.fit_predict(graph)[segments].ravel(), ours.ravel()) == pytest.approx(1.0)
+    assert adjusted_rand_score(quadrant.ravel(), ours.ravel()) > 0.9
 
 
 def test_spectral_needs_superpixels():

@@ -6,8 +6,9 @@ superpixel mean colours, Leng et al. Table 1) and by the sparse losses of the ``
 
 * ``superpixels``: SLIC (Achanta et al. 2012) or compact watershed (Neubert & Protzel 2014),
   both from scikit-image, relabelled 0..N-1;
-* ``superpixel_graph``: node sizes and mean colours (``np.bincount``) and the graph's edges from
-  the RAG machinery the segment stage uses (elf ``compute_rag`` on bioimage-cpp), not a third RAG.
+* ``superpixel_graph``: node sizes and mean colours (``np.bincount``) and the graph's edges
+  (``rag_edges``) from the RAG machinery the segment stage uses (elf ``compute_rag`` on
+  bioimage-cpp), not a third RAG; the spectral baseline's affinity uses the same edges.
 
 Images are (C, H, W) float arrays scaled to [0, 1]. SLIC measures colour in CIELAB for three
 channels (scikit-image's default); other channel counts are scaled to 0-100 (the range of Lab
@@ -108,11 +109,15 @@ def region_means(labels: np.ndarray, image: np.ndarray, n: int | None = None) ->
     return sizes, sums / np.maximum(sizes, 1)[:, None]
 
 
-def superpixel_graph(image: np.ndarray, labels: np.ndarray) -> SuperpixelGraph:
-    """Node sizes, mean colours and RAG edges (elf ``compute_rag``, the segment stage's RAG)."""
+def rag_edges(labels: np.ndarray) -> np.ndarray:
+    """(E, 2) adjacent superpixel pairs (u < v) of ids 0..N-1 (elf ``compute_rag``, the segment stage's RAG)."""
     from elf.segmentation.features import compute_rag
 
-    sizes, colour = region_means(labels, image)
     rag = compute_rag(labels.astype(np.uint32), n_threads=1)
-    edges = np.asarray(rag.uv_ids(), dtype=np.int64).reshape(-1, 2)
-    return SuperpixelGraph(labels=labels, sizes=sizes, colour=colour, edges=edges)
+    return np.asarray(rag.uv_ids(), dtype=np.int64).reshape(-1, 2)
+
+
+def superpixel_graph(image: np.ndarray, labels: np.ndarray) -> SuperpixelGraph:
+    """Node sizes, mean colours and RAG edges (``rag_edges``)."""
+    sizes, colour = region_means(labels, image)
+    return SuperpixelGraph(labels=labels, sizes=sizes, colour=colour, edges=rag_edges(labels))
