@@ -65,8 +65,7 @@ def child(sampling: str, size: int, stride: int, block: int, dim: int, max_pairs
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out = {"loss_mb": max(0, peak - base) / 2**20, "seconds": seconds, "foreground": foreground}
     if chunks:  # the whole step: one chunk per `rows` anchors at the original foreground
-        full_chunks = -(-round(foreground * pixels) // rows)
-        out.update(chunks=chunks, rows=rows, full_chunks=full_chunks, full_seconds=seconds / chunks * full_chunks)
+        out.update(chunks=chunks, rows=rows, full_chunks=-(-round(foreground * pixels) // rows))
     return out
 
 
