@@ -14,8 +14,8 @@ foreground and adds 90/180/270 degree rotations. Here:
 * rotations are not stored: a store made with ``rotations: true`` tells its readers to draw one
   of the four rotations per read, which is the thesis' rotated set in expectation at a quarter
   of the disk space and write time;
-* the stage streams: two planes (and masks: the one being cut, the next one being read in a
-  background thread) plus two buffers of crops in memory, whatever the number of acquisitions;
+* the stage streams: three planes (and masks: the one being cut, the next two being read in two
+  background threads) plus two buffers of crops in memory, whatever the number of acquisitions;
   reading, cutting and writing (another thread) overlap;
 * intensities are normalised per plane (``normalization``) before cropping, as inference
   normalises each image, and stored as float16 (``method: none``: the source dtype).
@@ -23,6 +23,7 @@ foreground and adds 90/180/270 degree rotations. Here:
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import time
@@ -43,6 +44,7 @@ from .params import SPLITS, CropParams, CropSource
 log = logging.getLogger(__name__)
 
 TABLE = "origins.parquet"
+READ_AHEAD = 2  # planes read and prepared at once, in as many threads, while one is cut
 
 
 @dataclass
@@ -121,11 +123,12 @@ def foreground(labels: np.ndarray, mode: str, path: str) -> np.ndarray:
 
 
 def normalised(plane: np.ndarray, norm: Normalization) -> np.ndarray:
-    """``plane`` normalised as ``norm`` says, in float16. Integer planes of at most 16 bits use
-    their histogram (exact statistics in one pass) and a lookup table (4x faster than arithmetic)."""
-    if plane.dtype.kind not in "ui" or plane.dtype.itemsize > 2:
+    """``plane`` normalised as ``norm`` says, in float16. Unsigned planes of at most 16 bits use
+    their histogram (exact statistics in one pass) and a lookup table (4x faster than arithmetic);
+    signed ones take the general path (a negative value cannot index a table)."""
+    if plane.dtype.kind != "u" or plane.dtype.itemsize > 2:
         return apply(plane, array_stats(plane, norm), norm).astype(np.float16)
-    hist = np.bincount(plane.ravel(), minlength=int(np.iinfo(plane.dtype).max) + 1)
+    hist = histogram(plane)
     values = np.arange(hist.size, dtype=np.float64)
     n = float(plane.size)
     mean = float(hist @ values) / n
@@ -143,6 +146,19 @@ def normalised(plane: np.ndarray, norm: Normalization) -> np.ndarray:
     )
     lut = apply(np.arange(hist.size), stats, norm).astype(np.float16)
     return np.take(lut, plane)  # ~1.5x faster than lut[plane]
+
+
+def histogram(plane: np.ndarray) -> np.ndarray:
+    """Exact histogram (one bin per value) of an unsigned integer plane of at most 16 bits.
+
+    ``np.bincount`` converts its input to int64 first; for 8-bit planes, counting pixel pairs as
+    16-bit values (65,536 bins) and summing the pair table's rows and columns halves that work
+    (2.8 vs 6.9 ms on a 1536 x 2048 plane)."""
+    flat = plane.reshape(-1)
+    if flat.dtype.itemsize == 1 and flat.size % 2 == 0 and flat.flags.c_contiguous:
+        pairs = np.bincount(flat.view(np.uint16), minlength=1 << 16).reshape(256, 256)
+        return pairs.sum(axis=0) + pairs.sum(axis=1)
+    return np.bincount(flat, minlength=int(np.iinfo(flat.dtype).max) + 1)
 
 
 def window_sums(mask: np.ndarray, ys: list[int], xs: list[int], size: int) -> np.ndarray:
@@ -215,11 +231,14 @@ class SplitWriter:
             waiting.result()
 
     def _write(self, start: int, n: int, image: np.ndarray, mask: np.ndarray) -> None:
-        shape = (start + n, *image.shape[1:])
-        self.image.resize(shape)
-        self.mask.resize(shape)
-        self.image[start:] = image[:n]
-        self.mask[start:] = mask[:n]
+        if start + n > self.image.shape[0]:
+            # grow by doubling (cut to the crop count at close): each resize rewrites both arrays'
+            # metadata, which cost as much as writing a third of the crops when done per write
+            shape = (max(start + n, 2 * self.image.shape[0]), *image.shape[1:])
+            self.image.resize(shape)
+            self.mask.resize(shape)
+        self.image[start : start + n] = image[:n]
+        self.mask[start : start + n] = mask[:n]
 
     def close(self) -> None:
         """Write what is buffered, wait for the writes and free the buffers."""
@@ -229,6 +248,10 @@ class SplitWriter:
             if future is not None:
                 future.result()  # a failed write raises here
         self.buffers = []
+        if self.image.shape[0] != self.count:  # drop the room left by doubling (and its chunks)
+            shape = (self.count, *self.image.shape[1:])
+            self.image.resize(shape)
+            self.mask.resize(shape)
 
 
 def prepare_crops(params: CropParams, out: str | Path) -> dict:
@@ -318,17 +341,18 @@ def load_plane(acq: Acquisition, z: int | None, params: CropParams) -> Plane:
 
 
 def planes_ahead(acquisitions: list[Acquisition], params: CropParams) -> Iterator[Plane]:
-    """Every selected plane in order; the next one is read and prepared in a background thread
-    while the caller cuts this one (two planes in memory, whatever the number of acquisitions)."""
+    """Every selected plane in order; the next ``READ_AHEAD`` are read and prepared in as many
+    background threads while the caller cuts this one (READ_AHEAD + 1 planes in memory, whatever
+    the number of acquisitions). Two reads in flight were ~8 % faster than one (N = 20, 6 paired
+    runs): one reader thread waits on zarr's event loop while the other normalises."""
     jobs = [(acq, z) for acq in acquisitions for z in acq.planes]
-    if not jobs:
-        return
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="crops-read") as pool:
-        ahead = pool.submit(load_plane, *jobs[0], params)
+    depth = READ_AHEAD
+    with concurrent.futures.ThreadPoolExecutor(depth, thread_name_prefix="crops-read") as pool:
+        ahead = collections.deque(pool.submit(load_plane, *job, params) for job in jobs[:depth])
         for k in range(len(jobs)):
-            plane = ahead.result()
-            if k + 1 < len(jobs):
-                ahead = pool.submit(load_plane, *jobs[k + 1], params)
+            plane = ahead.popleft().result()
+            if k + depth < len(jobs):
+                ahead.append(pool.submit(load_plane, *jobs[k + depth], params))
             yield plane
 
 
