@@ -3,7 +3,8 @@
 # K-means / HDBSCAN of ViT features or of the image's patch (or superpixel) colours, a probability
 # map split at cluster.threshold, or a soft class map labelled by its argmax. Every route ends as
 # labels.ome.zarr where the segment rule writes labels, so evaluate / aggregate score all cells
-# alike ("ruleorder: cluster > segment" picks this rule for the clustered cells only).
+# alike ("ruleorder: cluster > segment" picks this rule for the clustered cells only). With
+# cluster.foreground: ground_truth, embeddings are clustered inside the sample's ground truth only.
 
 
 def cluster_input(w):
@@ -14,6 +15,7 @@ rule cluster:
     input:
         source=cluster_input,
         image=lambda w: image_path(w.sample),
+        foreground=lambda w: PLAN.cluster_foreground(w.sample, w.cell) or [],
     output:
         directory(f"{R}/{EXP}/{{sample}}/{{cell}}/labels.ome.zarr"),
     wildcard_constraints:
@@ -22,6 +24,7 @@ rule cluster:
         source=lambda w, input: image_input(w.sample) if input.source == image_path(w.sample) else input.source,
         image=lambda w: image_input(w.sample),
         json=lambda w, threads: params_json(with_workers(PLAN.cluster_params(w.cell), threads)),
+        foreground=lambda w: (f"--foreground {shlex.quote(fg)}" if (fg := PLAN.cluster_foreground(w.sample, w.cell)) else ""),
     conda:
         CPU_ENV
     log:
@@ -33,7 +36,7 @@ rule cluster:
         mem_mb=8000,
         runtime=60,
     shell:
-        "{ZARRSEG} cluster {params.source:q} --image {params.image:q} -o {output:q}"
+        "{ZARRSEG} cluster {params.source:q} --image {params.image:q} {params.foreground} -o {output:q}"
         " --params {params.json:q} -v 2> {log:q}"
 
 

@@ -5,6 +5,7 @@
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 
 from zarrseg.workflow import Plan, discover_samples, experiment_for, params_json, stage_params, with_workers

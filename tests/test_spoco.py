@@ -17,6 +17,7 @@ from resume_check import assert_same_weights, kill_and_resume
 
 from zarrseg import embeddings as E
 from zarrseg import ome
+from zarrseg.errors import ConfigError, InputError
 from zarrseg.methods.spoco import losses as L
 from zarrseg.methods.spoco.model import ema_update, momentum_copy
 from zarrseg.methods.spoco.sampling import select_objects
@@ -308,6 +309,37 @@ def test_each_clustering_recovers_known_instances(tmp_path, blobs, method):
     assert arand(seg, blobs) < 0.01 and (seg == 0).sum() == (blobs == 0).sum()  # background -> 0
 
 
+@pytest.mark.parametrize("method", ["hdbscan", "mean_shift", "consistency", "affinity"])
+def test_clustering_inside_a_foreground_mask_separates_what_the_background_would_merge(tmp_path, blobs, method):
+    """Background embedded like object 1: without a mask the two merge; inside the ground truth's
+    foreground (the thesis' GT FG evaluation) every object is recovered and the rest is 0."""
+    from zarrseg.ssl.cluster import ClusterParams, cluster
+
+    f = synthetic_embeddings(blobs)
+    f[:, blobs == 0] = f[:, blobs == 1].mean(axis=1, keepdims=True)
+    path = write_embeddings(tmp_path / "emb.ome.zarr", np.concatenate([f, f + 0.01]), momentum=True)
+    gt = ome.create_image(tmp_path / "gt.ome.zarr", shape=blobs.shape, dtype="uint32", axes="yx", scale=[1.0, 1.0],
+                          chunks=[16, 16], is_label=True)
+    gt[...] = blobs
+    params = {"method": method, "min_cluster_size": 20}
+    out = {}
+    for fg in ("none", "ground_truth"):
+        where = tmp_path / f"labels_{fg}.ome.zarr"
+        cluster(path, where, load_params(ClusterParams, {**params, "foreground": fg}),
+                foreground=tmp_path / "gt.ome.zarr" if fg == "ground_truth" else None)
+        out[fg] = np.asarray(ome.open_image(where).data[...])
+    assert len(np.unique(out["none"][(blobs == 0) | (blobs == 1)])) == 1  # merged without the mask
+    assert (out["ground_truth"][blobs == 0] == 0).all() and arand(out["ground_truth"], blobs) < 0.01
+    with pytest.raises(ConfigError, match="needs the foreground image"):
+        cluster(path, tmp_path / "x.ome.zarr", load_params(ClusterParams, {**params, "foreground": "ground_truth"}))
+    small = ome.create_image(tmp_path / "small.ome.zarr", shape=(20, 40), dtype="uint32", axes="yx",
+                             scale=[1.0, 1.0], chunks=[16, 16], is_label=True)
+    small[...] = 1
+    with pytest.raises(InputError, match="differs from the embeddings"):
+        cluster(path, tmp_path / "y.ome.zarr", load_params(ClusterParams, params), foreground=tmp_path / "small.ome.zarr")
+    assert not (tmp_path / "x.ome.zarr").exists() and not (tmp_path / "y.ome.zarr").exists()
+
+
 def test_consistency_drops_clusters_that_g_does_not_reproduce(blobs):
     f = synthetic_embeddings(blobs)
     g = f.copy()
@@ -480,8 +512,8 @@ def test_spoco_runs_train_predict_cluster_evaluate_through_the_workflow(tmp_path
     tifffile.imwrite(work / "a.tif", (40 + 150 * (blobs > 0) + rng.normal(0, 10, blobs.shape)).clip(0, 255).astype(np.uint8))
     tifffile.imwrite(work / "a_labels.tif", blobs.astype(np.uint16))
     (work / "samples.tsv").write_text("sample\timage\tground_truth\na\ta.tif\ta_labels.tif\n")
-    experiment = {"name": "spoco_tiny", "fixed": {"grid.model": "spoco", "cluster.method": "affinity",
-                                                  "cluster.background": "largest"}}
+    experiment = {"name": "spoco_tiny", "grid": {"cluster.foreground": ["none", "ground_truth"]},
+                  "fixed": {"grid.model": "spoco", "cluster.method": "affinity", "cluster.background": "largest"}}
     (work / "config" / "experiments" / "spoco_tiny.yaml").write_text(yaml.safe_dump(experiment))
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     tiny = spoco_params("", "")
@@ -502,7 +534,10 @@ def test_spoco_runs_train_predict_cluster_evaluate_through_the_workflow(tmp_path
     assert len(previews) == 1
     table = pd.read_parquet(work / "results" / "spoco_tiny" / "metrics.parquet")
     seconds = table[table["metric"] == "clustering_s"]["value"]
-    assert len(seconds) == 1 and float(seconds.iloc[0]) > 0
+    assert len(seconds) == 2 and (seconds > 0).all()  # one model, clustered with and without the mask
+    masked = list((work / "results" / "spoco_tiny" / "a").glob("foreground-groundtruth/labels.ome.zarr"))
+    assert len(masked) == 1  # the ground truth's foreground: nothing clustered outside it
+    assert not np.asarray(ome.open_image(masked[0]).data[...])[blobs == 0].any()
     assert {"sbd", "abs_dic", "arand", "voi_split", "ap@0.50", "msa"} <= set(table["metric"])
     assert "t [s]" in (work / "results" / "spoco_tiny" / "summary.md").read_text()
 

@@ -311,3 +311,28 @@ def test_sheet_switches(tmp_path):
     # a sheet named on purpose is combined with the folder
     (tmp_path / "mine.tsv").write_text("sample\timage\nmine\ta.tif\n")
     assert set(discover_samples({"samples": {"sheet": "mine.tsv", "input_dir": "in"}}, tmp_path)) == {"mine", "b"}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config" / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_grid_loads_and_names_each_cell_once(path):
+    exp = load_experiment(path)
+    cells = exp.cells()
+    assert exp.name == path.stem and cells  # the workflow finds a grid by its file name
+    # every grid key is '<stage>.<parameter>' and each cell's id is distinct (no two cells collapse)
+    assert all("." in key for values in cells.values() for key in values)
+    assert len(set(cells)) == len(cells) == len({cell_id(v) for v in cells.values()})
+
+
+def test_clustering_inside_the_ground_truth_needs_one_on_every_scored_sample():
+    from zarrseg.errors import ConfigError
+    from zarrseg.workflow import Plan, Sample
+
+    samples = {"a": Sample("a", "a.tif", ground_truth="a_gt.tif"), "b": Sample("b", "b.tif")}
+    exp = Experiment(name="e", fixed={"cluster.foreground": "ground_truth", "grid.labels": "cluster"})
+    exp.samples = ["a"]
+    plan = Plan({}, exp, samples, "R")
+    cell = next(iter(plan.cells))
+    assert plan.cluster_foreground("a", cell) == "R/ingest/a/ground_truth.ome.zarr"
+    exp.samples = ["a", "b"]
+    with pytest.raises(ConfigError, match="sample 'b' has no ground truth"):
+        Plan({}, exp, samples, "R")

@@ -97,14 +97,36 @@ def boundary_evidence(emb: np.ndarray, delta_d: float, axes: tuple[int, ...] | N
     return out
 
 
-def mutex_watershed(emb: np.ndarray, delta_d: float, distances: tuple[int, ...] = OFFSET_DISTANCES, stride: int = 1) -> np.ndarray:
-    """Affinity-based partitioning (Sec. 3.3.3): Eq. 3.10 affinities, then the mutex watershed."""
+def mutex_watershed(
+    emb: np.ndarray,
+    delta_d: float,
+    distances: tuple[int, ...] = OFFSET_DISTANCES,
+    stride: int = 1,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Affinity-based partitioning (Sec. 3.3.3): Eq. 3.10 affinities, then the mutex watershed
+    (inside ``mask`` only, when given: 0 outside)."""
     from elf.segmentation.mutex_watershed import mutex_watershed as mws
 
     nd = emb.ndim - 1
     offs = offsets(nd, distances)
-    seg = mws(affinities(emb, delta_d, offs), offs, strides=[stride] * nd)
-    return seg.astype(np.uint64) + 1
+    inside = None if mask is None else np.ascontiguousarray(mask, dtype=bool)
+    seg = mws(affinities(emb, delta_d, offs), offs, strides=[stride] * nd, mask=inside).astype(np.uint64) + 1
+    if inside is not None:
+        seg[~inside] = 0
+    return seg
+
+
+def within(mask: np.ndarray, emb: np.ndarray, cluster) -> np.ndarray:
+    """``cluster`` (embeddings (C, *spatial) -> labels) applied to the pixels inside ``mask`` only:
+    elf's whole-image clusterings flatten the pixels, so the foreground goes in as a (C, n, 1)
+    image and its labels are put back in place; 0 outside."""
+    inside = np.asarray(mask, dtype=bool).reshape(-1)
+    labels = np.zeros(inside.size, np.uint64)
+    if inside.any():
+        pixels = emb.reshape(emb.shape[0], -1)[:, inside][..., None]
+        labels[inside] = np.asarray(cluster(pixels), np.uint64).reshape(-1)
+    return labels.reshape(emb.shape[1:])
 
 
 def hdbscan(emb: np.ndarray, min_size: int, n_jobs: int = 1) -> np.ndarray:

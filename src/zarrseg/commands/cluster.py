@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--image", metavar="IMAGE", help="the image the features belong to (default: as recorded)"
     )
     parser.add_argument("-o", "--output", required=True, metavar="LABELS.ome.zarr", help="output label image")
+    parser.add_argument(
+        "--foreground", metavar="MASK.ome.zarr",
+        help="pixel embeddings: cluster only inside this image's pixels > 0 (e.g. the ground truth); 0 outside",
+    )
     add_params_arguments(parser)
 
 
@@ -32,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
     from ..ssl.cluster import ClusterParams, cluster
 
     params = params_from_args(ClusterParams, args, "cluster")
-    cluster(args.features, args.output, params, image=args.image)
+    cluster(args.features, args.output, params, image=args.image, foreground=args.foreground)
     return 0

@@ -38,22 +38,31 @@ def is_embedding_input(path: str | Path) -> emb_mod.Meta | None:
     return emb_mod.Meta.of(image.attrs)
 
 
-def cluster_one(emb: np.ndarray, meta: emb_mod.Meta, params, n_jobs: int = 1) -> np.ndarray:
-    """Labels of one image / volume (C, *spatial) of embeddings with ``params.method``."""
+def cluster_one(
+    emb: np.ndarray, meta: emb_mod.Meta, params, n_jobs: int = 1, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Labels of one image / volume (C, *spatial) of embeddings with ``params.method``; with a
+    foreground ``mask``, only its pixels are clustered (0 outside) and ``background`` is moot."""
     f = emb[: meta.dim]
     bandwidth = params.bandwidth if params.bandwidth is not None else meta.delta_v
-    if params.method == "hdbscan":
-        labels = emb_mod.hdbscan(f, params.min_cluster_size, n_jobs)
-    elif params.method == "mean_shift":
-        labels = emb_mod.mean_shift(f, bandwidth, n_jobs)
-    elif params.method == "consistency":
-        g = emb[meta.dim : 2 * meta.dim]
-        labels = emb_mod.consistency(f, g, bandwidth, params.iou_threshold, params.n_anchors, params.seed, n_jobs)
+
+    def whole_image(e: np.ndarray) -> np.ndarray:
+        if params.method == "hdbscan":
+            return emb_mod.hdbscan(e[: meta.dim], params.min_cluster_size, n_jobs)
+        if params.method == "mean_shift":
+            return emb_mod.mean_shift(e[: meta.dim], bandwidth, n_jobs)
+        return emb_mod.consistency(e[: meta.dim], e[meta.dim : 2 * meta.dim], bandwidth, params.iou_threshold,
+                                   params.n_anchors, params.seed, n_jobs)
+
+    if params.method == "affinity":  # the graph needs the pixels' neighbours: masked inside elf
+        labels = emb_mod.mutex_watershed(f, meta.delta_d, mask=mask)
+    elif mask is not None:
+        labels = emb_mod.within(mask, emb, whole_image)
     else:
-        labels = emb_mod.mutex_watershed(f, meta.delta_d)
+        labels = whole_image(emb)
     if params.min_segment_size > 0:
         labels = emb_mod.absorb_small(labels, f, meta.delta_d, params.min_segment_size)
-    if params.background == "largest":
+    if params.background == "largest" and mask is None:
         labels = emb_mod.largest_to_background(labels)
     return labels
 
@@ -61,18 +70,22 @@ def cluster_one(emb: np.ndarray, meta: emb_mod.Meta, params, n_jobs: int = 1) ->
 class _ClusterImage:
     """One block = one image (a slice of a stack, or the whole image/volume)."""
 
-    def __init__(self, path: str, meta: emb_mod.Meta, params, out: str, per_slice: bool, channels: int):
+    def __init__(self, path: str, meta: emb_mod.Meta, params, out: str, per_slice: bool, channels: int,
+                 foreground: str | None = None):
         self.path, self.meta, self.params, self.out = path, meta, params, out
-        self.per_slice, self.channels = per_slice, channels
+        self.per_slice, self.channels, self.foreground = per_slice, channels, foreground
 
     def __call__(self, block: Block) -> dict:
         data = ome.open_image(self.path).data
         emb = np.asarray(data[(slice(0, self.channels), *block.inner)], np.float32)
+        mask = None
+        if self.foreground is not None:
+            mask = ome.SpatialView.of(ome.open_image(self.foreground))[block.inner] > 0
         if self.per_slice:
-            emb = emb[:, 0]
+            emb, mask = emb[:, 0], None if mask is None else mask[0]
         emb_mod.warm_up()
         t0 = time.perf_counter()
-        labels = cluster_one(emb, self.meta, self.params)
+        labels = cluster_one(emb, self.meta, self.params, mask=mask)
         seconds = time.perf_counter() - t0
         labels = labels.astype(np.uint64)
         if self.per_slice:  # ids unique over the stack: slice z gets ids above z * (pixels per slice)
@@ -83,8 +96,11 @@ class _ClusterImage:
         return {"seconds": seconds, "n": int(len(np.unique(labels)) - (labels == 0).any())}
 
 
-def cluster_embeddings(path: str | Path, out: str | Path, params, meta: emb_mod.Meta) -> dict:
-    """Cluster the embedding prediction at ``path`` into the label OME-Zarr ``out``."""
+def cluster_embeddings(
+    path: str | Path, out: str | Path, params, meta: emb_mod.Meta, foreground: str | Path | None = None
+) -> dict:
+    """Cluster the embedding prediction at ``path`` into the label OME-Zarr ``out`` (inside the
+    pixels > 0 of the ``foreground`` image only, when given)."""
     method = "affinity" if params.method == "auto" else params.method
     if method not in METHODS:
         raise ConfigError(f"cluster.method {params.method!r} does not apply to embeddings; use one of {list(METHODS)}")
@@ -110,6 +126,11 @@ def cluster_embeddings(path: str | Path, out: str | Path, params, meta: emb_mod.
             f"> cluster.max_voxels {params.max_voxels}; segment large volumes blockwise with 'zarrseg segment' "
             "on the embeddings (workflow: grid.labels: segment)", path
         )
+    if foreground is not None:
+        fg_shape = ome.SpatialView.of(ome.open_image(foreground)).shape
+        if tuple(fg_shape) != tuple(shape):
+            raise InputError(f"foreground shape {list(fg_shape)} differs from the embeddings' {list(shape)}",
+                             foreground)
     t0 = time.perf_counter()
     dtype = np.uint64 if int(np.prod(shape)) >= 2**32 else np.uint32
     spatial_scale = [s for a, s in zip(image.axes, image.scale, strict=True) if a in "zyx"]
@@ -119,9 +140,11 @@ def cluster_embeddings(path: str | Path, out: str | Path, params, meta: emb_mod.
         ome.create_image(
             tmp, shape=shape, dtype=dtype, axes=axes, scale=spatial_scale, chunks=chunks[-len(shape):],
             is_label=True, name=Path(str(out)).name,
-            attrs={"stage": "cluster", "source": str(path), "kind": "embeddings", "method": method},
+            attrs={"stage": "cluster", "source": str(path), "kind": "embeddings", "method": method,
+                   "foreground": None if foreground is None else str(foreground)},
         )
-        fn = _ClusterImage(str(path), meta, params, str(Path(tmp) / "0"), per_slice, channels)
+        fn = _ClusterImage(str(path), meta, params, str(Path(tmp) / "0"), per_slice, channels,
+                           None if foreground is None else str(foreground))
         summaries = map_blocks(fn, grid, name=f"cluster {method}", dask_params=params.dask)
         summary = {
             "clustering_s": round(float(sum(s["seconds"] for s in summaries)), 4),
