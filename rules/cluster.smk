@@ -24,7 +24,7 @@ rule cluster:
         source=lambda w, input: image_input(w.sample) if input.source == image_path(w.sample) else input.source,
         image=lambda w: image_input(w.sample),
         json=lambda w, threads: params_json(with_workers(PLAN.cluster_params(w.cell), threads)),
-        foreground=lambda w: (f"--foreground {shlex.quote(fg)}" if (fg := PLAN.cluster_foreground(w.sample, w.cell)) else ""),
+        foreground=lambda w, input: f"--foreground {shlex.quote(input.foreground)}" if input.foreground else "",
     conda:
         CPU_ENV
     log:

@@ -334,8 +334,9 @@ class Plan:
                 self.crops_params(ccell)  # split patterns: every sample in one split, each pattern matching
         for cell in self.cells:
             self.labels_route(cell)
-            for sample in self.experiment_samples():
-                self.cluster_foreground(sample, cell)  # a sample without ground truth fails before any job
+            if self._clusters_in_ground_truth(cell):  # a sample without ground truth fails before any job
+                for sample in self.experiment_samples():
+                    self.cluster_foreground(sample, cell)
 
     def _cached(self, name: str, values: dict[str, Any], *args: Any, compute) -> Any:
         key = (name, id(values), *args)
@@ -660,12 +661,15 @@ class Plan:
     def cluster_foreground(self, sample: str, cell: str) -> str | None:
         """The sample's ingested ground truth when the cell clusters inside its foreground
         (``cluster.foreground: ground_truth``), else None."""
-        if self.stage_params("cluster", self.values(cell)).get("foreground", "none") != "ground_truth":
+        if not self._clusters_in_ground_truth(cell):
             return None
         if not self.samples[sample].ground_truth:
             raise ConfigError(f"cluster.foreground: ground_truth, but sample {sample!r} has no ground truth "
                               f"(experiment {self.exp})")
         return self.ground_truth_path(sample)
+
+    def _clusters_in_ground_truth(self, cell: str) -> bool:
+        return self.stage_params("cluster", self.values(cell)).get("foreground", "none") == "ground_truth"
 
     def row_label(self, cell: str) -> str:
         values = self.values(cell)
