@@ -43,7 +43,7 @@ rule evaluate:
     shell:
         "{ZARRSEG} evaluate {input.labels:q} --gt {input.ground_truth:q} -o {output:q}"
         " --meta experiment={EXP} --meta sample={wildcards.sample} --meta cell={wildcards.cell}"
-        " --meta method={params.method} --meta params={params.cell_params:q} {params.benchmarks}"
+        " --meta method={params.method:q} --meta params={params.cell_params:q} {params.benchmarks}"
         " --params {params.json:q} -v 2> {log:q}"
 
 

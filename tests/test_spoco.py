@@ -513,7 +513,8 @@ def test_spoco_runs_train_predict_cluster_evaluate_through_the_workflow(tmp_path
     tifffile.imwrite(work / "a_labels.tif", blobs.astype(np.uint16))
     (work / "samples.tsv").write_text("sample\timage\tground_truth\na\ta.tif\ta_labels.tif\n")
     experiment = {"name": "spoco_tiny", "grid": {"cluster.foreground": ["none", "ground_truth"]},
-                  "fixed": {"grid.model": "spoco", "cluster.method": "affinity", "cluster.background": "largest"}}
+                  "fixed": {"grid.model": "spoco", "cluster.method": "affinity", "cluster.background": "largest",
+                            "grid.row": "SPOCO (tiny)"}}  # a row label with a space and parentheses reaches the table
     (work / "config" / "experiments" / "spoco_tiny.yaml").write_text(yaml.safe_dump(experiment))
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     tiny = spoco_params("", "")
@@ -540,6 +541,7 @@ def test_spoco_runs_train_predict_cluster_evaluate_through_the_workflow(tmp_path
     assert not np.asarray(ome.open_image(masked[0]).data[...])[blobs == 0].any()
     assert {"sbd", "abs_dic", "arand", "voi_split", "ap@0.50", "msa"} <= set(table["metric"])
     assert "t [s]" in (work / "results" / "spoco_tiny" / "summary.md").read_text()
+    assert set(table["method"]) == {"SPOCO (tiny)"}
 
 
 def test_small_segments_are_absorbed_and_zeros_stay(blobs):
