@@ -226,6 +226,17 @@ def test_loss_has_gradients_and_full_supervision_uses_the_whole_image():
     assert torch.isfinite(emb.grad).all() and emb.grad.abs().sum() > 0
 
 
+def test_a_batch_without_labelled_objects_steps_with_zero_gradient():
+    """The discriminative baseline (instance, unlabelled push and consistency off) on sparse labels
+    meets batches whose patches hold no labelled object: the loss is 0 and still backs up to f."""
+    emb = torch.randn(2, 4, 6, 6, requires_grad=True)
+    weights = L.Weights(instance=0.0, unlabelled_push=0.0, consistency=0.0)
+    out = L.sso_loss(emb, None, torch.zeros(2, 6, 6, dtype=torch.long), weights, gen())
+    assert out["loss"].item() == 0.0 and out["loss"].requires_grad
+    out["loss"].backward()
+    assert emb.grad is not None and emb.grad.abs().sum() == 0
+
+
 # ---- object sampling ------------------------------------------------------------------------------
 def test_sparse_sampling_is_seeded_and_never_labels_background():
     ids = [np.arange(0, 41), np.arange(0, 11)]  # 0 (background) is among the ids given

@@ -316,4 +316,9 @@ def sso_loss(
         + w.unlabelled_push * out["unlabelled_push"]
         + w.consistency * out["consistency"]
     )
+    if emb_f.requires_grad and not out["loss"].requires_grad:
+        # a batch without a labelled object, with the terms that need none switched off (the
+        # discriminative baseline on sparse labels): a zero loss still backed by f, so the step
+        # runs (zero gradient) instead of failing in backward()
+        out["loss"] = out["loss"] + 0.0 * emb_f.sum()
     return out
