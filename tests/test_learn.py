@@ -272,6 +272,25 @@ def test_a_method_from_outside_the_package_runs_through_the_workflow(tmp_path, t
     assert run.returncode != 0 and "lr_typo" in run.stdout + run.stderr
 
 
+def test_a_loss_not_backed_by_the_model_fails_with_a_clear_message(tmp_path, toy_module, rng, monkeypatch):
+    """A method whose loss does not depend on its parameters (e.g. a batch without supervised
+    pixels) stops with a message naming the method and the step, not an autograd error."""
+    import toy_method
+
+    from zarrseg.learn.loop import TrainingDiverged
+
+    labels = (rng.random((32, 32)) > 0.5).astype(np.uint16)
+    image = write_image(tmp_path / "a.ome.zarr", labels.astype(np.float32) + rng.normal(0, 0.1, labels.shape), "yx")
+    labels_path = write_image(tmp_path / "a_labels.ome.zarr", labels, "yx", is_label=True)
+    monkeypatch.setattr(toy_method.Toy, "step", lambda self, batch, step: {"loss": torch.zeros(())})
+    registry.load_modules(["toy_method"])
+    spec = registry.get_method("toy")
+    params = load_params(spec.params, {"train": [{"image": image, "labels": labels_path}],
+                                       "loop": {**LOOP, "steps": 2}})
+    with pytest.raises(TrainingDiverged, match="training toy: the loss at step 0 does not depend on"):
+        train(spec, params, tmp_path / "out")
+
+
 def test_entry_points_register_methods(monkeypatch, toy_module):
     from importlib import metadata
 

@@ -53,7 +53,7 @@ KILL_ENV = "ZARRSEG_KILL_AFTER_STEP"  # SIGKILL this process right after that st
 
 
 class TrainingDiverged(ZarrsegError):
-    """The loss became NaN or infinite."""
+    """The loss cannot train the model: NaN, infinite, or not backed by its parameters."""
 
 
 @dataclass
@@ -394,6 +394,11 @@ class Loop:
             raise TrainingDiverged(
                 f"training {self.spec.name} diverged: loss {float(loss):.4g} at step {step}; "
                 "lower the learning rate or switch off amp"
+            )
+        if not loss.requires_grad:  # else backward() fails with an autograd message that names nothing
+            raise TrainingDiverged(
+                f"training {self.spec.name}: the loss at step {step} does not depend on the model's "
+                "parameters (a batch without any supervised pixel?); the method must return a loss backed by its output"
             )
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(opt)
