@@ -6,7 +6,8 @@ on one ingested BSDS image through the method's own hooks (``WNetMethod.build`` 
 the reduced protocol's sizes unless told otherwise) and after every epoch segments the image the
 way the exported model does (the encoder with the training image's BatchNorm statistics, argmax
 over K). It prints, per epoch: the labels used, those covering >= 1 % of the image, and
-homogeneity / completeness / V-measure (scikit-learn) as the mean over the image's annotators.
+homogeneity / completeness / V-measure as the mean over the image's annotators (the evaluate
+stage's scores, as `bsds300_baselines.py` computes them).
 
     python benchmarks/bsds300_table1.py reduced ...   # once: the ingested images (WORK/ingest)
     python benchmarks/wnet_dynamics.py bsds_109053 --type Sparse-SimCon-Patch --beta 1 --epochs 10
@@ -26,12 +27,15 @@ INGEST = REPO / "work" / "bsds300_reduced" / "ingest"
 
 
 def annotator_scores(labels: np.ndarray, truths: np.ndarray) -> dict[str, float]:
-    """Mean over the annotators of homogeneity, completeness and V-measure (scikit-learn)."""
-    from sklearn.metrics import homogeneity_completeness_v_measure
+    """Homogeneity, completeness and V-measure, mean over the annotators, as the evaluate stage scores them."""
+    from zarrseg.evaluation import combine_annotators
+    from zarrseg.evaluation.contingency import Contingency
+    from zarrseg.evaluation.score import EvaluateParams, score_table
 
-    rows = [homogeneity_completeness_v_measure(t.ravel(), labels.ravel()) for t in truths]
-    h, c, v = np.mean(rows, axis=0)
-    return {"homogeneity": float(h), "completeness": float(c), "v_measure": float(v)}
+    evaluate = EvaluateParams(kind="clustering", metrics=["homogeneity", "completeness", "v_measure"])
+    labels = labels.astype(np.uint32)
+    per = [score_table(Contingency.from_arrays(labels, t.astype(np.uint32)), evaluate) for t in truths]
+    return combine_annotators(per)["mean"]
 
 
 def segment(method) -> np.ndarray:
