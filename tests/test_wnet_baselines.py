@@ -16,7 +16,7 @@ from zarrseg.errors import ConfigError
 from zarrseg.evaluation.score import EvaluateParams, evaluate_images
 from zarrseg.evaluation.selection import SelectionParams, selection_table
 from zarrseg.ssl.cluster import ClusterParams, cluster
-from zarrseg.ssl.superpixel_cluster import rag_affinity
+from zarrseg.ssl.superpixel_cluster import dense_spectral_embedding, dense_spectral_labels, rag_affinity
 from zarrseg.ssl.superpixels import SuperpixelParams, region_means, superpixels
 
 
@@ -66,6 +66,25 @@ def test_superpixel_baselines_match_scikit_learn(tmp_path, patchwork, method):
     ours = _labels(tmp_path / "sp.ome.zarr")
     assert adjusted_rand_score(per_node[segments].ravel(), ours.ravel()) == pytest.approx(1.0)
     assert len(np.unique(ours)) == 4
+
+
+def test_dense_spectral_solver_spans_scikit_learns_embedding(rng):
+    """The rbf reading's dense eigensolver: the same embedding subspace and partition as scikit-learn's ARPACK."""
+    from sklearn.manifold import spectral_embedding
+    from sklearn.metrics.pairwise import rbf_kernel
+
+    centres = rng.random((3, 3)) * 4
+    colour = np.concatenate([c + rng.normal(0, 0.3, (30, 3)) for c in centres])  # three colour blobs
+    affinity = rbf_kernel(colour, gamma=1.0)
+    reference = spectral_embedding(affinity, n_components=3, eigen_solver="arpack", random_state=0, drop_first=False)
+    ours = dense_spectral_embedding(affinity, 3)
+    project = lambda e: e @ np.linalg.pinv(e)  # noqa: E731  (projector onto the column space)
+    assert np.abs(project(ours) - project(reference)).max() < 1e-6
+    labels = dense_spectral_labels(affinity, 3, seed=0)
+    sk = SpectralClustering(3, affinity="precomputed", random_state=0).fit_predict(affinity)
+    assert adjusted_rand_score(sk, labels) == pytest.approx(1.0)
+    assert adjusted_rand_score(np.repeat(np.arange(3), 30), labels) == pytest.approx(1.0)
+    assert sorted(np.unique(labels)) == [0, 1, 2]
 
 
 def test_rag_affinity_is_the_rbf_kernel_on_adjacent_superpixels_only(rng):
