@@ -122,6 +122,20 @@ def test_spectral_on_the_adjacency_graph_finds_the_quadrants(tmp_path, patchwork
     assert adjusted_rand_score(quadrant.ravel(), ours.ravel()) > 0.9
 
 
+def test_dense_spectral_refuses_more_superpixels_than_it_can_hold(tmp_path, patchwork, monkeypatch):
+    import zarrseg.ssl.superpixel_cluster as sc
+    from zarrseg.errors import InputError
+
+    path, _, _ = patchwork
+    params = ClusterParams(method="spectral", n_clusters=4, superpixels=SuperpixelParams(n_segments=40),
+                           spectral_affinity="rbf")
+    monkeypatch.setattr(sc, "MAX_DENSE_SPECTRAL", 10)
+    with pytest.raises(InputError, match="dense .* affinity .*cluster.spectral_affinity: rag") as err:
+        cluster(path, tmp_path / "sp.ome.zarr", params)
+    assert str(path) in str(err.value)
+    assert not (tmp_path / "sp.ome.zarr").exists()
+
+
 def test_spectral_needs_superpixels():
     with pytest.raises(ConfigError, match="spectral needs cluster.superpixels"):
         ClusterParams(method="spectral").validate()

@@ -34,6 +34,10 @@ from .tiling import ImageSource
 
 log = logging.getLogger(__name__)
 
+# spectral_affinity rbf: the largest superpixel count whose dense (N, N) float64 affinity, Laplacian
+# and eigensolver workspace fit in a few GB (3 x 2 GB at this N); beyond it the RAG affinity scales
+MAX_DENSE_SPECTRAL = 16_384
+
 
 def _slice(src: ImageSource, z: int) -> np.ndarray:
     h, w = src.shape_yx
@@ -136,6 +140,12 @@ def cluster_superpixels(src: ImageSource, out: str | Path, params) -> dict:
     fit = np.concatenate(colours)
     if len(fit) < params.n_clusters:
         raise InputError(f"only {len(fit)} superpixels, fewer than n_clusters={params.n_clusters}", src.path)
+    if params.method == "spectral" and params.spectral_affinity == "rbf" and len(fit) > MAX_DENSE_SPECTRAL:
+        raise InputError(
+            f"{len(fit)} superpixels: spectral_affinity rbf builds a dense {len(fit)} x {len(fit)} affinity "
+            f"(at most {MAX_DENSE_SPECTRAL}); use cluster.spectral_affinity: rag or fewer superpixels",
+            src.path,
+        )
     if len(fit) > params.max_fit_samples:
         fit = fit[rng.choice(len(fit), params.max_fit_samples, replace=False)]
     embed = Embedding(params).fit(None, fit)
