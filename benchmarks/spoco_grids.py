@@ -5,7 +5,8 @@
              GOWT1 nuclei frames, 4x downsampled (256^2, nuclei 12-25 px across): train t01 t21
              t31 t39, test t52 t72; the train frames cut into 16 tiles of 128^2 (annotation budget);
              GOAT organoids, 4x downsampled (384 x 512, one grey channel): train 291 545 651 731,
-             test 301 668 (split by image);
+             test 301 668 (split by image); the train images cut into 12 tiles of 128^2 each, those
+             with an organoid kept (47 tiles: annotation budget);
              FlyEM medulla 250^3: train z < 150, test z >= 150 (as benchmarks/flyem_unet.py).
   report   thesis-style tables from a grid's results/<experiment>/metrics.parquet: per row, the mean
            over the test images of each run, then mean +- sd over the runs (the seeds), with the
@@ -68,7 +69,13 @@ def sheet() -> None:
             image = iio.imread(goat / "images" / f"{name}.png")
             image = image[..., 0] if image.ndim == 3 else image
             labels = iio.imread(goat / "labels" / f"{name}_labels.png")[::4, ::4]
-            _write(f"organoid_{name}", _down(image), labels)
+            small = _down(image)
+            _write(f"organoid_{name}", small, labels)
+            if name in ORGANOIDS["train"]:  # 128^2 tiles with at least one organoid (budget grid)
+                for k, (y, x) in enumerate(np.ndindex(labels.shape[0] // 128, labels.shape[1] // 128)):
+                    tile = labels[128 * y : 128 * (y + 1), 128 * x : 128 * (x + 1)]
+                    if tile.any():
+                        _write(f"organoid_{name}_tile{k}", small[128 * y : 128 * (y + 1), 128 * x : 128 * (x + 1)], tile)
     flyem = SHARED / "flyem_fibsem_medulla"
     files = sorted((flyem / "grayscale_maps").glob("iso.*.png"), key=lambda p: int(p.stem.split(".")[1]))
     raw = np.stack([iio.imread(f) for f in files])
