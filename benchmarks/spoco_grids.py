@@ -73,9 +73,9 @@ def sheet() -> None:
             _write(f"organoid_{name}", small, labels)
             if name in ORGANOIDS["train"]:  # 128^2 tiles with at least one organoid (budget grid)
                 for k, (y, x) in enumerate(np.ndindex(labels.shape[0] // 128, labels.shape[1] // 128)):
-                    tile = labels[128 * y : 128 * (y + 1), 128 * x : 128 * (x + 1)]
-                    if tile.any():
-                        _write(f"organoid_{name}_tile{k}", small[128 * y : 128 * (y + 1), 128 * x : 128 * (x + 1)], tile)
+                    box = np.s_[128 * y : 128 * (y + 1), 128 * x : 128 * (x + 1)]
+                    if labels[box].any():
+                        _write(f"organoid_{name}_tile{k}", small[box], labels[box])
     flyem = SHARED / "flyem_fibsem_medulla"
     files = sorted((flyem / "grayscale_maps").glob("iso.*.png"), key=lambda p: int(p.stem.split(".")[1]))
     raw = np.stack([iio.imread(f) for f in files])
