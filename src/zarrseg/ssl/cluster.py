@@ -63,7 +63,7 @@ class ClusterParams:
     # spectral: which superpixel pairs have an affinity exp(-spectral_gamma |colour_I - colour_J|^2):
     # rag: adjacent superpixels only (the region adjacency graph the W-Net's sparse losses use; sparse,
     # ~0.2 s for 3,000 superpixels); rbf: every pair (scikit-learn's default, the Table 1 grid's reading;
-    # dense: ~2 s a fit for 3,000 superpixels)
+    # dense: 1-3 s a fit for 3,000 superpixels)
     spectral_affinity: Literal["rag", "rbf"] = "rag"
     spectral_gamma: float = 1.0  # scikit-learn's default RBF gamma (colours in [0, 1])
     n_init: int = 4  # K-means restarts (the best inertia is kept)

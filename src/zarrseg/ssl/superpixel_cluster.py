@@ -9,7 +9,7 @@ affinity of every pair of colours (``rbf``, scikit-learn's default) ignores wher
 its spectral embedding is computed here with a dense symmetric eigensolver (LAPACK through
 ``scipy.linalg.eigh``), because scikit-learn's ARPACK shift-invert fails to converge on these
 nearly complete graphs (clustered eigenvalues) and its LOBPCG fallback took up to an hour per
-BSDS300 image; the dense solver takes ~3 s for 3,000 superpixels on one core.
+BSDS300 image; the dense solver takes 1-3 s a fit (eigenvectors + K-means) for 3,000 superpixels on one core.
 
 Each slice is over-segmented on its own (``superpixels.superpixels``); the clusterer sees one row
 per superpixel (its mean colour in [0, 1], or standardised). K-means is fitted on the superpixels
