@@ -131,6 +131,47 @@ def test_bad_grid_files(tmp_path):
         load_experiment(path)
 
 
+def test_a_grid_variant_extends_its_base(tmp_path):
+    base = {"name": "base", "samples": ["a", "b"], "description": "the base grid",
+            "grid": {"grid.row": ["full", "sparse"], "train.seed": [0, 1]},
+            "linked": {"grid.row": {"full": {"train.supervision": "full"}, "sparse": {"train.fraction": 0.1}},
+                       "train.seed": {0: {"predict.seed": 0}, 1: {"predict.seed": 1}}},
+            "fixed": {"train.steps": 100, "segment.beta": 0.5}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    variant = {"extends": "base", "name": "longer", "samples": ["c"],
+               "grid": {"grid.row": ["sparse"], "train.seed": [1, 2]},
+               "linked": {"train.seed": {2: {"predict.seed": 2}}},
+               "fixed": {"train.steps": 900}}
+    (tmp_path / "longer.yaml").write_text(yaml.safe_dump(variant))
+    exp = load_experiment(tmp_path / "longer.yaml")
+    assert exp.name == "longer" and exp.samples == ["c"] and exp.description == "the base grid"
+    assert exp.fixed == {"train.steps": 900, "segment.beta": 0.5}  # merged, the variant's value wins
+    cells = exp.cells()
+    assert sorted(cells) == ["row-sparse_seed-1", "row-sparse_seed-2"]
+    # linked values of the base still apply; those of rows the variant dropped are gone
+    assert cells["row-sparse_seed-1"] == {"grid.row": "sparse", "train.seed": 1, "train.fraction": 0.1,
+                                          "predict.seed": 1}
+    assert cells["row-sparse_seed-2"]["predict.seed"] == 2
+    assert "full" not in exp.linked["grid.row"]
+    # a cell of the base keeps its id in the variant: grown grids share their outputs
+    assert "row-sparse_seed-1" in load_experiment(tmp_path / "base.yaml").cells()
+
+
+def test_bad_grid_extensions_name_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({"extends": "b", "grid": {"train.seed": [0]}}))
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump({"extends": "a"}))
+    with pytest.raises(ConfigError, match="cycle"):
+        load_experiment(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"extends": "missing", "grid": {"train.seed": [0]}}))
+    with pytest.raises(ConfigError, match=r"does not exist \(extended by .*c.yaml\)"):
+        load_experiment(tmp_path / "c.yaml")
+    # the variant's own linked values are checked in full: a typo stays an error
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump({"grid": {"train.seed": [0]}}))
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump({"extends": "d", "linked": {"train.seed": {7: {"x.y": 1}}}}))
+    with pytest.raises(ConfigError, match="linked value 7"):
+        load_experiment(tmp_path / "e.yaml")
+
+
 def test_stage_params_merge_storage_dask_and_cell():
     config = _config()
     params = stage_params(config, "segment", {"segment.beta": 0.7, "predict.sigma": 2.0})

@@ -14,6 +14,10 @@ cell's values (so of its sub-cells) but not of its id.
 Rows that sweep different parameters (Leng et al. Table 1: the W-Net rows sweep beta and the
 seed, the K-means rows the number of clusters) use a *list* of grids: the cells are the union of
 each grid's combinations, so no row is crossed with another row's parameters.
+
+A variant of a grid (more seeds, a fixed step count, other samples) names it in ``extends`` and
+says only what differs: ``fixed`` and ``linked`` are merged into the base's (the variant's values
+win), every other key it sets replaces the base's, so a change to the base reaches every variant.
 """
 
 from __future__ import annotations
@@ -100,14 +104,57 @@ def cell_id(values: dict[str, Any]) -> str:
     return f"{text[: MAX_ID - 11]}_{digest}"
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    path = Path(path)
+KEYS = {"name", "samples", "grid", "fixed", "description", "sheet", "linked", "extends"}
+
+
+def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The experiment file's keys with those of the grid it ``extends`` (a name in the same
+    folder, or a path relative to it) filled in; a cycle or a missing base is a clear error."""
     if not path.is_file():
-        raise ConfigError("experiment file does not exist", path)
+        where = f" (extended by {seen[-1]})" if seen else ""
+        raise ConfigError(f"experiment file does not exist{where}", path)
     data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"name", "samples", "grid", "fixed", "description", "sheet", "linked"}
+    if not isinstance(data, dict):
+        raise ConfigError("an experiment file must be a mapping of keys", path)
+    unknown = set(data) - KEYS
     if unknown:
         raise ConfigError(f"unknown keys {sorted(unknown)} in experiment", path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"extends must name another experiment, got {parent!r}", path)
+    base_path = path.parent / (parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml")
+    if base_path.resolve() in [p.resolve() for p in (*seen, path)]:
+        raise ConfigError(f"extends {parent!r} makes a cycle of experiments", path)
+    base = _read(base_path, (*seen, path))
+    merged = {k: v for k, v in base.items() if k != "name"}  # a variant's name is its own
+    merged.update({k: v for k, v in data.items() if k not in ("fixed", "linked")})
+    merged["fixed"] = {**(base.get("fixed") or {}), **(data.get("fixed") or {})}
+    merged["linked"] = _merge_linked(base.get("linked") or {}, data.get("linked") or {}, merged.get("grid"))
+    return merged
+
+
+def _merge_linked(base: dict, own: dict, grid: Any) -> dict:
+    """The base's linked values the variant's grid still sweeps, updated by the variant's own
+    (which are checked in full later: a typo there stays an error)."""
+    grids = grid if isinstance(grid, list) else [grid]
+    swept: dict[Any, list[Any]] = {}
+    for g in grids:
+        for key, values in (g or {}).items() if isinstance(g, dict) else ():
+            swept.setdefault(key, []).extend(values if isinstance(values, list) else [])
+    out: dict = {}
+    for key, per_value in base.items():
+        if key in swept and isinstance(per_value, dict):
+            out[key] = {v: extra for v, extra in per_value.items() if v in swept[key]}
+    for key, per_value in own.items():
+        out[key] = {**out.get(key, {}), **per_value} if isinstance(per_value, dict) else per_value
+    return out
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    path = Path(path)
+    data = _read(path)
     exp = Experiment(name=data.get("name", path.stem), samples=data.get("samples"),
                      grid=data.get("grid") or {}, fixed=data.get("fixed") or {},
                      description=data.get("description", ""), sheet=data.get("sheet"),
