@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import shared_path
@@ -170,6 +171,29 @@ def test_bad_grid_extensions_name_the_file(tmp_path):
     (tmp_path / "e.yaml").write_text(yaml.safe_dump({"extends": "d", "linked": {"train.seed": {7: {"x.y": 1}}}}))
     with pytest.raises(ConfigError, match="linked value 7"):
         load_experiment(tmp_path / "e.yaml")
+
+
+def test_grids_command_lists_grids_and_shows_a_variants_cells(tmp_path, capsys):
+    from zarrseg.cli import main
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(
+        {"description": "two rows", "grid": {"grid.row": ["a", "b"]}, "fixed": {"train.steps": 10},
+         "linked": {"grid.row": {"a": {"train.lr": 0.1}, "b": {"train.lr": 0.2}}}}))
+    (tmp_path / "more.yaml").write_text(yaml.safe_dump(
+        {"extends": "base", "grid": {"grid.row": ["b"], "train.seed": [0, 1]}, "fixed": {"train.steps": 99}}))
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump({"gird": {}}))
+    assert main(["grids", "--dir", str(tmp_path)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in listing[1:3]] == [["base", "2", "two"], ["broken", "<NA>", "ERROR:"]]
+    assert listing[3].split()[:3] == ["more", "2", "base"]
+    csv = tmp_path / "cells.csv"
+    assert main(["grids", "more", "--dir", str(tmp_path), "--csv", str(csv)]) == 0
+    shown = capsys.readouterr().out
+    assert "more (extends base)" in shown and "train.steps = 99" in shown and "2 cells:" in shown
+    cells = pd.read_csv(csv)
+    assert cells["cell"].tolist() == ["row-b_seed-0", "row-b_seed-1"] and set(cells["train.lr"]) == {0.2}
+    assert main(["grids", "nope", "--dir", str(tmp_path)]) == 2
+    assert "nope.yaml: experiment file does not exist" in capsys.readouterr().err
 
 
 def test_stage_params_merge_storage_dask_and_cell():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cluster": ("zarrseg.commands.cluster", "cluster feature volumes or pixel embeddings into labels"),
     "panels": ("zarrseg.commands.panels", "side-by-side figure: original | label images | ground truth"),
     "nightly": ("zarrseg.commands.nightly", "process the new, complete acquisitions of a folder unattended"),
+    "grids": ("zarrseg.commands.grids", "list the experiment grids, or show one grid's samples, fixed values and cells"),
 }
 
 EPILOG = """\
@@ -118,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"zarrseg {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped early (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
     except Exception as err:  # unexpected: still one line for the user, traceback in the log / --debug
         if args.debug:
             raise

@@ -47,6 +47,7 @@ class Experiment:
     sheet: str | None = None  # a sample sheet of its own (e.g. shared benchmark data), else the config's
     # grid key -> {grid value -> {"<stage>.<key>": value}}: values a cell takes along with that grid value
     linked: dict[str, dict[Any, dict[str, Any]]] = field(default_factory=dict)
+    extends: str | None = None  # the grid this one is a variant of (its keys are merged in already)
 
     @property
     def grids(self) -> list[dict[str, list[Any]]]:
@@ -132,6 +133,7 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     merged.update({k: v for k, v in data.items() if k not in ("fixed", "linked")})
     merged["fixed"] = {**(base.get("fixed") or {}), **(data.get("fixed") or {})}
     merged["linked"] = _merge_linked(base.get("linked") or {}, data.get("linked") or {}, merged.get("grid"))
+    merged["extends"] = parent
     return merged
 
 
@@ -158,7 +160,7 @@ def load_experiment(path: str | Path) -> Experiment:
     exp = Experiment(name=data.get("name", path.stem), samples=data.get("samples"),
                      grid=data.get("grid") or {}, fixed=data.get("fixed") or {},
                      description=data.get("description", ""), sheet=data.get("sheet"),
-                     linked=data.get("linked") or {})
+                     linked=data.get("linked") or {}, extends=data.get("extends"))
     if not isinstance(exp.grid, dict | list) or (
         isinstance(exp.grid, list) and not all(isinstance(g, dict) and g for g in exp.grid)
     ):
@@ -201,3 +203,23 @@ def stage_overrides(values: dict[str, Any], stage: str) -> dict[str, Any]:
 def cell_for(values: dict[str, Any], stages: tuple[str, ...]) -> str:
     """Id of the sub-cell that only the given stages depend on (shared upstream outputs)."""
     return cell_id({k: v for k, v in values.items() if k.split(".", 1)[0] in stages})
+
+
+def cell_rows(exp: Experiment) -> list[dict[str, Any]]:
+    """One row per cell: its id and every value it takes (grid and linked), for a listing."""
+    return [{"cell": cid, **values} for cid, values in exp.cells().items()]
+
+
+def list_experiments(folder: str | Path) -> list[dict[str, Any]]:
+    """Name, cell count, base and description of every grid in ``folder``; a grid that does not
+    load is listed with its error instead, so one broken file does not hide the others."""
+    out = []
+    for path in sorted(Path(folder).glob("*.yaml")):
+        try:
+            exp = load_experiment(path)
+        except ConfigError as err:
+            out.append({"name": path.stem, "cells": None, "extends": None, "description": f"ERROR: {err}"})
+            continue
+        out.append({"name": path.stem, "cells": len(exp.cells()), "extends": exp.extends,
+                    "description": exp.description})
+    return out
