@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {key} = {value!r}")
     cells = pd.DataFrame(cell_rows(exp))
     print(f"{len(cells)} cells:")
-    print(cells.to_string(index=False))
+    print(cells.to_string(index=False, na_rep="-"))  # -: a value this cell does not set
     if args.csv:
         cells.to_csv(args.csv, index=False)
     return 0
