@@ -141,7 +141,7 @@ def test_a_grid_variant_extends_its_base(tmp_path):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     variant = {"extends": "base", "name": "longer", "samples": ["c"],
                "grid": {"grid.row": ["sparse"], "train.seed": [1, 2]},
-               "linked": {"train.seed": {2: {"predict.seed": 2}}},
+               "linked": {"train.seed": {2: {"predict.seed": 2}}, "grid.row": {"sparse": {"train.lr": 0.5}}},
                "fixed": {"train.steps": 900}}
     (tmp_path / "longer.yaml").write_text(yaml.safe_dump(variant))
     exp = load_experiment(tmp_path / "longer.yaml")
@@ -149,9 +149,10 @@ def test_a_grid_variant_extends_its_base(tmp_path):
     assert exp.fixed == {"train.steps": 900, "segment.beta": 0.5}  # merged, the variant's value wins
     cells = exp.cells()
     assert sorted(cells) == ["row-sparse_seed-1", "row-sparse_seed-2"]
-    # linked values of the base still apply; those of rows the variant dropped are gone
+    # linked values of the base still apply, merged per grid value with the variant's (train.lr);
+    # those of rows the variant dropped are gone
     assert cells["row-sparse_seed-1"] == {"grid.row": "sparse", "train.seed": 1, "train.fraction": 0.1,
-                                          "predict.seed": 1}
+                                          "train.lr": 0.5, "predict.seed": 1}
     assert cells["row-sparse_seed-2"]["predict.seed"] == 2
     assert "full" not in exp.linked["grid.row"]
     # a cell of the base keeps its id in the variant: grown grids share their outputs

@@ -16,8 +16,9 @@ seed, the K-means rows the number of clusters) use a *list* of grids: the cells 
 each grid's combinations, so no row is crossed with another row's parameters.
 
 A variant of a grid (more seeds, a fixed step count, other samples) names it in ``extends`` and
-says only what differs: ``fixed`` and ``linked`` are merged into the base's (the variant's values
-win), every other key it sets replaces the base's, so a change to the base reaches every variant.
+says only what differs: ``fixed`` and ``linked`` (per grid value) are merged into the base's (the
+variant's values win), every other key it sets replaces the base's, so a change to the base
+reaches every variant.
 """
 
 from __future__ import annotations
@@ -56,12 +57,7 @@ class Experiment:
 
     def grid_values(self) -> dict[str, list[Any]]:
         """Every grid key with the union of its values over the grids."""
-        out: dict[str, list[Any]] = {}
-        for grid in self.grids:
-            for key, values in grid.items():
-                out.setdefault(key, [])
-                out[key] += [v for v in values if v not in out[key]]
-        return out
+        return _union_of_values(self.grids)
 
     def cells(self) -> dict[str, dict[str, Any]]:
         """cell id -> {"stage.key": value} for every grid combination (insertion-ordered)."""
@@ -77,6 +73,17 @@ class Experiment:
                     extra.update(self.linked.get(key, {}).get(value, {}))
                 out[cell_id(values)] = {**values, **extra}
         return out
+
+
+def _union_of_values(grids: list[dict]) -> dict[str, list[Any]]:
+    """Every key of ``grids`` with the union of its values (a value that is not a list is skipped:
+    checked, with its file named, when the experiment is loaded)."""
+    out: dict[str, list[Any]] = {}
+    for grid in grids:
+        for key, values in grid.items():
+            out.setdefault(key, [])
+            out[key] += [v for v in values if v not in out[key]] if isinstance(values, list) else []
+    return out
 
 
 def _fmt(value: Any) -> str:
@@ -138,19 +145,24 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 def _merge_linked(base: dict, own: dict, grid: Any) -> dict:
-    """The base's linked values the variant's grid still sweeps, updated by the variant's own
-    (which are checked in full later: a typo there stays an error)."""
-    grids = grid if isinstance(grid, list) else [grid]
-    swept: dict[Any, list[Any]] = {}
-    for g in grids:
-        for key, values in (g or {}).items() if isinstance(g, dict) else ():
-            swept.setdefault(key, []).extend(values if isinstance(values, list) else [])
+    """The base's linked values the variant's grid still sweeps, merged with the variant's own per
+    grid value (the variant's keys win, the base's other keys stay, as in ``fixed``). The variant's
+    own are checked in full later: a typo there stays an error."""
+    raw = grid if isinstance(grid, list) else [grid]
+    swept = _union_of_values([g for g in raw if isinstance(g, dict)])
     out: dict = {}
     for key, per_value in base.items():
         if key in swept and isinstance(per_value, dict):
             out[key] = {v: extra for v, extra in per_value.items() if v in swept[key]}
     for key, per_value in own.items():
-        out[key] = {**out.get(key, {}), **per_value} if isinstance(per_value, dict) else per_value
+        if not isinstance(per_value, dict) or not isinstance(out.get(key), dict):
+            out[key] = per_value
+            continue
+        merged = dict(out[key])
+        for value, extra in per_value.items():
+            old = merged.get(value)
+            merged[value] = {**old, **extra} if isinstance(old, dict) and isinstance(extra, dict) else extra
+        out[key] = merged
     return out
 
 
