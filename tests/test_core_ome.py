@@ -100,3 +100,50 @@ def test_snakemake_marker_warning_is_silenced_and_nothing_else(tmp_path):
     assert listed() == []
     (path / "junk").touch()
     assert [m for m in listed() if "junk" in m]  # other foreign files still warn
+
+
+def test_atomic_output_never_replaces_what_zarrseg_did_not_write(tmp_path):
+    from zarrseg.errors import OutputError
+
+    data = tmp_path / "my_data"
+    data.mkdir()
+    (data / "important.txt").write_text("years of work")
+    with pytest.raises(OutputError, match="not written by zarrseg"), atomic_output(data) as tmp:
+        tmp.mkdir()
+    assert (data / "important.txt").read_text() == "years of work" and not partial_path(data).exists()
+    # a folder output zarrseg wrote (its mark, or zarrseg attributes) is replaced by a rerun
+    out = tmp_path / "out"
+    for _ in range(2):
+        with atomic_output(out) as tmp:
+            tmp.mkdir()
+            (tmp / "result").write_text("x")
+    assert (out / "result").exists()
+    # a file is not replaced by a folder output, and the work is not left half-visible
+    note = tmp_path / "note.txt"
+    note.write_text("keep")
+    with pytest.raises(OutputError, match="exists as a file"), atomic_output(note) as tmp:
+        tmp.mkdir()
+    assert note.read_text() == "keep" and not partial_path(note).exists()
+
+
+def test_bare_arrays_and_damaged_chunks_are_one_clear_line(tmp_path, capsys):
+    import zarr
+    from conftest import write_image
+
+    from zarrseg.cli import main
+
+    bare = tmp_path / "bare.zarr"
+    zarr.open(str(bare), mode="w", shape=(8, 8), dtype="f4")[:] = 1.0
+    with pytest.raises(InputError, match="bare Zarr array"):
+        open_image(bare)
+    image = write_image(tmp_path / "img.ome.zarr", np.random.default_rng(0).random((16, 16)).astype("f4"),
+                        chunks=(8, 8))
+    chunk = next(p for p in (tmp_path / "img.ome.zarr" / "0").rglob("*") if p.is_file() and not p.name.startswith("."))
+    chunk.write_bytes(chunk.read_bytes()[:10])  # a truncated chunk file
+    with pytest.raises(InputError, match=r"img.ome.zarr: cannot read the block \[0:16, 0:16\]"):
+        SpatialView.of(open_image(image))[(slice(0, 16), slice(0, 16))]
+    out = tmp_path / "p.ome.zarr"
+    assert main(["predict", image, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "img.ome.zarr: cannot read the block" in err[0]
+    assert not out.exists()

@@ -104,6 +104,14 @@ def test_a_crop_larger_than_the_image_fails_with_one_line_and_writes_nothing(tmp
     assert "crop size 48 is larger than the image (40 x 50 pixels)" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and src["image"] in run.stderr
     assert not (tmp_path / "store").exists() and not (tmp_path / "store.partial").exists()
+    # a source without its split, and an image of NaN: one line, exit code 2, nothing written
+    run = _crops_cli(src["image"], "-o", str(tmp_path / "store"))
+    assert run.returncode == 2 and "is not of the form IMAGE=SPLIT[:MASK]" in run.stderr
+    nan = write_image(tmp_path / "nan.ome.zarr", np.full((40, 50), np.nan, np.float32))
+    run = _crops_cli(f"{nan}=pretrain", "-o", str(tmp_path / "store"), "--set", "crop_size=16")
+    assert run.returncode == 2 and "2000 of 2000 pixels are NaN or Inf" in run.stderr and nan in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "store").exists() and not (tmp_path / "store.partial").exists()
 
 
 def test_a_mask_that_is_not_binary_fails_with_one_line_and_writes_nothing(tmp_path, rng):

@@ -116,6 +116,13 @@ def test_scene_out_of_range_and_bad_parameter(tmp_path, capsys):
     _assert_clean_failure(
         capsys, tmp_path, str(path), "unknown parameter 'chunk'", extra=("--set", "chunk=[1,2,3]")
     )
+    # checked before any work (Blosc alone would refuse a level only when writing; NaN would
+    # reach the image's metadata as invalid JSON)
+    _assert_clean_failure(
+        capsys, tmp_path, str(path), "compression.level must be in 0..9, got 99", extra=("--set", "compression.level=99")
+    )
+    for bad in ("[.nan, 1, 1]", "[.inf, 1, 1]"):
+        _assert_clean_failure(capsys, tmp_path, str(path), "positive, finite", extra=("--set", f"voxel_size={bad}"))
 
 
 def test_corrupt_existing_output_is_replaced(tmp_path, capsys):

@@ -204,6 +204,44 @@ def test_nightly_help_and_bad_input(capsys, tmp_path):
     assert main(["nightly", str(tmp_path / "missing"), "-o", str(tmp_path / "out")]) == 2
     assert "input folder does not exist" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
+    # any section of the config is checked before the night starts: one line, exit 2, nothing written
+    (tmp_path / "in").mkdir()
+    config = tmp_path / "night.yaml"
+    for text, said in (("segment: {partitionr: gasp}", "did you mean 'partitioner'"),
+                       ("- a list", "must be a mapping"), ("a: [", "not valid YAML"),
+                       ("samples: {ground_truth_suffix: 5}", "ground_truth_suffix")):
+        config.write_text(text)
+        assert main(["nightly", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--config", str(config)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0] and "night.yaml" in err[0], err
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_snakemake_left_running_by_a_killed_night_is_stopped(tmp_path):
+    """kill -9 of the nightly alone leaves its Snakemake's process group running; the next night
+    stops it before unlocking, so two Snakemakes never write the same outputs."""
+    import subprocess
+    import sys
+
+    from zarrseg.nightly.guard import GROUP_FILE, stop_orphaned_group
+
+    assert not stop_orphaned_group(tmp_path)  # nothing recorded
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "snakemake"],
+                              start_new_session=True)
+    (tmp_path / GROUP_FILE).write_text(f"{orphan.pid}\n")
+    try:
+        assert stop_orphaned_group(tmp_path, grace=5.0)
+        assert orphan.wait(timeout=10) != 0
+    finally:
+        orphan.kill()
+    assert not (tmp_path / GROUP_FILE).exists()
+    # a recorded group that is not Snakemake's (its pid reused by another program) is left alone
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    (tmp_path / GROUP_FILE).write_text(f"{other.pid}\n")
+    try:
+        assert not stop_orphaned_group(tmp_path) and other.poll() is None
+    finally:
+        other.kill()
 
 
 def test_schedule_examples_match_the_readme_and_parse():

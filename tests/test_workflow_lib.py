@@ -55,14 +55,27 @@ def test_schema_rejects_bad_config(mutate):
         Draft202012Validator(_schema()).validate(config)
 
 
-def test_snakemake_validate_rejects_typo_before_any_job(tmp_path):
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
+@pytest.mark.parametrize(("change", "message"), [
+    ({"segment": {"partitionr": "gasp"}}, r"unknown parameter 'partitionr' in segment \(did you mean 'partitioner'\?\)"),
+    ({"segment": {"partitioner": "gsap"}}, r"segment.partitioner' must be one of"),
+    ({"segment": {"beta": 1.5}}, r"segment.beta must be in \(0, 1\)"),
+    ({"spoco": {"loss": {"kernel_treshold": 0.5}}}, r"'kernel_treshold' in spoco.loss \(did you mean 'kernel_threshold'"),
+    ({"resuls_dir": "x"}, r"unknown key 'resuls_dir' in the config \(did you mean 'results_dir'\?\)"),
+    ({"dask": {"n_worker": 2}}, r"unknown key 'n_worker' in dask \(did you mean 'n_workers'\?\)"),
+    ({"storage": {"compression": {"level": 99}}}, r"storage.compression.level: 99 is greater than the maximum of 9"),
+    ({"segment": [1, 2]}, r"config section 'segment' must be a mapping"),
+])
+def test_workflow_config_problems_are_one_line_naming_the_key(change, message):
+    """What the Snakefile checks before any job (``check_config_or_exit``): the stage sections
+    through the commands' own loader, the rest against the schema; never the schema dump."""
+    from zarrseg.params import deep_update
+    from zarrseg.schema import check_config
 
-    config = _config()
-    config["dask"]["n_worker"] = 2
-    with pytest.raises(WorkflowError, match="n_worker"):
-        validate(config, str(REPO / "config" / "schema.yaml"))
+    schema = REPO / "config" / "schema.yaml"
+    check_config(_config(), schema)  # the shipped config passes
+    with pytest.raises(ConfigError, match=message) as err:
+        check_config(deep_update(_config(), change), schema)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 1000
 
 
 def test_sample_sheet_and_folder(tmp_path):

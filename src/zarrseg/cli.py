@@ -82,6 +82,13 @@ def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
     return parser, module
 
 
+def quiet_abandoned_reads() -> None:
+    """After a failed read (a damaged chunk), zarr's event loop still holds the other chunks' read
+    tasks; asyncio logs each as "Task was destroyed but it is pending!" at exit. The error line
+    has been printed: keep it the only one."""
+    logging.getLogger("asyncio").disabled = True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -109,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         logging.getLogger("zarrseg").debug("error", exc_info=True)
+        quiet_abandoned_reads()
         print(f"zarrseg {name}: error: {err}", file=sys.stderr)
         return err.exit_code
     except PermissionError as err:  # e.g. an output folder made read-only while the command ran

@@ -23,7 +23,7 @@ import numpy as np
 import zarr
 
 from . import __version__
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .runs import WORK, atomic_output, check_writable, mark_resumable, partial_path, same_run  # noqa: F401 (the run protocol)
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,16 @@ class Compression:
     codec: str = "zstd"  # blosc inner codec: zstd, lz4, zlib, blosclz
     level: int = 5
     shuffle: str = "bitshuffle"  # noshuffle, shuffle, bitshuffle
+
+    def validate(self) -> None:
+        """Checked with the other parameters, before any work (Blosc itself only checks when writing)."""
+        codecs, shuffles = ("zstd", "lz4", "lz4hc", "zlib", "blosclz"), ("noshuffle", "shuffle", "bitshuffle")
+        if self.codec not in codecs:
+            raise ConfigError(f"compression.codec must be one of {list(codecs)}, got {self.codec!r}")
+        if not 0 <= self.level <= 9:
+            raise ConfigError(f"compression.level must be in 0..9, got {self.level}")
+        if self.shuffle not in shuffles:
+            raise ConfigError(f"compression.shuffle must be one of {list(shuffles)}, got {self.shuffle!r}")
 
     def numcodecs(self) -> numcodecs.abc.Codec:
         shuffle = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
@@ -268,7 +278,12 @@ def open_image(path: str | Path, mode: str = "r") -> Image:
         if parent is not None:  # "<image>/0" of a plain image: the image itself, with its metadata
             return open_image(parent, mode)
         axes = "zyx"[-node.ndim:] if node.ndim <= 3 else "tczyx"[-node.ndim:]
-        return Image(group=zarr.open_group(str(path.parent), mode=mode), path=path, axes=axes,
+        try:
+            group = zarr.open_group(str(path.parent), mode=mode)
+        except Exception as err:  # a bare array at the top level: no group, so no OME-Zarr metadata
+            raise InputError("is a bare Zarr array, not an OME-Zarr image (no multiscales metadata); "
+                             "stage the data with 'zarrseg ingest'", path) from err
+        return Image(group=group, path=path, axes=axes,
                      scale=tuple(1.0 for _ in axes), level_paths=[path.name])
     group = _find_multiscale(node, path)
     ms = group.attrs["multiscales"][0]
@@ -290,10 +305,10 @@ def ignore_snakemake_markers() -> None:
     Snakemake marks every ``directory()`` output with that file; zarr (>= 3) warns "Object at
     .snakemake_timestamp is not recognized as a component of a Zarr hierarchy" whenever it
     lists such a group's members. Harmless and not the user's business; any other foreign
-    object still warns.
+    object still warns (but zarrseg's own mark of a folder output, ``runs.MARK``).
     """
     warnings.filterwarnings(
-        "ignore", message=r"Object at \.snakemake_timestamp is not recognized", category=UserWarning
+        "ignore", message=r"Object at \.(snakemake_timestamp|zarrseg) is not recognized", category=UserWarning
     )
 
 
@@ -303,8 +318,9 @@ class SpatialView:
     Blockwise stages work on spatial volumes; this keeps the t/c bookkeeping in one place.
     """
 
-    def __init__(self, array: zarr.Array, axes: str, channel: int = 0, timepoint: int = 0):
-        self.array, self.axes = array, axes
+    def __init__(self, array: zarr.Array, axes: str, channel: int = 0, timepoint: int = 0,
+                 path: str | Path | None = None):
+        self.array, self.axes, self.path = array, axes, path
         fixed: list[int | None] = []
         for a, size in zip(axes, array.shape, strict=True):
             if a == "c":
@@ -322,7 +338,7 @@ class SpatialView:
 
     @classmethod
     def of(cls, image: Image, channel: int = 0, timepoint: int = 0, level: int = 0) -> SpatialView:
-        return cls(image.level(level), image.axes, channel, timepoint)
+        return cls(image.level(level), image.axes, channel, timepoint, path=image.path)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -345,7 +361,14 @@ class SpatialView:
         return tuple(next(it, slice(None)) if f is None else f for f in self._fixed)
 
     def __getitem__(self, box: tuple[slice, ...]) -> np.ndarray:
-        return np.asarray(self.array[self._index(tuple(box))])
+        try:
+            return np.asarray(self.array[self._index(tuple(box))])
+        except (ValueError, RuntimeError, OSError) as err:  # a damaged or truncated chunk file
+            if isinstance(err, PermissionError):
+                raise
+            where = ", ".join(f"{s.start or 0}:{'' if s.stop is None else s.stop}" for s in box) if box else "all"
+            raise InputError(f"cannot read the block [{where}] ({' '.join(str(err).split())})",
+                             self.path or self.array.store_path) from err
 
     def __setitem__(self, box: tuple[slice, ...], value: np.ndarray) -> None:
         self.array[self._index(tuple(box))] = value

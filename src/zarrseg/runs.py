@@ -62,6 +62,33 @@ def check_writable(path: str | Path) -> None:
         raise OutputError(f"cannot write the output: folder {folder} is not writable", path)
 
 
+MARK = ".zarrseg"  # left in a folder output without zarrseg attributes: "zarrseg wrote this, a rerun may replace it"
+
+
+def _is_ours(folder: Path) -> bool:
+    """Whether ``folder`` is an output a zarrseg stage wrote: its mark, or (outputs written before
+    the mark) zarrseg attributes in its Zarr metadata."""
+    if (folder / MARK).exists():
+        return True
+    for meta in (folder / ".zattrs", folder / "zarr.json"):
+        try:
+            attrs = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue
+        attrs = attrs.get("attributes", {}) if meta.name == "zarr.json" else attrs
+        if isinstance(attrs, dict) and any(k.startswith("zarrseg") for k in attrs):
+            return True
+    return False
+
+
+def refuse_foreign(path: str | Path) -> None:
+    """Never replace a folder zarrseg did not write (e.g. a data folder given as the output by mistake)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink() and any(path.iterdir()) and not _is_ours(path):
+        raise OutputError("exists and was not written by zarrseg; refusing to replace it "
+                          "(remove it or choose another output)", path)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, resume: bool = False) -> Iterator[Path]:
     """Write to ``<path>.partial`` and rename to ``path`` only when the body succeeds.
@@ -70,10 +97,13 @@ def atomic_output(path: str | Path, resume: bool = False) -> Iterator[Path]:
     With ``resume=True`` an existing partial folder is kept (blockwise stages resume from
     their done markers) and is also kept on failure; otherwise it is removed. An output that
     cannot be written (read-only folder, no permission, disk full) fails with one line:
-    before any work when the folder is read-only, else when the write fails.
+    before any work when the folder is read-only, else when the write fails. A folder at
+    ``path`` that zarrseg did not write is never replaced (``refuse_foreign``), nor is a file
+    by a folder output.
     """
     path = Path(path)
     check_writable(path)
+    refuse_foreign(path)
     tmp = partial_path(path)
     with writable(path):
         if tmp.exists() and not resume:
@@ -87,6 +117,13 @@ def atomic_output(path: str | Path, resume: bool = False) -> Iterator[Path]:
             remove(tmp, missing_ok=True)
         raise
     with writable(path):
+        if tmp.is_dir():
+            if path.is_file() or path.is_symlink():
+                remove(tmp, missing_ok=True)
+                raise OutputError("exists as a file; refusing to replace it with a folder "
+                                  "(remove it or choose another output)", path)
+            if not _is_ours(tmp):  # Zarr outputs say so in their attributes (a file there makes zarr warn)
+                (tmp / MARK).touch()
         if path.exists():
             remove(path)
         os.replace(tmp, path)

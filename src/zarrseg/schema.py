@@ -251,6 +251,64 @@ def schema_for(config: dict, committed: str | Path) -> str:
     return path
 
 
+def check_config(config: Any, schema_path: str | Path) -> None:
+    """Raise one ConfigError line for the first problem of a workflow config, before any job runs.
+
+    Stage and method sections go through the loader the commands use (its messages name the key,
+    suggest the nearest one and apply each class's range checks); the rest of the config (top-level
+    keys, samples, storage, dask) is checked against the schema. jsonschema's own report of an
+    ``anyOf`` section is the whole section's schema, hundreds of lines that never name the typo.
+    """
+    import jsonschema
+
+    from .errors import ConfigError
+    from .params import from_dict
+
+    if not isinstance(config, dict):
+        raise ConfigError(f"the config must be a mapping of sections, got {type(config).__name__}")
+    for stage, cls in sections().items():
+        section = config.get(stage)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise ConfigError(f"config section {stage!r} must be a mapping of parameters, got {section!r}")
+        extra = workflow_keys(stage)
+        from_dict(cls, {k: v for k, v in section.items() if k not in extra}, where=stage)
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        raise ConfigError(_schema_message(error))
+
+
+def _schema_message(error: Any) -> str:
+    """One line for a jsonschema error: where (dotted key path) and what."""
+    import difflib
+
+    where = ".".join(str(p) for p in error.absolute_path) or "the config"
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = list(error.schema.get("properties") or {})
+        unknown = sorted(k for k in error.instance if k not in known)
+        if unknown:
+            hint = difflib.get_close_matches(str(unknown[0]), known, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            return f"unknown key {unknown[0]!r} in {where}{extra}; known: {', '.join(sorted(known))}"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    return f"{where}: {' '.join(str(error.message).split())[:300]}"
+
+
+def check_config_or_exit(config: Any, schema_path: str | Path) -> None:
+    """``check_config`` for the Snakefile: the error as one line on stderr and exit code 2, before
+    Snakemake prints a traceback of its own."""
+    from .errors import ConfigError
+
+    try:
+        check_config(config, schema_path)
+    except ConfigError as err:
+        print(f"zarrseg workflow: config error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def dump() -> str:
     return yaml.safe_dump(build_schema(), sort_keys=False, allow_unicode=True, width=100)
 

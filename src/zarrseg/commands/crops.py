@@ -30,9 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_source(text: str) -> dict:
+    from ..errors import ConfigError
+
     image, sep, rest = text.rpartition("=")
     if not sep or not image:
-        raise SystemExit(f"zarrseg crops: {text!r} is not of the form IMAGE=SPLIT[:MASK]")
+        raise ConfigError(f"{text!r} is not of the form IMAGE=SPLIT[:MASK]")
     split, _, mask = rest.partition(":")
     return {"image": image, "split": split, "labels": mask or None}
 

@@ -51,9 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="more Snakemake arguments, e.g. \"--cores 8\"")
 
 
+def _exit_on_term(signum: int, frame: object) -> None:
+    """SIGTERM (a cron or systemd time limit) ends the night like Ctrl-C: the running Snakemake's
+    process group is stopped on the way out instead of being left to the next night."""
+    raise SystemExit(128 + signum)
+
+
 def run(args: argparse.Namespace) -> int:
+    import signal
+
     from ..nightly import NightOptions, run_night
 
+    signal.signal(signal.SIGTERM, _exit_on_term)
     result = run_night(NightOptions(
         input_dir=args.input_dir, results_dir=args.results_dir, config=args.config, profile=args.profile,
         quiet_period=args.quiet_period, night=args.night, rerun_all=args.rerun_drifted,

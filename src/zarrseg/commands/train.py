@@ -56,7 +56,9 @@ def run_method(method: str, args: argparse.Namespace, init_checkpoint_key: str |
     params = params_from_args(spec.params, args, spec.config_section)
     if getattr(args, "images", None):
         if not hasattr(params, "images"):
-            raise SystemExit(f"zarrseg train: --images does not apply to method {method!r}")
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--images does not apply to method {method!r}")
         params.images = list(args.images)
     if init_checkpoint_key and getattr(args, "checkpoint", None):
         setattr(params, init_checkpoint_key, args.checkpoint)

@@ -32,6 +32,10 @@ class CropCompression:
     level: int = 1  # compression level 0-9
     shuffle: Literal["noshuffle", "shuffle", "bitshuffle"] = "shuffle"  # Blosc byte / bit shuffle
 
+    def validate(self) -> None:
+        if not 0 <= self.level <= 9:
+            raise ConfigError(f"crops.compression.level must be in 0..9, got {self.level}")
+
 
 @dataclass
 class CropParams:

@@ -331,6 +331,11 @@ class Plane:
 def load_plane(acq: Acquisition, z: int | None, params: CropParams) -> Plane:
     """Read, normalise and mask one plane and measure the foreground of its windows."""
     image, labels = acq.plane(z)
+    if image.dtype.kind == "f" and not np.isfinite(image).all():  # crops of NaN would train on NaN
+        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+        where = "" if z is None else f" in plane z={z}"
+        raise InputError(f"{bad} of {image.size} pixels{where} are NaN or Inf; replace them (e.g. by 0) "
+                         "before cropping", acq.source.image)
     if params.normalization.method != "none":
         image = normalised(image, params.normalization)
     size, step = params.crop_size, params.step_px

@@ -30,10 +30,10 @@ class IngestParams:
         if self.pyramid_levels is not None and self.pyramid_levels < 1:
             raise ConfigError(f"ingest.pyramid_levels must be >= 1 or null, got {self.pyramid_levels}")
         if self.voxel_size is not None and (
-            len(self.voxel_size) not in (2, 3) or any(v <= 0 for v in self.voxel_size)
+            len(self.voxel_size) not in (2, 3) or not all(0 < v < float("inf") for v in self.voxel_size)
         ):
             raise ConfigError(
-                f"ingest.voxel_size must be 2 or 3 positive numbers (µm), got {self.voxel_size}"
+                f"ingest.voxel_size must be 2 or 3 positive, finite numbers (µm), got {self.voxel_size}"
             )
         if self.axes is not None and (
             not self.axes

@@ -289,16 +289,16 @@ def voxel_size(scene: Scene, params: IngestParams, path: Path) -> dict[str, floa
             )
         return {a: float(given[a]) for a in spatial}
     out = {}
-    missing = [a for a in spatial if a not in scene.voxel_size]
+    missing = [a for a in spatial if not 0 < scene.voxel_size.get(a, float("nan")) < float("inf")]
     if missing:
         log.warning(
-            "%s: no physical pixel size for axis %s in the metadata; using 1.0 µm (set voxel_size "
-            "to override)",
+            "%s: no usable physical pixel size for axis %s in the metadata; using 1.0 µm (set "
+            "voxel_size to override)",
             path,
             "/".join(missing),
         )
     for a in spatial:
-        out[a] = float(scene.voxel_size.get(a, 1.0))
+        out[a] = 1.0 if a in missing else float(scene.voxel_size[a])
     return out
 
 

@@ -4,18 +4,29 @@ The guard is an exclusive lock on ``RESULTS_DIR/.nightly.lock`` (``fcntl.flock``
 kernel when its process dies, however it dies). Holding it proves that no other nightly run is
 active, so a Snakemake lock in the nightly's own working directory can only be a leftover of a
 killed run, and is cleared (``snakemake --unlock``) instead of failing every night from then on.
+
+Snakemake runs in a process group of its own, whose id is kept in the working directory while it
+runs (``GROUP_FILE``). A nightly killed alone (``kill -9`` of its pid) leaves that group running
+its jobs; the next run stops it (``stop_orphaned_group``) before it unlocks and reruns the same
+jobs, so two Snakemakes never write the same outputs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ZarrsegError
+
+log = logging.getLogger(__name__)
+
+GROUP_FILE = "snakemake.pgid"  # in the workflow's working directory while its Snakemake runs
 
 
 class AlreadyRunning(ZarrsegError):
@@ -48,3 +59,49 @@ def stale_snakemake_locks(workdir: Path) -> list[Path]:
     """Lock files Snakemake left in ``workdir`` (only meaningful while the guard is held)."""
     locks = workdir / ".snakemake" / "locks"
     return sorted(locks.iterdir()) if locks.is_dir() else []
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_snakemake_group(pgid: int) -> bool:
+    """The group is the one that was recorded: its leader runs Snakemake, or the leader is gone and
+    its jobs remain (Linux never hands out a pid still in use as a process group id)."""
+    try:
+        cmdline = Path(f"/proc/{pgid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return b"snakemake" in cmdline
+
+
+def stop_orphaned_group(workdir: Path, grace: float = 10.0) -> bool:
+    """Stop the Snakemake (and its jobs) a killed nightly left running; True when one was stopped.
+
+    Only meaningful while the guard is held: then no live nightly run owns the recorded group.
+    """
+    path = workdir / GROUP_FILE
+    try:
+        pgid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    stopped = False
+    if pgid > 1 and _group_alive(pgid) and _is_snakemake_group(pgid):
+        log.warning("stopping Snakemake process group %d left running by a killed nightly run", pgid)
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _group_alive(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+        stopped = True
+    path.unlink(missing_ok=True)
+    return stopped

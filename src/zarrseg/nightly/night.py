@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..ingest.params import IngestParams
 from ..params import deep_update, load_params
 from ..workflow import acquisition_samples, sample_name, scene_labels, stage_params
-from .guard import single_instance, stale_snakemake_locks
+from .guard import single_instance, stale_snakemake_locks, stop_orphaned_group
 from .history import History
 from .outcome import SampleOutcome, outcome
 from .report import write_report
@@ -56,7 +56,26 @@ def merged_config(user: Path | None) -> dict:
     if user is not None:
         if not user.is_file():
             raise ConfigError("config file does not exist", user)
-        config = deep_update(config, yaml.safe_load(user.read_text()) or {})
+        try:
+            own = yaml.safe_load(user.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"not valid YAML: {' '.join(str(err).split())}", user) from err
+        if not isinstance(own, dict):
+            raise ConfigError(f"a config must be a mapping of sections, got {type(own).__name__}", user)
+        config = deep_update(config, own)
+    return config
+
+
+def checked_config(user: Path | None) -> dict:
+    """``merged_config``, checked as the workflow will check it, before the night starts: a typo
+    is one error line and exit code 2, not an acquisition failure every night."""
+    from ..schema import check_config, schema_for
+
+    config = merged_config(user)
+    try:
+        check_config(config, schema_for(config, repo_root() / "config" / "schema.yaml"))
+    except ConfigError as err:
+        raise ConfigError(str(err), user) if user is not None else err from None
     return config
 
 
@@ -65,7 +84,7 @@ def run_night(opts: NightOptions) -> NightResult:
     input_dir = opts.input_dir.resolve()
     if not input_dir.is_dir():
         raise ConfigError("input folder does not exist", input_dir)
-    config = merged_config(opts.config)
+    config = checked_config(opts.config)
     params = load_params(IngestParams, stage_params(config, "ingest"), where="ingest")
     gt_suffix = (config.get("samples") or {}).get("ground_truth_suffix", "_labels")
     with single_instance(results):
@@ -80,6 +99,8 @@ def run_night(opts: NightOptions) -> NightResult:
                       resolve_profile(opts.profile), list(opts.snakemake_args))
         wf.prepare()
         notes = []
+        if stop_orphaned_group(wf.workdir):
+            notes.append("stopped the Snakemake a killed run left running (its jobs resume from their partial outputs)")
         if stale_snakemake_locks(wf.workdir):  # we hold the guard: no other run can own it
             wf.run([TARGET, "--unlock"], snake_log)
             notes.append("cleared a stale Snakemake lock left by a killed run")

@@ -8,9 +8,11 @@ profile, so ``profiles/slurm`` submits to the cluster, and asks Snakemake itself
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ import pandas as pd
 import zarrseg
 
 from ..errors import ConfigError
+from .guard import GROUP_FILE
 
 TARGET = "samples"  # rules/describe.smk: every sample's own outputs, nothing experiment-wide
 
@@ -72,11 +75,25 @@ class Workflow:
     def run(self, args: list[str], log: Path) -> tuple[int, str]:
         """Run Snakemake with ``args``; its output goes to ``log`` (appended) and is returned."""
         log.parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(self.command(*args), cwd=self.workdir, env=self.env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+        # a process group of its own, recorded while it runs: the next night stops it if this
+        # process is killed alone (guard.stop_orphaned_group); an interrupt here stops it at once
+        proc = subprocess.Popen(self.command(*args), cwd=self.workdir, env=self.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        group = self.workdir / GROUP_FILE
+        group.write_text(f"{proc.pid}\n")
+        try:
+            out, _ = proc.communicate()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+            raise
+        finally:
+            if proc.returncode is not None:
+                group.unlink(missing_ok=True)
         with open(log, "a") as fh:
-            fh.write(f"$ snakemake {' '.join(args)}\n{proc.stdout}\n")
-        return proc.returncode, proc.stdout
+            fh.write(f"$ snakemake {' '.join(args)}\n{out}\n")
+        return proc.returncode, out
 
     def summary(self, log: Path) -> pd.DataFrame:
         """Snakemake's own view of every output of the night's samples (status, plan, rule, log)."""
