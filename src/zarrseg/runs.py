@@ -129,6 +129,42 @@ def atomic_output(path: str | Path, resume: bool = False) -> Iterator[Path]:
         os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def staged_folders(*targets: Path) -> Iterator[list[Path]]:
+    """For stages that add files to a folder holding other outputs (an experiment's tables next to
+    its cells): everything is written into a staging folder per target (``.<name>.partial`` next
+    to it), and moved into the targets only when the body succeeds; a failure leaves nothing new
+    (files of an earlier complete run stay as they were)."""
+    stages = [t.with_name(f".{t.name}.partial") for t in targets]
+    for target in targets:
+        if target.exists() and not target.is_dir():
+            raise OutputError("exists and is not a folder", target)
+        check_writable(target)
+        if target.is_dir() and not os.access(target, os.W_OK | os.X_OK):
+            raise OutputError("cannot write the output: the folder is not writable", target)
+    with writable(targets[0]):
+        for stage in stages:
+            remove(stage)
+            stage.mkdir(parents=True)
+    try:
+        with writable(targets[0]):
+            yield stages
+    except BaseException:
+        for stage in stages:
+            remove(stage, missing_ok=True)
+        raise
+    with writable(targets[0]):
+        for stage, target in zip(stages, targets, strict=True):
+            for file in sorted(p for p in stage.rglob("*") if p.is_file()):
+                dest = target / file.relative_to(stage)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(file, dest)
+            for folder in sorted((p for p in stage.rglob("*") if p.is_dir()), reverse=True):
+                (target / folder.relative_to(stage)).mkdir(parents=True, exist_ok=True)
+            target.mkdir(parents=True, exist_ok=True)
+            remove(stage)
+
+
 # errno values that mean "this place cannot be written", not a bug: one line for the user
 UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 

@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.describe import describe, summarize_descriptions, write_description
     from ..evaluation.tables import parse_meta
+    from ..ome import check_writable
 
     if args.summary:
         print(summarize_descriptions(args.inputs, args.output).read_text(), end="")
@@ -49,10 +50,13 @@ def run(args: argparse.Namespace) -> int:
     if args.thumbnail and not args.image:
         raise ConfigError("--thumbnail needs --image")
     dask = params_from_args(DaskParams, args, "dask")
+    for out in (args.output, args.thumbnail):
+        if out:
+            check_writable(out)  # before any work
     row = describe(args.inputs[0], args.image, dask_params=dask)
-    write_description(row, parse_meta(args.meta), args.output)
-    if args.thumbnail:
+    if args.thumbnail:  # first: the table is the output that says the sample is described
         from ..evaluation.thumbnail import thumbnail
 
         thumbnail(args.image, args.inputs[0], args.thumbnail, channel=args.channel)
+    write_description(row, parse_meta(args.meta), args.output)
     return 0

@@ -61,9 +61,15 @@ def describe(labels_path: str | Path, image_path: str | Path | None = None,
     if labels.data.dtype.kind not in "ui":
         raise InputError(f"not a label image (pixel type {labels.data.dtype})", labels_path)
     view = ome.SpatialView.of(labels)
+    if view.ndim not in (2, 3):
+        raise InputError(f"expected a 2D or 3D label image, got spatial shape {list(view.shape)}", labels_path)
     scale = labels.spatial_scale
     if image_path is not None:  # the image's voxel size is the reference (labels inherit it anyway)
-        scale = ome.open_image(image_path).spatial_scale[-view.ndim:]
+        image = ome.open_image(image_path)
+        size = ome.SpatialView.of(image).shape
+        if size != view.shape:
+            raise InputError(f"spatial shape {list(size)} differs from the labels' {list(view.shape)}", image_path)
+        scale = image.spatial_scale[-view.ndim:]
     sizes = segment_sizes(view, dask_params=dask_params)
     voxel = float(np.prod(scale))
     physical = sizes * voxel
@@ -97,7 +103,18 @@ def summarize_descriptions(tables: Sequence[str | Path], outdir: str | Path, dig
     """``segments.parquet`` / ``.csv`` / ``.md`` in ``outdir``: one row per described segmentation."""
     if not tables:
         raise InputError("no segment tables given")
-    frame = pd.concat([pd.read_parquet(t) for t in tables], ignore_index=True)
+    frames = []
+    for t in tables:
+        if not Path(t).is_file():
+            raise InputError("is not a segment table file (written by 'zarrseg describe')", t)
+        try:
+            frame = pd.read_parquet(t)
+        except Exception as err:  # pyarrow raises several types for corrupt files
+            raise InputError(f"cannot be read as a segment table ({type(err).__name__}: {err})", t) from err
+        if "n_segments" not in frame.columns:
+            raise InputError("is not a segment table (no n_segments column; 'zarrseg describe' writes them)", t)
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
     outdir = Path(outdir)
     write_table(frame, outdir / "segments.parquet")
     first = [c for c in ("sample", "cell", "method") if c in frame.columns]

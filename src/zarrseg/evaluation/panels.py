@@ -9,7 +9,6 @@ whole; 3D volumes show one z-slice (the middle one by default).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from .. import ome
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, OutputError
 from ..params import check_percentiles
 
 log = logging.getLogger(__name__)
@@ -108,11 +107,11 @@ def draw_panels(panels: Sequence[Panel], out: str | Path, params: PanelParams | 
         ax.set_title(panel.title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial.png")
-    fig.savefig(tmp, dpi=params.dpi)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with ome.atomic_output(out) as tmp:
+            fig.savefig(tmp, dpi=params.dpi, format="png")
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -125,9 +124,19 @@ def side_by_side(
 ) -> Path:
     """original | each (title, label image) | ground truth, for one image, into the PNG ``out``."""
     params = params or PanelParams()
+    ome.check_writable(out)  # before reading anything
+    if Path(out).is_dir():
+        raise OutputError("is a folder; give the PNG file to write", out)
     panels = [Panel("original", read_plane(image, params, params.channel), "image")]
-    panels += [Panel(title, read_plane(path, params)) for title, path in labels]
-    if ground_truth is not None:
-        panels.append(Panel("ground truth", read_plane(ground_truth, params)))
+    shown = [*labels, *([("ground truth", ground_truth)] if ground_truth is not None else [])]
+    size = ome.SpatialView.of(ome.open_image(image), channel=params.channel).shape
+    for title, path in shown:
+        other = ome.SpatialView.of(ome.open_image(path)).shape
+        if other != size:
+            raise InputError(f"spatial shape {list(other)} differs from the image's {list(size)}", path)
+        plane = read_plane(path, params)
+        if plane.dtype.kind not in "uib":
+            raise InputError(f"not a label image (pixel type {plane.dtype}); panels colour label images", path)
+        panels.append(Panel(title, plane))
     log.info("panels: %d panels -> %s", len(panels), out)
     return draw_panels(panels, out, params)

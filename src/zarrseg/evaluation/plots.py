@@ -47,13 +47,15 @@ def box_plot(
 ) -> Path | None:
     """One panel per metric, one box per value of ``by`` over samples; each box shows the parameter
     set of that group with the best mean of the first metric (PlantSeg compares tuned partitioners)."""
-    metrics = [m for m in metrics if m in set(table["metric"])]
+    scored = set(table.loc[table["value"].notna(), "metric"])  # a metric NaN on every sample has no box
+    metrics = [m for m in metrics if m in scored]
     if not metrics:
         return None
-    key = key or metrics[0]
+    key = key if key in scored else metrics[0]
     ranking = _per_sample(table, key).groupby([by, "params"])["value"].mean().reset_index()
     groups, chosen = [], {}
     for value, frame in ranking.groupby(by, sort=True):
+        frame = frame.dropna(subset=["value"]) if frame["value"].notna().any() else frame.fillna({"value": 0.0})
         best = frame.loc[frame["value"].idxmin() if key in LOWER_IS_BETTER else frame["value"].idxmax()]
         groups.append(value)
         chosen[value] = best["params"]

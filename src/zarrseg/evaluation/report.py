@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..runs import staged_folders
 from .groups import column, curve_figures, write_group_tables
 from .plots import make_figures
 from .tables import (
@@ -43,13 +44,47 @@ def aggregate(
     table = read_metrics(paths)
     if table.empty:
         raise InputError(f"the {len(paths)} metric table(s) hold no rows")
+    if table["value"].isna().all():
+        raise InputError(f"every value of the {len(paths)} metric table(s) is NaN: nothing to summarise")
     chosen = annotator_rows(table, params.annotator)  # the rows figures and group tables show
     summary_metrics(chosen, params.metrics)  # fail on bad names before writing
     expanded, _ = expand_params(table)
     for name in [*(b for by in params.group_by for b in by),
                  *(n for c in params.curves for n in (c.x, c.panels, c.figures) if n)]:
         column(expanded, name)
-    outdir.mkdir(parents=True, exist_ok=True)
+    _check_explicit_names(table, expanded, params)
+    figdir = Path(figures) if figures else outdir / "figures"
+    targets = [outdir] if figdir == outdir / "figures" else [outdir, figdir]
+    with staged_folders(*targets) as stages:  # nothing new in outdir unless every table and figure is made
+        out = _write_all(table, chosen, params, stages[0], stages[-1] / "figures" if len(stages) == 1 else stages[1])
+    moved = dict(zip(stages, targets, strict=True))
+
+    def final(p: Path) -> Path:
+        stage = next(s for s in stages if p.is_relative_to(s))
+        return moved[stage] / p.relative_to(stage)
+
+    log.info("table: %d rows from %d tables -> %s (%d figures)", len(table), len(paths), outdir, len(out["figures"]))
+    return {k: final(v) if isinstance(v, Path) else [final(p) for p in v] if isinstance(v, list) else v
+            for k, v in out.items()}
+
+
+def _check_explicit_names(table, expanded, params: TableParams) -> None:
+    """A ``rank_by`` or ``box_by`` the user set (not the default) must exist: a typo otherwise falls
+    back silently to another metric or grouping, and the tables say nothing of it."""
+    from dataclasses import fields
+
+    from ..errors import ConfigError
+
+    defaults = {f.name: f.default for f in fields(TableParams)}
+    metrics = sorted(set(table["metric"]))
+    if params.rank_by != defaults["rank_by"] and params.rank_by not in metrics:
+        raise ConfigError(f"table.rank_by {params.rank_by!r} is not a metric of the tables; metrics: {metrics}")
+    if params.box_by != defaults["box_by"]:
+        column(expanded, params.box_by)
+
+
+def _write_all(table, chosen, params: TableParams, outdir: Path, figdir: Path) -> dict[str, Any]:
+    """Every table and figure of the stage into ``outdir`` / ``figdir`` (the staging folders)."""
     parquet, csv = write_table(table, outdir / "metrics.parquet")
     summary = summarize(table, params)
     title = ", ".join(sorted(table["experiment"].unique()))
@@ -62,14 +97,12 @@ def aggregate(
     extra = {}
     if params.selection.metric:
         extra["selection_md"], extra["selection_csv"] = write_selection(table, params, outdir, title)
-    figdir = Path(figures) if figures else outdir / "figures"
     figdir.mkdir(parents=True, exist_ok=True)  # exists even without figures (a workflow output)
     figures = make_figures(chosen, figdir, params)
     groups = write_group_tables(chosen, params.group_by, summary.attrs["metrics"], outdir, params.digits)
     for spec in params.curves:
         metric = spec.metric or params.figure_metrics[0]
         figures += curve_figures(chosen, spec, metric, figdir)
-    log.info("table: %d rows from %d tables -> %s (%d figures)", len(table), len(paths), outdir, len(figures))
     return {
         "metrics": parquet,
         "metrics_csv": csv,

@@ -230,6 +230,11 @@ def read_metrics(paths: Sequence[str | Path]) -> pd.DataFrame:
         missing = {"metric", "value"} - set(frame.columns)
         if missing:
             raise InputError(f"metric table lacks column(s) {sorted(missing)}", p)
+        values = pd.to_numeric(frame["value"], errors="coerce")
+        odd = frame["value"][values.isna() & frame["value"].notna()]
+        if len(odd):
+            raise InputError(f"column 'value' holds {len(odd)} non-numbers (e.g. {odd.iloc[0]!r})", p)
+        frame["value"] = values.astype(float)
         for col, default in {**META_DEFAULTS, "sample": p.stem, "annotator": ""}.items():
             if col not in frame.columns:
                 frame[col] = default

@@ -617,10 +617,27 @@ def run_worker(
         torch.distributed.destroy_process_group()
 
 
+def check_rates(params: Any, where: str) -> None:
+    """Every learning rate of a method's parameters (a field ``lr`` at any depth) is a positive,
+    finite number: checked here once for all methods, before torch's optimizer refuses it mid-setup."""
+    import dataclasses
+
+    for f in dataclasses.fields(params):
+        value = getattr(params, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_rates(value, f"{where}.{f.name}")
+        elif f.name == "lr" and not (isinstance(value, int | float) and 0 < value < math.inf):
+            raise ConfigError(f"{where}.lr must be a positive, finite learning rate, got {value}")
+
+
 def train(method: str | MethodSpec, params: Any, out_dir: str | Path, resume: bool | str = False) -> dict:
     """Train ``method`` with ``params`` into ``out_dir``: in this process, or one DDP process per
     CUDA device when several are visible."""
     spec = method if isinstance(method, MethodSpec) else get_method(method)
+    check_rates(params, spec.config_section)
+    from ..ome import check_writable
+
+    check_writable(out_dir)  # before the data are read and the model is built
     world = spawn_world(params.loop)
     if not world:
         return Loop(spec, params, out_dir, resume).run()

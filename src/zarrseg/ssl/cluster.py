@@ -258,7 +258,18 @@ class _Source:
             self.axes, self.scale = src.image.axes, src.image.scale
 
     def read(self, z: int, ys: slice, xs: slice) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(N, C) features and (N, c) colour of the patch box (ys, xs) of slice z (row-major)."""
+        """(N, C) features and (N, c) colour of the patch box (ys, xs) of slice z (row-major); NaN
+        or Inf anywhere is an input error (scikit-learn's estimators refuse them with a traceback)."""
+        rows = self._read(z, ys, xs)
+        for part in rows:
+            if part is not None and not np.isfinite(part).all():
+                where = f"slice {z}, " if self.is_3d else ""
+                raise InputError(f"holds NaN or Inf values ({where}rows {ys.start}:{ys.stop}, columns "
+                                 f"{xs.start}:{xs.stop} of the patch grid); replace them (e.g. by 0) before "
+                                 "clustering", self.path)
+        return rows
+
+    def _read(self, z: int, ys: slice, xs: slice) -> tuple[np.ndarray | None, np.ndarray | None]:
         if self.kind == "features":
             idx = (slice(None), z, ys, xs) if self.is_3d else (slice(None), ys, xs)
             feats = _to_rows(np.asarray(self.feats[idx]))

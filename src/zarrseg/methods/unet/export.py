@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import difflib
 import logging
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,9 +154,26 @@ def _validate_with_bioimageio(rdf: Path) -> None:
         log.info("export: bioimageio.spec validation: %s", summary.status)
 
 
+def check_license(license_id: str) -> None:
+    """An SPDX identifier the BioImage.IO spec accepts (its own list, when the spec library is
+    installed): a typo would otherwise export a package that fails the spec's validation."""
+    try:
+        from bioimageio.spec._internal._generated_spdx_license_literals import LicenseId
+    except ImportError:  # the list moved or the library is absent: the spec's validation still warns
+        return
+    known = set(typing.get_args(LicenseId))
+    if known and license_id not in known:
+        same_case = {k.lower(): k for k in known}.get(license_id.lower())
+        hint = [same_case] if same_case else difflib.get_close_matches(license_id, sorted(known), n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(f"--license {license_id!r} is not an SPDX license identifier{extra}, e.g. MIT, "
+                          "BSD-3-Clause, Apache-2.0, CC-BY-4.0")
+
+
 def export_bioimageio(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions | None = None) -> Path:
     """Write the package folder ``out_dir`` atomically; return the path of its ``rdf.yaml``."""
     opts = dataclasses.replace(opts or ExportOptions())
+    check_license(opts.license)
     checkpoint = Path(checkpoint)
     loaded = load_checkpoint(checkpoint)  # InputError for a missing / foreign / corrupt file
     cfg = loaded.config

@@ -1,0 +1,106 @@
+"""Bad input across the commands (found by a review of every command): one line naming the file and
+the problem, exit code 2, and nothing left that looks complete."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import unet_params, voronoi_cells, write_image
+
+from zarrseg.cli import main
+
+
+def _run(capsys, *argv: str) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    code = main(list(argv))
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def _one_line(capsys, needle: str, *argv: str) -> None:
+    code, err = _run(capsys, *argv)
+    assert code == 2 and len(err) == 1 and needle in err[0], (code, err)
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(0)
+    return {
+        "img": write_image(tmp_path / "img.ome.zarr", rng.random((4, 32, 32)).astype("f4")),
+        "gt": write_image(tmp_path / "gt.ome.zarr", voronoi_cells(rng, (4, 32, 32), 6), is_label=True),
+        "small": write_image(tmp_path / "small.ome.zarr", voronoi_cells(rng, (4, 16, 32), 4), is_label=True),
+        "nan": write_image(tmp_path / "nan.ome.zarr", np.full((4, 32, 32), np.nan, "f4")),
+    }
+
+
+def test_table_writes_nothing_unless_every_output_is_made(tmp_path, capsys):
+    rows = [{"sample": s, "metric": m, "value": v} for s, v in (("a", 0.2), ("b", 0.4))
+            for m, v in (("arand", v), ("voi_split", 2 * v))]
+    good = tmp_path / "m.parquet"
+    pd.DataFrame(rows).to_parquet(good)
+    out = tmp_path / "tables"
+    _one_line(capsys, "table.rank_by 'arnd' is not a metric", "table", str(good), "-o", str(out), "--set", "rank_by=arnd")
+    _one_line(capsys, "'partitionr' is neither a grid parameter", "table", str(good), "-o", str(out),
+              "--set", "box_by=partitionr")
+    text = tmp_path / "text.parquet"
+    pd.DataFrame(rows).assign(value="x").to_parquet(text)
+    _one_line(capsys, "column 'value' holds 4 non-numbers", "table", str(text), "-o", str(out))
+    nan = tmp_path / "nan.parquet"
+    pd.DataFrame(rows).assign(value=np.nan).to_parquet(nan)
+    _one_line(capsys, "every value of the 1 metric table(s) is NaN", "table", str(nan), "-o", str(out))
+    (tmp_path / "afile").write_text("")
+    _one_line(capsys, "exists and is not a folder", "table", str(good), "-o", str(tmp_path / "afile"))
+    assert not out.exists() and not list(tmp_path.glob(".*.partial"))
+    # one metric NaN on every sample: its column shows '–', the other metrics are still summarised
+    part = tmp_path / "part.parquet"
+    pd.DataFrame([{**r, "value": np.nan} if r["metric"] == "arand" else r for r in rows]).to_parquet(part)
+    code, err = _run(capsys, "table", str(part), "-o", str(out))
+    assert code == 0, err
+    assert (out / "summary.md").is_file() and (out / "figures").is_dir() and not list(tmp_path.glob(".*.partial"))
+
+
+def test_panels_and_describe_check_their_inputs_and_outputs(tmp_path, capsys, data):
+    out = tmp_path / "f.png"
+    _one_line(capsys, "spatial shape [4, 16, 32] differs from the image's [4, 32, 32]",
+              "panels", data["img"], "--labels", f"seg={data['small']}", "-o", str(out))
+    _one_line(capsys, "not a label image (pixel type float32)", "panels", data["img"], "--labels",
+              f"seg={data['img']}", "-o", str(out))
+    (tmp_path / "dir.png").mkdir()
+    _one_line(capsys, "is a folder", "panels", data["img"], "-o", str(tmp_path / "dir.png"))
+    assert not out.exists() and not list(tmp_path.glob("*.partial*"))
+    table = tmp_path / "d.parquet"
+    _one_line(capsys, "spatial shape [4, 16, 32] differs from the labels' [4, 32, 32]", "describe", data["gt"],
+              "-o", str(table), "--image", data["small"], "--thumbnail", str(tmp_path / "t.png"))
+    assert not table.exists()
+    # the summary only takes the tables describe writes
+    metrics = tmp_path / "m.parquet"
+    pd.DataFrame([{"metric": "arand", "value": 0.1}]).to_parquet(metrics)
+    _one_line(capsys, "is not a segment table", "describe", "--summary", str(metrics), "-o", str(tmp_path / "S"))
+    (tmp_path / "cut.parquet").write_bytes(metrics.read_bytes()[:100])
+    _one_line(capsys, "cannot be read as a segment table", "describe", "--summary", str(tmp_path / "cut.parquet"),
+              "-o", str(tmp_path / "S"))
+    assert not (tmp_path / "S").exists()
+
+
+def test_cluster_refuses_nan_and_train_refuses_bad_rates(tmp_path, capsys, data):
+    out = tmp_path / "c.ome.zarr"
+    _one_line(capsys, "holds NaN or Inf values", "cluster", data["nan"], "-o", str(out))
+    assert not out.exists()
+    params = tmp_path / "train.json"
+    params.write_text(json.dumps(unet_params(data["img"], data["gt"], val_roi=None, loop={"steps": 1})))
+    for bad in ("-1", ".nan"):
+        _one_line(capsys, "train.optimizer.lr must be a positive, finite learning rate", "train", "-o",
+                  str(tmp_path / "model"), "--params", str(params), "--set", f"optimizer.lr={bad}")
+    assert not (tmp_path / "model").exists()
+
+
+def test_export_refuses_a_license_the_spec_does_not_know():
+    pytest.importorskip("bioimageio.spec")
+    from zarrseg.errors import ConfigError
+    from zarrseg.methods.unet.export import check_license
+
+    check_license("MIT")
+    with pytest.raises(ConfigError, match="did you mean 'MIT'"):
+        check_license("mit")
