@@ -21,7 +21,7 @@ from zarrseg.nightly.history import History
 from zarrseg.nightly.outcome import outcome
 from zarrseg.nightly.report import write_report
 from zarrseg.nightly.scan import scan
-from zarrseg.nightly.snake import job_counts
+from zarrseg.nightly.snake import job_counts, last_error_line
 
 HOUR = 3600.0
 
@@ -147,6 +147,9 @@ def test_job_counts_from_snakemake_output():
             "Job stats:\njob count\n--- ---\nother 9\ntotal 9\n")
     assert job_counts(text) == {"ingest": 3, "segment": 3, "samples": 1}
     assert job_counts("Nothing to be done (all requested files are present and up to date).") == {}
+    # a header line's message is on the next line
+    said = last_error_line("Select jobs...\nWorkflowError:\n  Failed to open source file x.tif\nShutting down")
+    assert said == "WorkflowError: Failed to open source file x.tif"
 
 
 def test_outcome_reads_snakemakes_summary_and_the_failing_log(tmp_path):
@@ -270,3 +273,22 @@ def test_schedule_examples_match_the_readme_and_parse():
         words = shlex.split(line.split("zarrseg nightly", 1)[1].split(">>")[0])
         args = parser.parse_args(words)
         assert args.results_dir == Path("/data/results/nightly") and args.profile in ("local", "slurm")
+
+
+def test_a_second_run_of_a_night_keeps_the_first_runs_rows_in_the_report():
+    from zarrseg.nightly.night import _night_rows
+
+    first = [{"night": "n", "run": "r1", "file": "/in/a.tif", "sample": "a", "cell": c, "status": "processed",
+              "n_segments": 5, "thumbnail": f"thumbnails/a_{c}.png"} for c in ("base", "beta-0.6")]
+    failed = {"night": "n", "run": "r1", "file": "/in/b.tif", "sample": "b", "status": "failed", "reason": "truncated"}
+    second = [{"night": "n", "run": "r2", "file": f, "sample": s, "status": "unchanged"}
+              for f, s in (("/in/a.tif", "a"), ("/in/b.tif", "b"))]
+    new = {"night": "n", "run": "r2", "file": "/in/c.tif", "sample": "c", "status": "processed"}
+    table = pd.DataFrame([*first, failed, *second, new])
+    shown, earlier = _night_rows(table, "n", "r2", [*second, new])
+    assert earlier == 3
+    assert [(r["sample"], r["status"], r.get("cell")) for r in shown] == [
+        ("a", "processed", "base"), ("a", "processed", "beta-0.6"), ("b", "failed", None), ("c", "processed", None)]
+    assert shown[2]["reason"] == "truncated" and shown[0]["thumbnail"] == "thumbnails/a_base.png"
+    # another night's rows never come in
+    assert _night_rows(table, "m", "r2", second) == (second, 0)

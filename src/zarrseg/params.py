@@ -45,6 +45,8 @@ def read_mapping(source: str | Path | dict | None) -> dict:
             raise ConfigError(f"parameters are not valid JSON: {err}") from err
     else:
         path = Path(text)
+        if path.is_dir():
+            raise ConfigError("is a folder, not a parameter file (YAML or JSON)", path)
         if not path.is_file():
             raise ConfigError("parameter file does not exist", path)
         try:

@@ -218,7 +218,7 @@ def read_metrics(paths: Sequence[str | Path]) -> pd.DataFrame:
     for p in paths:
         p = Path(p)
         if not p.is_file():
-            raise InputError("metric table does not exist", p)
+            raise InputError("is a folder, not a metric table" if p.is_dir() else "metric table does not exist", p)
         try:
             frame = (
                 pd.read_csv(p, keep_default_na=False, na_values=["", "NaN", "nan"])

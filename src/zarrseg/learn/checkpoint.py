@@ -93,11 +93,15 @@ def read(path: str | Path) -> dict:
     """The checkpoint dict in the current format, or a one-line ``InputError`` naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise InputError("checkpoint does not exist", path)
+        raise InputError("is a folder, not a checkpoint file" if path.is_dir() else "checkpoint does not exist", path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for truncated/foreign files
-        raise InputError(f"not a readable checkpoint ({type(err).__name__}: {err})", path) from err
+        # its first line only: torch appends paragraphs of advice (weights_only=False) that do not
+        # apply to a damaged file
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "").split(". ")[0]
+        raise InputError(f"not a readable checkpoint, damaged or not written by zarrseg "
+                         f"({type(err).__name__}: {first[:200]})", path) from err
     if not isinstance(payload, dict):
         raise InputError(f"checkpoint must hold a dict, got {type(payload).__name__}", path)
     if payload.get("format") == FORMAT:

@@ -121,7 +121,13 @@ def run_night(opts: NightOptions) -> NightResult:
         rows = _rows(acquisitions, samples, outcomes, night, run_id, folder)
         history.append(rows)
         notes.append(f"run {run_id}, {time.time() - started:.0f} s; cumulative table: {history.path}")
-        write_report(folder, night, rows, jobs, notes)
+        experiment = config.get("experiment", "default")
+        notes.append(f"outputs: {results}/ingest/<sample>/image.ome.zarr (staged) and "
+                     f"{results}/{experiment}/<sample>/<cell>/labels.ome.zarr (segmentation)")
+        shown, earlier = _night_rows(history.table, night, run_id, rows)
+        if earlier:
+            notes.append(f"{earlier} rows of files settled by an earlier run of this night are shown as that run left them")
+        write_report(folder, night, shown, jobs, notes)
         (folder / "jobs.json").write_text(json.dumps(jobs, indent=1))
     return NightResult(folder, rows, jobs)
 
@@ -178,6 +184,27 @@ def _image_changed(acq: Acquisition) -> bool:
 
 def _truth_changed(acq: Acquisition) -> bool:
     return acq.settled is None or (acq.gt_size, acq.gt_mtime_ns) != (acq.settled.gt_size, acq.settled.gt_mtime_ns)
+
+
+def _night_rows(table: pd.DataFrame, night: str, run_id: str, rows: list[dict]) -> tuple[list[dict], int]:
+    """The rows the night's report shows: this run's, but a file this run found unchanged since an
+    earlier run of the same night shows that run's rows (its segments, metrics, thumbnail or
+    failure), so a second run filed under one night does not hide the first run's work."""
+    if table.empty or "run" not in table.columns:
+        return rows, 0
+    earlier = table[(table["night"] == night) & (table["run"] != run_id) & table["status"].isin(["processed", "failed"])]
+    shown, n_earlier = [], 0
+    for row in rows:
+        prev = earlier[earlier["file"] == row["file"]] if row["status"] == "unchanged" else earlier.iloc[0:0]
+        if prev.empty:
+            shown.append(row)
+            continue
+        last = prev[prev["run"] == prev["run"].iloc[-1]]
+        records = [{k: v for k, v in r.items() if v is not None and v is not pd.NA and not (isinstance(v, float)
+                    and v != v)} for r in last.to_dict("records")]
+        shown += records
+        n_earlier += len(records)
+    return shown, n_earlier
 
 
 def _rows(acquisitions: list[Acquisition], samples: dict, outcomes: dict[str, SampleOutcome], night: str,

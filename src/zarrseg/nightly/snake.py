@@ -122,7 +122,11 @@ def job_counts(text: str) -> dict[str, int]:
 
 def last_error_line(text: str) -> str:
     """The last line of Snakemake's output that says why it stopped (one line)."""
-    for line in reversed(text.splitlines()):
+    lines = text.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
         if any(key in line for key in ("Error", "error:", "Exception", "exception")):
+            if line.rstrip().endswith(":"):  # a header ("WorkflowError:"): its message is on the next line
+                line += " " + next((n.strip() for n in lines[i + 1:] if n.strip()), "")
             return " ".join(line.split())
     return "Snakemake failed (see the night's snakemake.log)"
