@@ -136,6 +136,9 @@ def test_bare_arrays_and_damaged_chunks_are_one_clear_line(tmp_path, capsys):
     zarr.open(str(bare), mode="w", shape=(8, 8), dtype="f4")[:] = 1.0
     with pytest.raises(InputError, match="bare Zarr array"):
         open_image(bare)
+    one_channel = write_image(tmp_path / "one.ome.zarr", np.zeros((8, 8), "f4"))
+    with pytest.raises(InputError, match="channel 1 asked for, but the image has no channel axis"):
+        SpatialView.of(open_image(one_channel), channel=1)  # not silently channel 0
     image = write_image(tmp_path / "img.ome.zarr", np.random.default_rng(0).random((16, 16)).astype("f4"),
                         chunks=(8, 8))
     chunk = next(p for p in (tmp_path / "img.ome.zarr" / "0").rglob("*") if p.is_file() and not p.name.startswith("."))

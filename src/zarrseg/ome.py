@@ -333,6 +333,10 @@ class SpatialView:
                 fixed.append(timepoint)
             else:
                 fixed.append(None)
+        for axis, index, name in (("c", channel, "channel"), ("t", timepoint, "timepoint")):
+            if index and axis not in axes:  # a channel asked of a one-channel image: not silently channel 0
+                raise InputError(f"{name} {index} asked for, but the image has no {name} axis (axes {axes!r})",
+                                 path)
         self._fixed = fixed
         self.spatial_axes = "".join(a for a in axes if a in SPATIAL)
 

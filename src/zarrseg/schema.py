@@ -273,7 +273,9 @@ def check_config(config: Any, schema_path: str | Path) -> None:
         if not isinstance(section, dict):
             raise ConfigError(f"config section {stage!r} must be a mapping of parameters, got {section!r}")
         extra = workflow_keys(stage)
-        from_dict(cls, {k: v for k, v in section.items() if k not in extra}, where=stage)
+        # a learning method's own checks need its training data, which the workflow fills in per
+        # job: its keys, types and nested sections are checked here, the rest when the job starts
+        from_dict(cls, {k: v for k, v in section.items() if k not in extra}, where=stage, validate=stage in STAGES)
     schema = yaml.safe_load(Path(schema_path).read_text())
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if error is not None:
