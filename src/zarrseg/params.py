@@ -166,11 +166,8 @@ def _apply_renames(cls: type, values: dict, where: str) -> dict:
     return values
 
 
-def from_dict(cls: type[T], values: dict, where: str | None = None, validate: bool = True) -> T:
-    """Build dataclass ``cls`` from ``values``, type-checking each field and rejecting unknown keys.
-
-    ``validate=False`` skips ``cls.validate()`` (not that of nested sections): for a config section
-    whose cross-field checks need values the workflow fills in per job (a method's training data)."""
+def from_dict(cls: type[T], values: dict, where: str | None = None) -> T:
+    """Build dataclass ``cls`` from ``values``, type-checking each field and rejecting unknown keys."""
     where = where or cls.__name__
     values = _apply_renames(cls, values, where)
     hints = typing.get_type_hints(cls)
@@ -184,9 +181,9 @@ def from_dict(cls: type[T], values: dict, where: str | None = None, validate: bo
         obj = cls(**kwargs)
     except TypeError as err:
         raise ConfigError(f"{where}: {err}") from err
-    check = getattr(obj, "validate", None)
-    if validate and callable(check):
-        check()
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
     return obj
 
 
