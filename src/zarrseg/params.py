@@ -75,10 +75,10 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
-def _unknown_key_message(key: str, known: list[str], where: str) -> str:
+def _unknown_key_message(key: str, known: list[str], where: str, what: str = "parameter") -> str:
     hint = difflib.get_close_matches(key, known, n=1)
     extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-    return f"unknown parameter {key!r} in {where}{extra}; known: {', '.join(sorted(known))}"
+    return f"unknown {what} {key!r} in {where}{extra}; known: {', '.join(sorted(known))}"
 
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:

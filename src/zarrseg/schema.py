@@ -295,18 +295,15 @@ def _schema_file(path: str) -> dict:
 
 def _schema_message(error: Any, section: str | None = None) -> str:
     """One line for a jsonschema error: where (dotted key path) and what."""
-    import difflib
+    from .params import _unknown_key_message
 
     path = [*([section] if section else []), *map(str, error.absolute_path)]
     where = ".".join(path) or "the config"
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         known = list(error.schema.get("properties") or {})
-        unknown = sorted(k for k in error.instance if k not in known)
-        if unknown:
-            hint = difflib.get_close_matches(str(unknown[0]), known, n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            what = "parameter" if section else "key"
-            return f"unknown {what} {unknown[0]!r} in {where}{extra}; known: {', '.join(sorted(known))}"
+        unknown = sorted(str(k) for k in error.instance if k not in known)
+        if unknown:  # the commands' own wording, with the nearest known key
+            return _unknown_key_message(unknown[0], known, where, "parameter" if section else "key")
     return f"{where}: {' '.join(str(error.message).split())[:300]}"
 
 
