@@ -5,16 +5,23 @@ and ``semantic`` turn it into metrics with the formulas of scikit-image / scikit
 ``tables`` writes the long-format experiment tables and summaries; ``plots`` draws the figures.
 """
 
-from .contingency import Contingency, blockwise_contingency
-from .instance import LOWER_IS_BETTER, instance_metrics
-from .semantic import binary_metrics, clustering_metrics, combine_annotators
+import importlib
 
-__all__ = [
-    "LOWER_IS_BETTER",
-    "Contingency",
-    "binary_metrics",
-    "blockwise_contingency",
-    "clustering_metrics",
-    "combine_annotators",
-    "instance_metrics",
-]
+# Exported lazily (PEP 562): `describe` and `table` jobs import this package for one helper, and
+# the metric modules pull in scikit-learn and scipy.stats (~3 s of every such job's start-up).
+_EXPORTS = {
+    "LOWER_IS_BETTER": "instance",
+    "Contingency": "contingency",
+    "binary_metrics": "semantic",
+    "blockwise_contingency": "contingency",
+    "clustering_metrics": "semantic",
+    "combine_annotators": "semantic",
+    "instance_metrics": "instance",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

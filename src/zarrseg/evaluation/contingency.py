@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sparse
-from elf.evaluation.util import contigency_table as _elf_overlap
 
 from ..blocks import Block, BlockGrid
 from ..errors import InputError
@@ -47,7 +46,9 @@ class Contingency:
             raise ValueError(f"shapes differ: {seg.shape} vs {gt.shape}")
         if seg.size == 0:
             return cls.empty()
-        _, _, pairs, counts = _elf_overlap(np.ascontiguousarray(seg), np.ascontiguousarray(gt))
+        from elf.evaluation.util import contigency_table  # imported here: elf.evaluation loads scipy.optimize
+
+        _, _, pairs, counts = contigency_table(np.ascontiguousarray(seg), np.ascontiguousarray(gt))
         return cls.merge(
             [
                 cls(
