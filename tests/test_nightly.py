@@ -228,9 +228,15 @@ def test_a_snakemake_left_running_by_a_killed_night_is_stopped(tmp_path):
 
     from zarrseg.nightly.guard import GROUP_FILE, stop_orphaned_group
 
+    def started(proc):  # Popen returns before the kernel has set the new program's arguments
+        deadline = time.monotonic() + 30
+        while not Path(f"/proc/{proc.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return proc
+
     assert not stop_orphaned_group(tmp_path)  # nothing recorded
-    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "snakemake"],
-                              start_new_session=True)
+    orphan = started(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "snakemake"],
+                                      start_new_session=True))
     (tmp_path / GROUP_FILE).write_text(f"{orphan.pid}\n")
     try:
         assert stop_orphaned_group(tmp_path, grace=5.0)
@@ -239,7 +245,7 @@ def test_a_snakemake_left_running_by_a_killed_night_is_stopped(tmp_path):
         orphan.kill()
     assert not (tmp_path / GROUP_FILE).exists()
     # a recorded group that is not Snakemake's (its pid reused by another program) is left alone
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    other = started(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True))
     (tmp_path / GROUP_FILE).write_text(f"{other.pid}\n")
     try:
         assert not stop_orphaned_group(tmp_path) and other.poll() is None

@@ -80,7 +80,8 @@ def _is_snakemake_group(pgid: int) -> bool:
         return True
     except OSError:
         return False
-    return b"snakemake" in cmdline
+    # empty: the leader is a zombie (killed, its jobs remain), as good as gone
+    return not cmdline or b"snakemake" in cmdline
 
 
 def stop_orphaned_group(workdir: Path, grace: float = 10.0) -> bool:
