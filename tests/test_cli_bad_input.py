@@ -88,12 +88,23 @@ def test_cluster_refuses_nan_and_train_refuses_bad_rates(tmp_path, capsys, data)
     out = tmp_path / "c.ome.zarr"
     _one_line(capsys, "holds NaN or Inf values", "cluster", data["nan"], "-o", str(out))
     assert not out.exists()
+    # swapped arguments: a label image where the raw image or a map belongs
+    _one_line(capsys, "gt.ome.zarr: is a label image", "cluster", data["gt"], "-o", str(out))
+    _one_line(capsys, "gt.ome.zarr: is a label image", "cluster", data["gt"], "-o", str(out), "--set",
+              "method=threshold")
+    _one_line(capsys, "gt.ome.zarr: is a label image", "predict", data["gt"], "-o", str(out), "--set",
+              "method=intensity")
+    _one_line(capsys, "gt.ome.zarr: is a label image", "segment", data["gt"], "-o", str(out))
+    assert not out.exists()
     params = tmp_path / "train.json"
     params.write_text(json.dumps(unet_params(data["img"], data["gt"], val_roi=None, loop={"steps": 1})))
     for bad in ("-1", ".nan"):
         _one_line(capsys, "train.optimizer.lr must be a positive, finite learning rate", "train", "-o",
                   str(tmp_path / "model"), "--params", str(params), "--set", f"optimizer.lr={bad}")
     assert not (tmp_path / "model").exists()
+    _one_line(capsys, "nothing to resume: no last.pt", "train", "-o", str(tmp_path / "model"), "--params",
+              str(params), "--resume")
+    assert not (tmp_path / "model").exists()  # no empty model folder left behind
 
 
 def test_export_refuses_a_license_the_spec_does_not_know():

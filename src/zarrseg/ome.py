@@ -260,6 +260,14 @@ def scene_path(path: str | Path, scene: int = 0) -> Path:
     return path / str(scene)
 
 
+def check_intensity(image: Image) -> None:
+    """Refuse a label image where intensities are expected: with the arguments swapped, a stage
+    would run to the end on segment ids and write a plausible-looking result."""
+    if "image-label" in image.attrs:
+        raise InputError("is a label image (OME-Zarr 'image-label'), not an intensity image: give the raw image "
+                         "or map here", image.path)
+
+
 def open_image(path: str | Path, mode: str = "r") -> Image:
     """Open an OME-Zarr multiscale image (or a bioformats2raw container: scene 0).
 

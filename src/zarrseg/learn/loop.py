@@ -280,9 +280,7 @@ class Loop:
 
     def _start_or_resume(self) -> None:
         last = self.out_dir / LAST
-        if not last.exists():
-            if self.resume is True:
-                raise InputError("nothing to resume: no last.pt (start without --resume)", last)
+        if not last.exists():  # (resume=True without last.pt was refused in run)
             return
         if self.resume is False:
             raise ConfigError(f"{self.out_dir} already holds a training run; pass --resume or use a new folder")
@@ -326,6 +324,8 @@ class Loop:
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self) -> dict:
+        if self.resume is True and not (self.out_dir / LAST).exists():  # before any folder is made
+            raise InputError("nothing to resume: no last.pt (start without --resume)", self.out_dir / LAST)
         if self.method is None:
             self.setup()  # before any file exists: bad input (a missing init checkpoint, ...) writes nothing
         self.out_dir.mkdir(parents=True, exist_ok=True)

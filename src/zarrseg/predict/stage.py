@@ -58,6 +58,7 @@ def predict(
     """
     t0 = time.perf_counter()
     image = ome.open_image(image_path)
+    ome.check_intensity(image)
     view = ome.SpatialView.of(image, channel=params.channel, timepoint=params.timepoint)
     if view.ndim not in (2, 3):
         raise InputError(f"expected a 2D or 3D image, got spatial axes {view.spatial_axes!r}", image_path)

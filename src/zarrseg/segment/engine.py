@@ -52,6 +52,7 @@ _SV_COMPRESSION = ome.Compression(codec="lz4", level=1, shuffle="shuffle")
 
 def _open_inputs(boundaries_path, mask_path, channel):
     image = ome.open_image(boundaries_path)
+    ome.check_intensity(image)  # a uint16 instance mask would pass the dtype check below
     if Meta.of(image.attrs) is not None:
         channel = 0  # embeddings: the staging pass turns all of f's channels into one boundary map
     view = ome.SpatialView.of(image, channel=channel)

@@ -250,6 +250,7 @@ class _Source:
         else:
             self.kind = "colour"
             src = ImageSource(path, params.preprocess)
+            ome.check_intensity(src.image)
             self.src = src
             self.image_path, self.is_3d, self.n_slices = self.path, src.is_3d, src.n_slices
             self.shape_yx = src.shape_yx
@@ -349,6 +350,7 @@ def pixel_labels(path: str | Path, out: str | Path, params: ClusterParams) -> di
     """
     t0 = time.perf_counter()
     image = ome.open_image(path)
+    ome.check_intensity(image)
     n_channels = dict(zip(image.axes, image.shape, strict=True)).get("c", 1)
     t = params.preprocess.timepoint
     if params.method == "argmax":
