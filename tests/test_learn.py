@@ -365,9 +365,10 @@ def test_predict_refuses_a_vit_checkpoint(tmp_path, rng, tiny_vit):
 def test_train_cli_lists_methods(capsys):
     from zarrseg.cli import main
 
-    assert main(["train", "-o", "unused", "--list-methods"]) == 0
+    assert main(["train", "--list-methods"]) == 0  # no model folder needed to list
     out = capsys.readouterr().out
     assert all(f"{m} " in out for m in ("unet", "dino", "finetune"))
+    assert main(["train"]) == 2 and "-o/--output MODEL_DIR is required" in capsys.readouterr().err
 
 
 def test_params_json_round_trip_of_a_loop_section():

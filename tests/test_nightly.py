@@ -298,3 +298,14 @@ def test_a_second_run_of_a_night_keeps_the_first_runs_rows_in_the_report():
     assert shown[2]["reason"] == "truncated" and shown[0]["thumbnail"] == "thumbnails/a_base.png"
     # another night's rows never come in
     assert _night_rows(table, "m", "r2", second) == (second, 0)
+
+
+def test_snakemake_args_may_start_with_a_dash():
+    """``--snakemake-args "-n"`` is a value, not an unknown option (argparse alone refuses it)."""
+    from zarrseg.cli import _command_parser, _glue_passthrough
+
+    parser, _ = _command_parser("nightly")
+    args = parser.parse_args(_glue_passthrough(["in", "-o", "out", "--snakemake-args", "-n --cores 1"]))
+    assert args.snakemake_args == "-n --cores 1" and args.results_dir == Path("out")
+    with pytest.raises(SystemExit):  # what the glue fixes
+        parser.parse_args(["in", "-o", "out", "--snakemake-args", "-n"])

@@ -89,6 +89,23 @@ def quiet_abandoned_reads() -> None:
     logging.getLogger("asyncio").disabled = True
 
 
+PASSTHROUGH = ("--snakemake-args",)  # options whose value is another program's arguments
+
+
+def _glue_passthrough(argv: list[str]) -> list[str]:
+    """``--snakemake-args "-n"``: argparse takes a value that starts with '-' for an option and
+    stops; written as ``--snakemake-args=-n`` it is a value."""
+    out: list[str] = []
+    it = iter(argv)
+    for token in it:
+        if token in PASSTHROUGH:
+            value = next(it, None)
+            out.append(token if value is None else f"{token}={value}")
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -105,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"zarrseg {name}: error: this command is not available in this build", file=sys.stderr)
             return 2
         raise
-    args = cmd_parser.parse_args(argv[1:])
+    args = cmd_parser.parse_args(_glue_passthrough(argv[1:]))
     setup_logging(args.verbose, args.log)
     from .ome import ignore_snakemake_markers
 

@@ -19,10 +19,11 @@ import argparse
 from ._common import add_params_arguments, params_from_args
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+def add_train_arguments(parser: argparse.ArgumentParser, output_required: bool = True) -> None:
     """Options every training command shares (train, pretrain, finetune)."""
     parser.add_argument(
-        "-o", "--output", required=True, metavar="MODEL_DIR", help="folder for checkpoints and logs"
+        "-o", "--output", required=output_required, metavar="MODEL_DIR", help="folder for checkpoints and logs"
+        + ("" if output_required else " (required unless --list-methods)"),
     )
     parser.add_argument(
         "--resume",
@@ -40,7 +41,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="unet", help="learning method (default: unet)")
     parser.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
-    add_train_arguments(parser)
+    add_train_arguments(parser, output_required=False)  # --list-methods needs no folder
     parser.add_argument(
         "--torchscript", action="store_true", help="unet: also export MODEL_DIR/best.torchscript.pt"
     )
@@ -70,9 +71,15 @@ def run(args: argparse.Namespace) -> int:
     if args.list_methods:
         from ..learn.registry import all_methods
 
-        for spec in all_methods():
-            print(f"{spec.name:12s} section '{spec.config_section}': {spec.summary}")
+        specs = list(all_methods())
+        width = max(len(spec.name) for spec in specs)
+        for spec in specs:
+            print(f"{spec.name:{width}s}  section '{spec.config_section}': {spec.summary}")
         return 0
+    if args.output is None:
+        from ..errors import ConfigError
+
+        raise ConfigError("-o/--output MODEL_DIR is required (unless --list-methods)")
     run_method(args.method, args)
     if args.torchscript:
         from pathlib import Path
