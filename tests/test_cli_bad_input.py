@@ -90,8 +90,6 @@ def test_cluster_refuses_nan_and_train_refuses_bad_rates(tmp_path, capsys, data)
     assert not out.exists()
     # swapped arguments: a label image where the raw image or a map belongs
     _one_line(capsys, "gt.ome.zarr: is a label image", "cluster", data["gt"], "-o", str(out))
-    _one_line(capsys, "gt.ome.zarr: is a label image", "cluster", data["gt"], "-o", str(out), "--set",
-              "method=threshold")
     _one_line(capsys, "gt.ome.zarr: is a label image", "predict", data["gt"], "-o", str(out), "--set",
               "method=intensity")
     _one_line(capsys, "gt.ome.zarr: is a label image", "segment", data["gt"], "-o", str(out))

@@ -349,8 +349,7 @@ def pixel_labels(path: str | Path, out: str | Path, params: ClusterParams) -> di
     else 1. ``argmax``: 1 + the channel with the highest value (a map with one channel per class).
     """
     t0 = time.perf_counter()
-    image = ome.open_image(path)
-    ome.check_intensity(image)
+    image = ome.open_image(path)  # a label image too: threshold 0.5 of ground truth is its foreground
     n_channels = dict(zip(image.axes, image.shape, strict=True)).get("c", 1)
     t = params.preprocess.timepoint
     if params.method == "argmax":
