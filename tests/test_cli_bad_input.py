@@ -113,3 +113,101 @@ def test_export_refuses_a_license_the_spec_does_not_know():
     check_license("MIT")
     with pytest.raises(ConfigError, match="did you mean 'MIT'"):
         check_license("mit")
+
+
+def test_outputs_of_someone_else_are_never_replaced_and_reruns_are(tmp_path, capsys, data):
+    """A file (or model folder) at an output path is replaced only when zarrseg wrote it: checked
+    before any work, for tables, figures, summaries and models."""
+    mine = tmp_path / "mine.parquet"
+    mine.write_text("years of work")
+    _one_line(capsys, "no record of writing it", "evaluate", data["gt"], "--gt", data["gt"], "-o", str(mine))
+    (tmp_path / "other.csv").write_text("mine too")  # the CSV written beside a table counts as well
+    _one_line(capsys, "other.csv: exists and zarrseg has no record", "evaluate", data["gt"], "--gt", data["gt"],
+              "-o", str(tmp_path / "other.parquet"))
+    assert not (tmp_path / "other.parquet").exists()
+    ours = tmp_path / "ours.parquet"
+    for _ in range(2):  # a rerun replaces what zarrseg wrote
+        code, err = _run(capsys, "evaluate", data["gt"], "--gt", data["gt"], "-o", str(ours))
+        assert code == 0, err
+    assert pd.read_parquet(ours)["value"].notna().any()
+    (tmp_path / "thumb.png").write_text("a photo")
+    _one_line(capsys, "thumb.png: exists and zarrseg has no record", "describe", data["gt"], "-o",
+              str(tmp_path / "d.parquet"), "--image", data["img"], "--thumbnail", str(tmp_path / "thumb.png"))
+    _one_line(capsys, "thumb.png: exists and zarrseg has no record", "panels", data["img"], "-o",
+              str(tmp_path / "thumb.png"))
+    summary = tmp_path / "summary"
+    summary.mkdir()
+    (summary / "segments.md").write_text("my notes")
+    code, err = _run(capsys, "describe", data["gt"], "-o", str(tmp_path / "d.parquet"))
+    assert code == 0, err
+    _one_line(capsys, "segments.md: exists and zarrseg has no record", "describe", "--summary",
+              str(tmp_path / "d.parquet"), "-o", str(summary))
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "summary.md").write_text("my summary")
+    _one_line(capsys, "summary.md: exists and zarrseg has no record", "table", str(ours), "-o", str(tables))
+    assert (tables / "summary.md").read_text() == "my summary" and not list(tables.glob("*.parquet"))
+    assert mine.read_text() == "years of work" and (tmp_path / "thumb.png").read_text() == "a photo"
+    assert (summary / "segments.md").read_text() == "my notes" and not (tmp_path / "thumb.png.partial").exists()
+    # models: a folder holding someone's files, or a file, is not trained into
+    params = tmp_path / "train.json"
+    params.write_text(json.dumps(unet_params(data["img"], data["gt"], val_roi=None, loop={"steps": 1})))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "best.pt").write_text("my model")
+    _one_line(capsys, "not written by zarrseg", "train", "-o", str(model), "--params", str(params))
+    _one_line(capsys, "exists as a file", "train", "-o", str(mine), "--params", str(params))
+    assert (model / "best.pt").read_text() == "my model" and sorted(p.name for p in model.iterdir()) == ["best.pt"]
+
+
+def test_damaged_metadata_nan_and_out_of_range_values_are_one_line(tmp_path, capsys, data):
+    import shutil
+
+    out = str(tmp_path / "out.ome.zarr")
+    level = next(p for p in (tmp_path / "img.ome.zarr" / "0").iterdir() if p.name in (".zarray", "zarr.json"))
+    for damage in ("corrupt", "missing"):
+        bad = tmp_path / f"{damage}.ome.zarr"
+        shutil.copytree(data["img"], bad)
+        if damage == "corrupt":
+            (bad / "0" / level.name).write_text("{")
+        else:
+            shutil.rmtree(bad / "0")
+        for argv in (["segment", str(bad), "-o", out], ["describe", str(bad), "-o", str(tmp_path / "d.parquet")]):
+            _one_line(capsys, f"{damage}.ome.zarr: level '0' cannot be opened", *argv)
+    # NaN or a label image where features are computed; a float (NaN) map given as the scoring mask
+    _one_line(capsys, "nan.ome.zarr: holds NaN or Inf values", "features", data["nan"], "-o", out)
+    _one_line(capsys, "gt.ome.zarr: is a label image", "features", data["gt"], "-o", out)
+    _one_line(capsys, "mask must be integer or boolean", "evaluate", data["gt"], "--gt", data["gt"], "-o",
+              str(tmp_path / "e.parquet"), "--mask", data["nan"])
+    # numbers outside their range: checked with the parameters, not found by a crash later
+    for argv, said in ((["panels", data["img"], "-o", str(tmp_path / "p.png"), "--set", "dpi=0"], "panels.dpi"),
+                       (["features", data["img"], "-o", out, "--set", "vit.patch_size=0"], "vit.patch_size"),
+                       (["evaluate", data["gt"], "--gt", data["gt"], "-o", str(tmp_path / "e.parquet"), "--set",
+                         "ignore_label=-3"], "evaluate.ignore_label")):
+        _one_line(capsys, said, *argv)
+    params = tmp_path / "train.json"
+    params.write_text(json.dumps(unet_params(data["img"], data["gt"], val_roi=None, patch_shape=[0, 32])))
+    _one_line(capsys, "train.patch_shape must be positive", "train", "-o", str(tmp_path / "m"), "--params",
+              str(params))
+    assert not any(p.exists() for p in (tmp_path / "out.ome.zarr", tmp_path / "e.parquet", tmp_path / "m",
+                                        tmp_path / "p.png"))
+
+
+def test_a_params_file_may_hold_its_section_and_a_typo_names_the_file(tmp_path, capsys, data):
+    from types import SimpleNamespace
+
+    from zarrseg.commands._common import params_from_args
+    from zarrseg.errors import ConfigError
+    from zarrseg.segment.params import SegmentParams
+
+    wrapped = tmp_path / "wrapped.yaml"
+    wrapped.write_text("segment:\n  beta: 0.7\n")  # as in config/config.yaml
+    args = SimpleNamespace(params=[str(wrapped)], overrides=["min_size=5"])
+    params = params_from_args(SegmentParams, args, "segment")
+    assert params.beta == 0.7 and params.min_size == 5
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("betta: 0.7\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: unknown parameter 'betta' in segment \(did you mean 'beta'"):
+        params_from_args(SegmentParams, SimpleNamespace(params=[str(typo)], overrides=[]), "segment")
+    _one_line(capsys, "typo.yaml: unknown parameter 'betta'", "segment", data["img"], "-o",
+              str(tmp_path / "s.ome.zarr"), "--params", str(typo))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from zarrseg.errors import InputError
 from zarrseg.ome import SpatialView, atomic_output, create_image, open_image, partial_path, write_pyramid
+from zarrseg.runs import RECORD
 
 
 def test_image_round_trip_with_pyramid(tmp_path, rng):
@@ -118,12 +121,23 @@ def test_atomic_output_never_replaces_what_zarrseg_did_not_write(tmp_path):
             tmp.mkdir()
             (tmp / "result").write_text("x")
     assert (out / "result").exists()
-    # a file is not replaced by a folder output, and the work is not left half-visible
+    # someone's file is replaced neither by a folder nor by a file output: refused before the body runs
     note = tmp_path / "note.txt"
     note.write_text("keep")
-    with pytest.raises(OutputError, match="exists as a file"), atomic_output(note) as tmp:
+    for make in (Path.mkdir, lambda p: p.write_text("new")):
+        ran = []
+        with pytest.raises(OutputError, match="no record of writing it"), atomic_output(note) as tmp:
+            ran.append(make(tmp))
+        assert not ran and note.read_text() == "keep" and not partial_path(note).exists()
+    # a file output zarrseg wrote (named in its folder's record) is replaced by a rerun, but not by a folder
+    table = tmp_path / "table.csv"
+    for text in ("first", "second"):
+        with atomic_output(table) as tmp:
+            tmp.write_text(text)
+    assert table.read_text() == "second" and (tmp_path / RECORD).read_text().splitlines() == ["table.csv"]
+    with pytest.raises(OutputError, match="exists as a file"), atomic_output(table) as tmp:
         tmp.mkdir()
-    assert note.read_text() == "keep" and not partial_path(note).exists()
+    assert table.read_text() == "second" and not partial_path(table).exists()
 
 
 def test_bare_arrays_and_damaged_chunks_are_one_clear_line(tmp_path, capsys):

@@ -218,6 +218,16 @@ def test_nightly_help_and_bad_input(capsys, tmp_path):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0] and "night.yaml" in err[0], err
         assert not (tmp_path / "out").exists()
+    # options that would file a wrong night, a results path that is a file, a missing profile
+    (tmp_path / "afile").write_text("")
+    for argv, said in ((["--quiet-period", "-5"], "--quiet-period must be >= 0"),
+                       (["--night", "2024-13-45"], "--night must be a date YYYY-MM-DD"),
+                       (["--profile", str(tmp_path / "nowhere")], "nowhere"),
+                       (["-o", str(tmp_path / "afile")], "exists as a file")):
+        assert main(["nightly", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *argv]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err
+        assert not (tmp_path / "out").exists() and (tmp_path / "afile").read_text() == ""
 
 
 def test_a_snakemake_left_running_by_a_killed_night_is_stopped(tmp_path):

@@ -294,17 +294,37 @@ def open_image(path: str | Path, mode: str = "r") -> Image:
         return Image(group=group, path=path, axes=axes,
                      scale=tuple(1.0 for _ in axes), level_paths=[path.name])
     group = _find_multiscale(node, path)
-    ms = group.attrs["multiscales"][0]
-    axes = "".join(a["name"] if isinstance(a, dict) else a for a in ms["axes"])
-    units = {a["name"]: a["unit"] for a in ms["axes"] if isinstance(a, dict) and "unit" in a}
-    datasets = ms["datasets"]
-    scale = tuple(float(v) for t in datasets[0].get("coordinateTransformations", []) if t["type"] == "scale"
-                  for v in t["scale"]) or tuple(1.0 for _ in axes)
-    channels = None
-    if "omero" in group.attrs:
-        channels = [c.get("label", str(i)) for i, c in enumerate(group.attrs["omero"].get("channels", []))]
-    return Image(group=group, path=Path(str(path)), axes=axes, scale=scale, units=units,
-                 channel_names=channels, level_paths=[d["path"] for d in datasets])
+    try:
+        ms = group.attrs["multiscales"][0]
+        axes = "".join(a["name"] if isinstance(a, dict) else a for a in ms["axes"])
+        units = {a["name"]: a["unit"] for a in ms["axes"] if isinstance(a, dict) and "unit" in a}
+        datasets = ms["datasets"]
+        scale = tuple(float(v) for t in datasets[0].get("coordinateTransformations", []) if t["type"] == "scale"
+                      for v in t["scale"]) or tuple(1.0 for _ in axes)
+        channels = None
+        if "omero" in group.attrs:
+            channels = [c.get("label", str(i)) for i, c in enumerate(group.attrs["omero"].get("channels", []))]
+        image = Image(group=group, path=Path(str(path)), axes=axes, scale=scale, units=units,
+                      channel_names=channels, level_paths=[d["path"] for d in datasets])
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise InputError(f"has malformed OME-Zarr multiscales metadata ({type(err).__name__}: {err})", path) from err
+    _check_level0(image)
+    return image
+
+
+def _check_level0(image: Image) -> None:
+    """Level 0 must open as an array with one dimension per axis: a damaged or missing level is one
+    line naming the image here, not a traceback from the first stage that reads it."""
+    level = image.level_paths[0] if image.level_paths else "?"
+    try:
+        data = image.data
+    except Exception as err:  # zarr raises several types for missing or unreadable metadata
+        raise InputError(f"level {level!r} cannot be opened ({type(err).__name__}: {err})", image.path) from err
+    if not isinstance(data, zarr.Array):
+        raise InputError(f"level {level!r} is not a Zarr array", image.path)
+    if data.ndim != len(image.axes) or len(image.scale) != len(image.axes):
+        raise InputError(f"metadata names axes {image.axes!r} ({len(image.scale)} scales) but level {level!r} "
+                         f"has {data.ndim} dimensions", image.path)
 
 
 def ignore_snakemake_markers() -> None:
@@ -316,7 +336,7 @@ def ignore_snakemake_markers() -> None:
     object still warns (but zarrseg's own mark of a folder output, ``runs.MARK``).
     """
     warnings.filterwarnings(
-        "ignore", message=r"Object at \.(snakemake_timestamp|zarrseg) is not recognized", category=UserWarning
+        "ignore", message=r"Object at \.(snakemake_timestamp|zarrseg|zarrseg-files) is not recognized", category=UserWarning
     )
 
 
@@ -333,11 +353,11 @@ class SpatialView:
         for a, size in zip(axes, array.shape, strict=True):
             if a == "c":
                 if not 0 <= channel < size:
-                    raise InputError(f"channel {channel} out of range (image has {size} channels)")
+                    raise InputError(f"channel {channel} out of range (image has {size} channels)", path)
                 fixed.append(channel)
             elif a == "t":
                 if not 0 <= timepoint < size:
-                    raise InputError(f"timepoint {timepoint} out of range (image has {size})")
+                    raise InputError(f"timepoint {timepoint} out of range (image has {size})", path)
                 fixed.append(timepoint)
             else:
                 fixed.append(None)

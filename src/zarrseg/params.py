@@ -75,7 +75,7 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
-def _unknown_key_message(key: str, known: list[str], where: str, what: str = "parameter") -> str:
+def unknown_key_message(key: str, known: list[str], where: str, what: str = "parameter") -> str:
     hint = difflib.get_close_matches(key, known, n=1)
     extra = f" (did you mean {hint[0]!r}?)" if hint else ""
     return f"unknown {what} {key!r} in {where}{extra}; known: {', '.join(sorted(known))}"
@@ -175,7 +175,7 @@ def from_dict(cls: type[T], values: dict, where: str | None = None) -> T:
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(_unknown_key_message(key, list(fields), where))
+            raise ConfigError(unknown_key_message(key, list(fields), where))
         kwargs[key] = _coerce(_over_default(fields[key], value), hints[key], f"{where}.{key}")
     try:
         obj = cls(**kwargs)

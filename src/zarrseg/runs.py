@@ -62,6 +62,15 @@ def check_writable(path: str | Path) -> None:
         raise OutputError(f"cannot write the output: folder {folder} is not writable", path)
 
 
+def check_output(path: str | Path, *siblings: str) -> None:
+    """Before any work: the output ``path`` (and the same name with each suffix in ``siblings``, e.g.
+    the CSV beside a Parquet table) can be written and replaces nothing zarrseg did not write."""
+    path = Path(path)
+    for target in (path, *(path.with_suffix(s) for s in siblings)):
+        check_writable(target)
+        refuse_foreign(target)
+
+
 MARK = ".zarrseg"  # left in a folder output without zarrseg attributes: "zarrseg wrote this, a rerun may replace it"
 
 
@@ -81,12 +90,47 @@ def _is_ours(folder: Path) -> bool:
     return False
 
 
-def refuse_foreign(path: str | Path) -> None:
-    """Never replace a folder zarrseg did not write (e.g. a data folder given as the output by mistake)."""
+# a folder's record of the file outputs zarrseg wrote in it (one name per line): a file output is
+# replaced only when its name is there, whatever the format (Parquet, CSV, PNG, Markdown)
+RECORD = ".zarrseg-files"
+
+
+def _recorded(folder: Path) -> set[str]:
+    try:
+        return set((folder / RECORD).read_text().splitlines())
+    except OSError:
+        return set()
+
+
+def record_file(path: str | Path) -> None:
+    """Note in its folder's record that zarrseg wrote the file ``path`` (a rerun may replace it).
+    One short append (O_APPEND): parallel jobs writing into one folder do not lose each other's lines."""
     path = Path(path)
-    if path.is_dir() and not path.is_symlink() and any(path.iterdir()) and not _is_ours(path):
-        raise OutputError("exists and was not written by zarrseg; refusing to replace it "
-                          "(remove it or choose another output)", path)
+    if path.name in _recorded(path.parent):
+        return
+    fd = os.open(path.parent / RECORD, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, f"{path.name}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _file_is_ours(path: Path) -> bool:
+    """A file zarrseg wrote: named in its folder's record, or inside a folder output of zarrseg's."""
+    return path.name in _recorded(path.parent) or (path.parent / MARK).exists()
+
+
+def refuse_foreign(path: str | Path) -> None:
+    """Never replace a folder or file zarrseg did not write (e.g. a data folder or someone's table
+    given as the output by mistake)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        if any(path.iterdir()) and not _is_ours(path):
+            raise OutputError("exists and was not written by zarrseg; refusing to replace it "
+                              "(remove it or choose another output)", path)
+    elif (path.is_file() or path.is_symlink()) and not _file_is_ours(path):
+        raise OutputError(f"exists and zarrseg has no record of writing it ({RECORD} beside it); refusing to "
+                          "replace it (remove it or choose another output)", path)
 
 
 @contextlib.contextmanager
@@ -127,6 +171,8 @@ def atomic_output(path: str | Path, resume: bool = False) -> Iterator[Path]:
         if path.exists():
             remove(path)
         os.replace(tmp, path)
+        if path.is_file():
+            record_file(path)
 
 
 @contextlib.contextmanager
@@ -154,11 +200,20 @@ def staged_folders(*targets: Path) -> Iterator[list[Path]]:
             remove(stage, missing_ok=True)
         raise
     with writable(targets[0]):
+        moves = [(file, target / file.relative_to(stage)) for stage, target in zip(stages, targets, strict=True)
+                 for file in sorted(p for p in stage.rglob("*") if p.is_file())]
+        try:
+            for _file, dest in moves:  # before anything moves: nothing of someone else's is replaced
+                refuse_foreign(dest)
+        except OutputError:
+            for stage in stages:
+                remove(stage, missing_ok=True)
+            raise
+        for file, dest in moves:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, dest)
+            record_file(dest)
         for stage, target in zip(stages, targets, strict=True):
-            for file in sorted(p for p in stage.rglob("*") if p.is_file()):
-                dest = target / file.relative_to(stage)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(file, dest)
             for folder in sorted((p for p in stage.rglob("*") if p.is_dir()), reverse=True):
                 (target / folder.relative_to(stage)).mkdir(parents=True, exist_ok=True)
             target.mkdir(parents=True, exist_ok=True)

@@ -295,7 +295,7 @@ def _schema_file(path: str) -> dict:
 
 def _schema_message(error: Any, section: str | None = None) -> str:
     """One line for a jsonschema error: where (dotted key path) and what."""
-    from .params import _unknown_key_message
+    from .params import unknown_key_message
 
     path = [*([section] if section else []), *map(str, error.absolute_path)]
     where = ".".join(path) or "the config"
@@ -303,7 +303,7 @@ def _schema_message(error: Any, section: str | None = None) -> str:
         known = list(error.schema.get("properties") or {})
         unknown = sorted(str(k) for k in error.instance if k not in known)
         if unknown:  # the commands' own wording, with the nearest known key
-            return _unknown_key_message(unknown[0], known, where, "parameter" if section else "key")
+            return unknown_key_message(unknown[0], known, where, "parameter" if section else "key")
     return f"{where}: {' '.join(str(error.message).split())[:300]}"
 
 

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.describe import describe, summarize_descriptions, write_description
     from ..evaluation.tables import parse_meta
-    from ..ome import check_writable
+    from ..runs import check_output
 
     if args.summary:
         print(summarize_descriptions(args.inputs, args.output).read_text(), end="")
@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if args.thumbnail and not args.image:
         raise ConfigError("--thumbnail needs --image")
     dask = params_from_args(DaskParams, args, "dask")
-    for out in (args.output, args.thumbnail):
-        if out:
-            check_writable(out)  # before any work
+    check_output(args.output, ".csv")  # before any work
+    if args.thumbnail:
+        check_output(args.thumbnail)
     row = describe(args.inputs[0], args.image, dask_params=dask)
     if args.thumbnail:  # first: the table is the output that says the sample is described
         from ..evaluation.thumbnail import thumbnail

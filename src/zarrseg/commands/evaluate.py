@@ -37,8 +37,8 @@ from pathlib import Path
 
 from ..evaluation.score import EvaluateParams, evaluate_images
 from ..evaluation.tables import metrics_frame, parse_benchmarks, parse_meta, write_table
-from ..ome import check_writable
 from ..params import to_dict
+from ..runs import check_output
 from ._common import add_params_arguments, params_from_args
 
 HELP = "score a segmentation against ground truth (one tidy table)"
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     meta = parse_meta(args.meta)
     meta.setdefault("sample", sample_name(args.segmentation))
     benchmarks = parse_benchmarks(args.benchmark)
-    check_writable(args.output)
+    check_output(args.output, ".csv")
     t0 = time.perf_counter()
     scores = evaluate_images(args.segmentation, args.gt, params, mask=args.mask)
     seconds = labelling_seconds(args.segmentation)

@@ -17,8 +17,9 @@ import pandas as pd
 
 from .. import ome
 from ..blocks import Block, BlockGrid
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..parallel import DaskParams, Summary, map_blocks
+from ..runs import check_output
 from .contingency import spatial_block_shape
 from .tables import markdown_table, write_table
 
@@ -103,6 +104,9 @@ def summarize_descriptions(tables: Sequence[str | Path], outdir: str | Path, dig
     """``segments.parquet`` / ``.csv`` / ``.md`` in ``outdir``: one row per described segmentation."""
     if not tables:
         raise InputError("no segment tables given")
+    if Path(outdir).exists() and not Path(outdir).is_dir():
+        raise OutputError("exists as a file; --summary writes a folder (segments.parquet, .csv, .md)", outdir)
+    check_output(Path(outdir) / "segments.parquet", ".csv", ".md")  # before reading anything
     frames = []
     for t in tables:
         if not Path(t).is_file():

@@ -19,6 +19,7 @@ import numpy as np
 from .. import ome
 from ..errors import ConfigError, InputError, OutputError
 from ..params import check_percentiles
+from ..runs import check_output
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ class PanelParams:
     def validate(self) -> None:
         if self.max_size < 8:
             raise ConfigError(f"panels.max_size must be >= 8, got {self.max_size}")
+        if not 0.5 <= self.panel_inches <= 100 or not 10 <= self.dpi <= 2400:
+            raise ConfigError(f"panels.panel_inches must be in [0.5, 100] and panels.dpi in [10, 2400], "
+                              f"got {self.panel_inches} and {self.dpi}")
         check_percentiles(*self.percentiles, "panels.percentiles")
 
 
@@ -124,9 +128,9 @@ def side_by_side(
 ) -> Path:
     """original | each (title, label image) | ground truth, for one image, into the PNG ``out``."""
     params = params or PanelParams()
-    ome.check_writable(out)  # before reading anything
     if Path(out).is_dir():
         raise OutputError("is a folder; give the PNG file to write", out)
+    check_output(out)  # before reading anything
     panels = [Panel("original", read_plane(image, params, params.channel), "image")]
     shown = [*labels, *([("ground truth", ground_truth)] if ground_truth is not None else [])]
     size = ome.SpatialView.of(ome.open_image(image), channel=params.channel).shape

@@ -48,6 +48,8 @@ class EvaluateParams:
     dask: DaskParams = field(default_factory=DaskParams)
 
     def validate(self) -> None:
+        if self.ignore_label is not None and self.ignore_label < 0:
+            raise ConfigError(f"evaluate.ignore_label must be a label id >= 0 or null, got {self.ignore_label}")
         if not self.iou_thresholds or any(not 0.0 < t <= 1.0 for t in self.iou_thresholds):
             raise ConfigError(
                 f"evaluate.iou_thresholds must be non-empty values in (0, 1], got {self.iou_thresholds}"
@@ -151,6 +153,8 @@ def evaluate_images(
             raise InputError(
                 f"mask shape {list(mask_view.shape)} differs from segmentation shape {list(seg.shape)}", mask
             )
+        if mask_view.dtype.kind not in "uib":  # as segment's: a float map (NaN included) is no mask
+            raise InputError(f"mask must be integer or boolean (nonzero = scored), got {mask_view.dtype}", mask)
     per_annotator = []
     for k, (path, gt) in enumerate(gts):
         t0 = time.perf_counter()

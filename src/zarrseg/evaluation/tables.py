@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..errors import ConfigError, InputError
 from ..ome import atomic_output
+from ..runs import check_writable, refuse_foreign
 from .instance import LOWER_IS_BETTER
 from .selection import SelectionParams
 
@@ -203,6 +204,8 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> tuple[Path, Path]:
     """Write ``path`` (Parquet) and the same table as CSV next to it, each atomically."""
     path = Path(path)
     csv = path.with_suffix(".csv")
+    check_writable(csv)
+    refuse_foreign(csv)  # both checked before either is written
     with atomic_output(path) as tmp:
         frame.to_parquet(tmp, engine="pyarrow", index=False)
     with atomic_output(csv) as tmp:

@@ -37,10 +37,11 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from ..errors import ConfigError, InputError, ZarrsegError
+from ..errors import ConfigError, InputError, OutputError, ZarrsegError
 from ..normalize import Normalization
 from ..parallel import progress_bar
 from ..params import to_dict
+from ..runs import MARK, refuse_foreign
 from . import checkpoint as ckpt
 from .device import resolve_device, rng_state, seed_step, set_rng_state
 from .params import LoopParams
@@ -326,9 +327,15 @@ class Loop:
     def run(self) -> dict:
         if self.resume is True and not (self.out_dir / LAST).exists():  # before any folder is made
             raise InputError("nothing to resume: no last.pt (start without --resume)", self.out_dir / LAST)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise OutputError("exists as a file; a model is a folder (remove it or choose another output)",
+                              self.out_dir)
+        if not (self.out_dir / LAST).exists():  # a fresh start replaces what is there: only if it is ours
+            refuse_foreign(self.out_dir)
         if self.method is None:
             self.setup()  # before any file exists: bad input (a missing init checkpoint, ...) writes nothing
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / MARK).touch()  # a rerun may replace what is in this folder
         self._start_or_resume()
         if self.ctx.device.type == "cuda":
             torch.backends.cudnn.benchmark = True

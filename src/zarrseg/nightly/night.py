@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..ingest.params import IngestParams
 from ..params import deep_update, load_params
 from ..workflow import acquisition_samples, sample_name, scene_labels, stage_params
@@ -37,6 +37,18 @@ class NightOptions:
     night: str | None = None  # the date the night is filed under (default: today)
     rerun_all: bool = False  # also rerun settled acquisitions whose code / parameters changed
     snakemake_args: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        """Before any folder is made: options that would file a wrong night or never settle a file."""
+        if not self.quiet_period >= 0:  # (also NaN)
+            raise ConfigError(f"--quiet-period must be >= 0 seconds, got {self.quiet_period}")
+        if self.night is not None:
+            try:
+                datetime.date.fromisoformat(self.night)
+            except ValueError as err:
+                raise ConfigError(f"--night must be a date YYYY-MM-DD, got {self.night!r}") from err
+        if self.results_dir.exists() and not self.results_dir.is_dir():
+            raise OutputError("exists as a file; the results of nightly runs are a folder", self.results_dir)
 
 
 @dataclass
@@ -80,6 +92,7 @@ def checked_config(user: Path | None) -> dict:
 
 
 def run_night(opts: NightOptions) -> NightResult:
+    opts.validate()
     results = opts.results_dir.resolve()
     input_dir = opts.input_dir.resolve()
     if not input_dir.is_dir():
@@ -87,6 +100,7 @@ def run_night(opts: NightOptions) -> NightResult:
     config = checked_config(opts.config)
     params = load_params(IngestParams, stage_params(config, "ingest"), where="ingest")
     gt_suffix = (config.get("samples") or {}).get("ground_truth_suffix", "_labels")
+    profile = resolve_profile(opts.profile)  # a missing profile: before any folder is made
     with single_instance(results):
         night = opts.night or datetime.date.today().isoformat()
         run_id = datetime.datetime.now().isoformat(timespec="seconds")
@@ -96,7 +110,7 @@ def run_night(opts: NightOptions) -> NightResult:
         snake_log = folder / "snakemake.log"
         overlay = folder / "config.yaml"
         wf = Workflow(results / ".nightly", [*([opts.config.resolve()] if opts.config else []), overlay],
-                      resolve_profile(opts.profile), list(opts.snakemake_args))
+                      profile, list(opts.snakemake_args))
         wf.prepare()
         notes = []
         if stop_orphaned_group(wf.workdir):

@@ -249,7 +249,6 @@ class _Source:
                 self.axes, self.scale = img.axes, img.scale
         else:
             self.kind = "colour"
-            ome.check_intensity(ome.open_image(path))  # before ImageSource's pass over a sample
             src = ImageSource(path, params.preprocess)
             self.src = src
             self.image_path, self.is_3d, self.n_slices = self.path, src.is_3d, src.n_slices

@@ -108,6 +108,7 @@ class ImageSource:
         self.path = Path(path)
         self.prep = prep or Preprocess()
         self.image = ome.open_image(self.path)
+        ome.check_intensity(self.image)  # a label image given as the raw image: refused before any pass over it
         axes = self.image.axes
         if "y" not in axes or "x" not in axes:
             raise InputError(f"image axes {axes!r} have no y/x", self.path)
@@ -149,6 +150,7 @@ class ImageSource:
         lows, highs, means, stds = [], [], [], []
         for view in self.views:
             sample = view[box].astype(np.float32)
+            self._check_finite(sample, "a strided sample")
             lo, hi = np.percentile(sample, self.prep.percentiles)
             hi = hi if hi > lo else lo + 1.0
             scaled = np.clip((sample - lo) / (hi - lo), 0, 1)
@@ -171,7 +173,15 @@ class ImageSource:
         out = np.stack([v[box].reshape(ys.stop - ys.start, xs.stop - xs.start) for v in self.views]).astype(
             np.float32
         )
+        self._check_finite(out, f"slice {z}, rows {ys.start}:{ys.stop}, columns {xs.start}:{xs.stop}")
         return np.clip((out - self.low[:, None, None]) / (self.high - self.low)[:, None, None], 0, 1)
+
+    def _check_finite(self, values: np.ndarray, where: str) -> None:
+        """NaN would pass np.clip and come out as NaN features, embeddings or a diverged training."""
+        if not np.isfinite(values).all():
+            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+            raise InputError(f"holds NaN or Inf values ({bad} of {values.size} in {where}); replace them "
+                             "(e.g. by 0) first", self.path)
 
     def read_resized(self, z: int, box: tuple[slice, slice]) -> np.ndarray:
         """(C, h, w) box of the resized slice ``z``, intensities in [0, 1]."""

@@ -45,6 +45,8 @@ class ViTSpec:
     img_size: int = 320  # tile size; other sizes work too (dynamic position embeddings)
 
     def validate(self) -> None:
+        if min(self.patch_size, self.embed_dim, self.depth, self.num_heads, self.img_size) < 1:
+            raise ConfigError("vit.patch_size, embed_dim, depth, num_heads and img_size must be >= 1")
         if self.embed_dim % self.num_heads:
             raise ConfigError(
                 f"vit.embed_dim {self.embed_dim} must be divisible by vit.num_heads {self.num_heads}"
@@ -53,8 +55,6 @@ class ViTSpec:
             raise ConfigError(
                 f"vit.img_size {self.img_size} must be a multiple of vit.patch_size {self.patch_size}"
             )
-        if min(self.patch_size, self.embed_dim, self.depth, self.num_heads) < 1:
-            raise ConfigError("vit sizes must be positive")
 
     @property
     def is_vit_s8(self) -> bool:

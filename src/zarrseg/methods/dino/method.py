@@ -72,6 +72,9 @@ class PretrainParams:
     }
 
     def validate(self) -> None:
+        for name in ("global_crop_size", "local_crop_size", "sample_size", "out_dim", "hidden_dim", "bottleneck_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"pretrain.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("global_crop_size", "local_crop_size", "sample_size"):
             if getattr(self, name) % self.vit.patch_size:
                 raise ConfigError(f"pretrain.{name} must be a multiple of the patch size {self.vit.patch_size}")

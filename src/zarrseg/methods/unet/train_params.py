@@ -105,6 +105,8 @@ class TrainParams:
             raise ConfigError(
                 f"train.patch_shape {self.patch_shape} must have model.ndim={self.model.ndim} entries"
             )
+        if self.patch_shape is not None and min(self.patch_shape) < 1:
+            raise ConfigError(f"train.patch_shape must be positive, got {self.patch_shape}")
         if self.val_metric.startswith("segment") and not self.val_segment.enabled:
             raise ConfigError(f"train.val_metric {self.val_metric!r} needs train.val_segment.enabled: true")
         if self.val_segment.enabled:
