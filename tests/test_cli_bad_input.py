@@ -211,3 +211,19 @@ def test_a_params_file_may_hold_its_section_and_a_typo_names_the_file(tmp_path, 
         params_from_args(SegmentParams, SimpleNamespace(params=[str(typo)], overrides=[]), "segment")
     _one_line(capsys, "typo.yaml: unknown parameter 'betta'", "segment", data["img"], "-o",
               str(tmp_path / "s.ome.zarr"), "--params", str(typo))
+
+
+def test_an_intensity_image_scored_as_labels_is_named_in_a_warning(tmp_path, capsys):
+    import tifffile
+
+    from zarrseg.ingest.writer import ingest
+
+    rng = np.random.default_rng(1)
+    tif = tmp_path / "raw.tif"
+    tifffile.imwrite(tif, rng.integers(0, 4, (32, 32), dtype=np.uint8))
+    raw, labels = ingest(tif, tmp_path / "raw.ome.zarr"), ingest(tif, tmp_path / "lab.ome.zarr", labels=True)
+    code, err = _run(capsys, "evaluate", str(labels), "--gt", str(labels), "-o", str(tmp_path / "a.parquet"))
+    assert code == 0 and not [line for line in err if "intensity image" in line], err
+    code, err = _run(capsys, "evaluate", str(raw), "--gt", str(labels), "-o", str(tmp_path / "b.parquet"))
+    warned = [line for line in err if "looks like an intensity image" in line]
+    assert code == 0 and len(warned) == 1 and "raw.ome.zarr" in warned[0] and "segmentation" in warned[0], err

@@ -251,6 +251,11 @@ def test_rerun_is_noop_and_params_change_rewrites(tmp_path, rng, caplog):
     ingest(path, out, IngestParams(chunks=[2, 10, 10]))
     assert zarr.open_array(str(out / "0"), mode="r").chunks == (2, 10, 10)
     assert zarr.open_group(str(out), mode="r").attrs["zarrseg"]["created_utc"] >= stamp
+    # damaged since (an array's metadata cut): not "up to date", written again
+    (out / "0" / ".zarray").write_text("{")
+    ingest(path, out, IngestParams(chunks=[2, 10, 10]))
+    assert "is damaged" in caplog.text
+    np.testing.assert_array_equal(ome.open_image(out).data[:], truth)
 
 
 def test_failure_inside_writer_leaves_nothing(tmp_path, rng, monkeypatch):

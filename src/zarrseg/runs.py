@@ -60,6 +60,9 @@ def check_writable(path: str | Path) -> None:
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write the output: folder {folder} is not writable", path)
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink() and not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError("cannot replace the output: the existing folder is not writable", path)
 
 
 def check_output(path: str | Path, *siblings: str) -> None:

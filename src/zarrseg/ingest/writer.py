@@ -269,12 +269,28 @@ def _is_up_to_date(output: Path, path: Path, stat: os.stat_result, request: dict
     if not _is_ingest_output(attrs) or meta.get("request") != request or "source_sha256" not in meta:
         return False
     same_file = meta.get("source") == str(path.resolve()) and meta.get("source_mtime_ns") == stat.st_mtime_ns
-    if same_file and meta.get("source_size") == stat.st_size:
-        return True
     if meta.get("source_size") != stat.st_size:
         return False
-    log.info("%s: other path or modification time than the existing output's source; comparing sha256", path)
-    return sha256_file(path) == meta["source_sha256"]
+    if not same_file:
+        log.info("%s: other path or modification time than the existing output's source; comparing sha256", path)
+        if sha256_file(path) != meta["source_sha256"]:
+            return False
+    return _metadata_intact(output, len(request["scenes"]))
+
+
+def _metadata_intact(output: Path, n_images: int) -> bool:
+    """Whether every image and pyramid level of a finished output still opens (metadata damaged or a
+    level removed since: written again). Missing chunk files read as zeros and are not looked for:
+    listing every chunk would cost as much as reading the volume."""
+    try:
+        for image_path in _image_paths(output, n_images):
+            image = ome.open_image(image_path)
+            for level in range(1, len(image.level_paths)):
+                image.level(level)
+    except Exception as err:  # any damage: the output is rewritten, not trusted
+        log.warning("%s: existing output is damaged (%s); writing it again", output, err)
+        return False
+    return True
 
 
 def voxel_size(scene: Scene, params: IngestParams, path: Path) -> dict[str, float]:
