@@ -227,3 +227,65 @@ def test_an_intensity_image_scored_as_labels_is_named_in_a_warning(tmp_path, cap
     code, err = _run(capsys, "evaluate", str(raw), "--gt", str(labels), "-o", str(tmp_path / "b.parquet"))
     warned = [line for line in err if "looks like an intensity image" in line]
     assert code == 0 and len(warned) == 1 and "raw.ome.zarr" in warned[0] and "segmentation" in warned[0], err
+
+
+def test_axes_outside_tczyx_or_named_twice_are_refused_on_opening(tmp_path, capsys, data):
+    import shutil
+
+    for axes, name in ((["q", "y", "x"], "odd"), (["y", "y", "x"], "twice")):
+        bad = tmp_path / f"{name}.ome.zarr"
+        shutil.copytree(data["img"], bad)
+        meta = json.loads((bad / ".zattrs").read_text())
+        meta["multiscales"][0]["axes"] = [{**a, "name": n} for a, n in zip(meta["multiscales"][0]["axes"], axes,
+                                                                           strict=True)]
+        (bad / ".zattrs").write_text(json.dumps(meta))
+        for argv in (["predict", str(bad), "-o", str(tmp_path / "p.ome.zarr")],
+                     ["describe", str(bad), "-o", str(tmp_path / "d.parquet")]):
+            _one_line(capsys, f"{name}.ome.zarr: metadata names axes", *argv)
+    assert not (tmp_path / "p.ome.zarr").exists() and not (tmp_path / "d.parquet").exists()
+
+
+def test_table_refuses_someone_elses_summary_before_making_anything(tmp_path, monkeypatch):
+    from zarrseg.errors import OutputError
+    from zarrseg.evaluation import report
+
+    rows = pd.DataFrame([{"sample": "a", "metric": "arand", "value": 0.2}])
+    rows.to_parquet(tmp_path / "m.parquet")
+    out = tmp_path / "tables"
+    out.mkdir()
+    (out / "best.md").write_text("my ranking")
+    monkeypatch.setattr(report, "_write_all", lambda *a, **k: pytest.fail("tables made before the check"))
+    with pytest.raises(OutputError, match="best.md: exists and zarrseg has no record"):
+        report.aggregate([tmp_path / "m.parquet"], out)
+    assert (out / "best.md").read_text() == "my ranking"
+
+
+def test_grids_csv_and_nightly_passthrough_are_checked(tmp_path, capsys):
+    mine = tmp_path / "cells.csv"
+    mine.write_text("mine")
+    _one_line(capsys, "cells.csv: exists and zarrseg has no record", "grids", "spoco_budget", "--csv", str(mine))
+    code, _err = _run(capsys, "grids", "spoco_budget", "--csv", str(tmp_path / "new.csv"))
+    assert code == 0 and pd.read_csv(tmp_path / "new.csv").shape[0] > 1 and mine.read_text() == "mine"
+    (tmp_path / "in").mkdir()
+    _one_line(capsys, "No closing quotation", "nightly", str(tmp_path / "in"), "-o", str(tmp_path / "r"),
+              "--snakemake-args", '"unclosed')
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", ["ingest", "crops", "predict", "segment", "evaluate", "table", "features",
+                                     "cluster", "panels", "train", "pretrain", "finetune", "describe"])
+def test_help_ends_with_every_parameter_and_its_default_and_the_example_key_exists(command, capsys):
+    import re
+
+    from zarrseg.commands._common import parameters_help
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    reference = text[text.index("parameters of '"):]
+    keys = re.findall(r"^  ([\w.]+) = ", reference, flags=re.M)
+    assert len(keys) >= 5 and reference.strip() == parameters_help(reference.split("'")[1]
+                                                                   if command != "describe" else
+                                                                   "dask=zarrseg.parallel:DaskParams").strip()
+    example = re.search(r"e\.g\. --set ([\w.]+)=", " ".join(text.split())).group(1)
+    assert example in keys, (example, keys)

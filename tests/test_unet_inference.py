@@ -180,3 +180,18 @@ def test_2d_model_over_a_stack_is_slicewise(tmp_path, rng):
     with torch.no_grad():
         ref = torch.sigmoid(model(torch.from_numpy(x)[:, None])).numpy()[:, 0]
     np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_a_checkpoint_given_runs_the_model_unless_a_method_is_set(tmp_path, rng):
+    cfg = ModelConfig(ndim=2, f_maps=4, depth=2, norm="batch")
+    model = _checkpoint(tmp_path / "m.pt", cfg)
+    data = (rng.random((64, 64)) * 200).astype(np.uint8)
+    img = _image(tmp_path / "img.ome.zarr", data, "yx", (64, 64))
+    assert _predict(img, tmp_path / "model.ome.zarr", tmp_path / "m.pt", "tile_shape=[64,64]") == 0
+    norm = Normalization(method="meanstd")
+    got = ome.open_image(tmp_path / "model.ome.zarr").data[:]
+    np.testing.assert_allclose(got.reshape(data.shape), _whole(model, data, norm), atol=1e-4)
+    # method set explicitly: the checkpoint is ignored (with a warning), the stain itself is the map
+    assert _predict(img, tmp_path / "stain.ome.zarr", tmp_path / "m.pt", "method=intensity") == 0
+    stain = ome.open_image(tmp_path / "stain.ome.zarr").data[:]
+    assert np.corrcoef(stain.ravel(), data.ravel().astype(float))[0, 1] > 0.99

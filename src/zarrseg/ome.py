@@ -322,6 +322,9 @@ def _check_level0(image: Image) -> None:
         raise InputError(f"level {level!r} cannot be opened ({type(err).__name__}: {err})", image.path) from err
     if not isinstance(data, zarr.Array):
         raise InputError(f"level {level!r} is not a Zarr array", image.path)
+    if len(set(image.axes)) != len(image.axes) or not set(image.axes) <= set("tczyx"):
+        raise InputError(f"metadata names axes {image.axes!r}: each of t, c, z, y, x at most once, and no other",
+                         image.path)
     if data.ndim != len(image.axes) or len(image.scale) != len(image.axes):
         raise InputError(f"metadata names axes {image.axes!r} ({len(image.scale)} scales) but level {level!r} "
                          f"has {data.ndim} dimensions", image.path)

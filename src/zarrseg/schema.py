@@ -331,7 +331,9 @@ def _default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def _rows(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
+def parameter_rows(cls: type, prefix: str = "", instance: Any = None) -> list[tuple[str, str, str]]:
+    """(dotted key, default as YAML, meaning from the source comment) of every parameter of ``cls``,
+    nested sections flattened: the README tables and each command's ``--help`` list these."""
     comments = field_comments(cls)
     hints = typing.get_type_hints(cls)
     rows = []
@@ -339,15 +341,18 @@ def _rows(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
         if not f.init:
             continue
         default = getattr(instance, f.name) if instance is not None else _default(f)
-        text = comments.get(f.name, "").replace("|", "\\|")
         if dataclasses.is_dataclass(hints[f.name]) or dataclasses.is_dataclass(default):
-            rows += _rows(type(default) if dataclasses.is_dataclass(default) else hints[f.name],
-                          f"{prefix}{f.name}.", default if dataclasses.is_dataclass(default) else None)
+            rows += parameter_rows(type(default) if dataclasses.is_dataclass(default) else hints[f.name],
+                                   f"{prefix}{f.name}.", default if dataclasses.is_dataclass(default) else None)
             continue
         shown = "(required)" if default is dataclasses.MISSING else yaml.safe_dump(
             default, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
-        rows.append(f"| `{prefix}{f.name}` | `{shown}` | {text} |")
+        rows.append((f"{prefix}{f.name}", shown, comments.get(f.name, "")))
     return rows
+
+
+def _rows(cls: type) -> list[str]:
+    return [f"| `{key}` | `{shown}` | {text.replace('|', chr(92) + '|')} |" for key, shown, text in parameter_rows(cls)]
 
 
 def markdown_reference() -> str:

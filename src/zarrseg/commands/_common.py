@@ -12,12 +12,40 @@ from ..params import load_params, parse_overrides, read_mapping, renamed_keys, u
 T = TypeVar("T")
 
 
-def add_params_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("parameters")
+def add_params_arguments(parser: argparse.ArgumentParser, section: str, example: str) -> None:
+    """``--params`` / ``--set`` for the parameters of config section ``section`` (a stage or method
+    section, or ``name=module:Class``); ``--help`` ends with every key, its default and meaning,
+    read from the dataclass when help is asked for (the command's start-up imports nothing more)."""
+    name = section.split("=")[0]
+    group = parser.add_argument_group(
+        "parameters", f"keys of the '{name}' section of config/config.yaml; all of them, with defaults, at the end")
     group.add_argument("--params", metavar="YAML|JSON", action="append", default=[],
-                       help="stage parameters: a YAML/JSON file or a JSON string (repeatable; later wins)")
+                       help=f"a YAML/JSON file (the section itself, or under '{name}:') or a JSON string "
+                            "(repeatable; later wins)")
     group.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                       help="override one parameter, e.g. --set beta=0.6 --set dask.n_workers=2")
+                       help=f"override one parameter (dotted keys reach nested ones), e.g. --set {example}")
+    base = parser.format_help
+    parser.format_help = lambda: base() + "\n" + parameters_help(section)  # type: ignore[method-assign]
+
+
+def parameters_help(section: str, width: int = 100) -> str:
+    """The parameter reference of ``section`` as plain text: ``key = default`` and its meaning."""
+    import importlib
+    import textwrap
+
+    from ..schema import parameter_rows, params_class
+
+    name, _, target = section.partition("=")
+    if target:
+        module, cls_name = target.split(":")
+        cls = getattr(importlib.import_module(module), cls_name)
+    else:
+        cls = params_class(name)
+    lines = [f"parameters of '{name}' (key = default: meaning):"]
+    for key, shown, text in parameter_rows(cls):
+        head = f"  {key} = {shown}"
+        lines += textwrap.wrap(f"{head}: {text}" if text else head, width, subsequent_indent=" " * 6)
+    return "\n".join(lines) + "\n"
 
 
 def params_from_args(cls: type[T], args: argparse.Namespace, where: str) -> T:
@@ -39,3 +67,11 @@ def _section(source: str, cls: type, where: str) -> dict:
     if unknown and not str(source).lstrip().startswith("{"):  # a file: name it
         raise ConfigError(unknown_key_message(unknown[0], sorted(names), where), source)
     return values
+
+
+def given_keys(cls: type, args: argparse.Namespace, where: str) -> set[str]:
+    """Top-level keys the user set (``--params`` files or ``--set``), defaults aside."""
+    keys = set(parse_overrides(args.overrides))
+    for source in args.params:
+        keys |= set(_section(source, cls, where))
+    return keys

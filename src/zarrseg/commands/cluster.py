@@ -3,7 +3,12 @@
 Given a feature volume of 'zarrseg features', its patch tokens are clustered; given an
 OME-Zarr image instead, the colour baseline runs (K-means on the mean intensity of m x m
 patches, m = parameter colour_patch). The output is a label OME-Zarr with the image's
-geometry; labels are 1..k (0: HDBSCAN noise).
+geometry; labels are 1..k (0: HDBSCAN noise; threshold: 1 below, 2 at or above the threshold;
+argmax: 1 + the channel with the highest score). The method is a parameter (default auto: kmeans
+with n_clusters 2 for features and colours, affinity for pixel embeddings; all keys at the end).
+
+Example:
+  zarrseg cluster features.zarr -o labels.ome.zarr --set method=kmeans --set n_clusters=4
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--foreground", metavar="MASK.ome.zarr",
         help="pixel embeddings: cluster only inside this image's pixels > 0 (e.g. the ground truth); 0 outside",
     )
-    add_params_arguments(parser)
+    add_params_arguments(parser, "cluster", "method=hdbscan")
 
 
 def run(args: argparse.Namespace) -> int:

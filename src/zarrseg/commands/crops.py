@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="staged OME-Zarr image, its split (pretrain, finetune, test) and optionally its mask",
     )
     parser.add_argument("-o", "--output", required=True, metavar="CROPS", help="output crop store (folder)")
-    add_params_arguments(parser)
+    add_params_arguments(parser, "crops", "crop_size=128")
 
 
 def parse_source(text: str) -> dict:

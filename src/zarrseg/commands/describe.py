@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", action="store_true", help="combine segments tables into OUTPUT/segments.*")
     parser.add_argument("--meta", metavar="KEY=VALUE", action="append", default=[],
                         help="columns of the row, e.g. sample=s1, cell=base")
-    add_params_arguments(parser)  # parameters: the dask section (scheduler, n_workers)
+    add_params_arguments(parser, "dask=zarrseg.parallel:DaskParams", "n_workers=2")  # parameters: the dask section (scheduler, n_workers)
 
 
 def run(args: argparse.Namespace) -> int:

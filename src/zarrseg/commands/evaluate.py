@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="Snakemake benchmark TSV of a producing job (runtime_s, max_rss_mb columns)",
     )
-    add_params_arguments(parser)
+    add_params_arguments(parser, "evaluate", "ignore_label=null")
 
 
 def sample_name(path: str) -> str:

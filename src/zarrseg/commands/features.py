@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write CLS attention maps (one PNG per head) of the first tiles to DIR "
         "(number of tiles: parameter attention_tiles, default 1 with this flag)",
     )
-    add_params_arguments(parser)
+    add_params_arguments(parser, "features", "vit.patch_size=16")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_train_arguments(parser)
     parser.add_argument("--checkpoint", metavar="CKPT", help="ViT to fine-tune (file or dino model folder)")
-    add_params_arguments(parser)
+    add_params_arguments(parser, "finetune", "loop.steps=200")
 
 
 def run(args: argparse.Namespace) -> int:

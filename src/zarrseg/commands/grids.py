@@ -21,7 +21,8 @@ HELP = "list the experiment grids, or show one grid's samples, fixed values and 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME", nargs="?", help="a grid name in --dir, or a path to a grid file")
-    parser.add_argument("--dir", default="config/experiments", help="folder of the grids (default %(default)s)")
+    parser.add_argument("--dir", help="folder of the grids (default: ./config/experiments, else the one of the "
+                                      "zarrseg checkout)")
     parser.add_argument("--csv", metavar="FILE", help="also write the cell table of NAME to FILE")
 
 
@@ -31,7 +32,11 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..experiments import cell_rows, list_experiments, load_experiment
 
-    folder = Path(args.dir)
+    folder = Path(args.dir) if args.dir else _default_folder()
+    if args.csv:
+        from ..runs import check_output
+
+        check_output(args.csv)  # before anything is printed
     if args.name is None:
         if not folder.is_dir():
             raise ConfigError("no such folder of experiment grids (use --dir)", folder)
@@ -58,5 +63,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(cells)} cells:")
     print(cells.to_string(index=False, na_rep="-"))  # -: a value this cell does not set
     if args.csv:
-        cells.to_csv(args.csv, index=False)
+        from ..ome import atomic_output
+
+        with atomic_output(args.csv) as tmp:
+            cells.to_csv(tmp, index=False)
     return 0
+
+
+def _default_folder() -> Path:
+    """The grids of the folder the command runs in (a checkout), else those of zarrseg's own checkout."""
+    here = Path("config/experiments")
+    if here.is_dir():
+        return here
+    from ..nightly.snake import repo_root
+
+    return repo_root() / "config" / "experiments"

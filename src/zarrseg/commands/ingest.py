@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="ingest only scene N (repeatable; default: all scenes)",
     )
-    add_params_arguments(parser)
+    add_params_arguments(parser, "ingest", "chunks=[16,256,256]")
 
 
 def run(args: argparse.Namespace) -> int:

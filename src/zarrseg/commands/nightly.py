@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, metavar="FILE",
                         help="workflow config on top of config/config.yaml (stages, storage, experiment)")
     parser.add_argument("--profile", default="local", metavar="PROFILE",
-                        help="Snakemake profile: a folder, or a name under profiles/ (default: local; slurm)")
+                        help="Snakemake profile: a folder, or a name under profiles/: local (default) or slurm")
     parser.add_argument("--quiet-period", type=float, default=120.0, metavar="SECONDS",
                         help="seconds without modification before a file without .done marker counts as "
                              "complete (default: 120)")
@@ -60,13 +60,18 @@ def _exit_on_term(signum: int, frame: object) -> None:
 def run(args: argparse.Namespace) -> int:
     import signal
 
+    from ..errors import ConfigError
     from ..nightly import NightOptions, run_night
 
+    try:
+        snakemake_args = shlex.split(args.snakemake_args)
+    except ValueError as err:  # an unclosed quote
+        raise ConfigError(f"--snakemake-args {args.snakemake_args!r}: {err}") from err
     signal.signal(signal.SIGTERM, _exit_on_term)
     result = run_night(NightOptions(
         input_dir=args.input_dir, results_dir=args.results_dir, config=args.config, profile=args.profile,
         quiet_period=args.quiet_period, night=args.night, rerun_all=args.rerun_drifted,
-        snakemake_args=shlex.split(args.snakemake_args)))
+        snakemake_args=snakemake_args))
     counts = {s: sum(r["status"] == s for r in result.rows) for s in ("processed", "failed", "waiting", "unchanged")}
     print(f"{result.folder / 'report.md'}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return 1 if result.failed else 0

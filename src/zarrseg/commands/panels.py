@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--gt", metavar="GROUND_TRUTH", help="ground-truth label image (last panel)")
     parser.add_argument("-o", "--output", required=True, metavar="FIGURE.png", help="output PNG")
-    add_params_arguments(parser)
+    add_params_arguments(parser, "panels", "z=10")
 
 
 def run(args: argparse.Namespace) -> int:

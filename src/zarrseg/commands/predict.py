@@ -9,13 +9,17 @@ outputs into the map; the input is resampled to the voxel size the model was tra
 The output is an OME-Zarr with the input's spatial axes and scale, written atomically into
 '<output>.partial'; a killed run, rerun with the same input, checkpoint and parameters, redoes
 only the blocks that had not finished.
+
+Examples:
+  zarrseg predict raw.ome.zarr -o boundaries.ome.zarr --checkpoint models/unet/best.pt
+  zarrseg predict raw.ome.zarr -o boundaries.ome.zarr --set sigma=1.0   # the stain itself, smoothed
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ._common import add_params_arguments, params_from_args
+from ._common import add_params_arguments, given_keys, params_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,15 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint",
         metavar="CKPT",
         help="model checkpoint or BioImage.IO package (folder, zip, rdf.yaml; an id with --set online=true) "
-        "for method 'model'; overrides the 'checkpoint' parameter",
+        "for method 'model' (which it selects unless 'method' is given); overrides the 'checkpoint' parameter",
     )
-    add_params_arguments(parser)
+    add_params_arguments(parser, "predict", "method=model")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..predict.params import PredictParams
     from ..predict.stage import predict
 
+    if args.checkpoint and "method" not in given_keys(PredictParams, args, "predict"):
+        args.overrides = ["method=model", *args.overrides]  # a checkpoint given means: run that model
     params = params_from_args(PredictParams, args, "predict")
     predict(args.image, args.output, params, checkpoint=args.checkpoint or params.checkpoint)
     return 0

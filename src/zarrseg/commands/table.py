@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-o", "--outdir", metavar="OUTDIR", required=True, help="folder for tables and figures"
     )
     parser.add_argument("--figures", metavar="DIR", help="folder for the figures (default OUTDIR/figures)")
-    add_params_arguments(parser)
+    add_params_arguments(parser, "table", "rank_by=voi_split")
 
 
 def run(args: argparse.Namespace) -> int:

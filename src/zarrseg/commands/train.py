@@ -2,14 +2,21 @@
 
 --method picks a registered method (zarrseg train --list-methods shows them); its parameters
 come from --params / --set (the method's config section, e.g. 'train' for unet, 'pretrain' for
-dino). MODEL_DIR receives best.pt when training ends (the best validation, or the final weights
-for methods without one; all zarrseg predict / features need), last.pt (every
+dino; the parameters listed at the end are the unet's). MODEL_DIR receives best.pt when training
+ends (the best validation, or the final weights for methods without one: the file zarrseg predict
+and features take), best-so-far.pt (the best weights while training runs), last.pt (every
 loop.checkpoint_every steps: the resume point), history.csv (loss per step), metrics.csv (one
 row per evaluation) and, when installed, TensorBoard logs. A killed run continues exactly with
 --resume (or --resume auto: resume when MODEL_DIR holds the same run, else start over).
 With several visible CUDA devices one DDP process runs per device (loop.multi_gpu); 'torchrun
 --nproc-per-node N -m zarrseg train ...' works too. 'zarrseg export' packages a U-Net for
 BioImage.IO.
+
+The U-Net's images and labels are pairs in its parameters, not --images, e.g. unet.yaml:
+  train: [{image: raw.ome.zarr, labels: cells_labels.ome.zarr, roi: "0:40"}]
+  val: [{image: raw.ome.zarr, labels: cells_labels.ome.zarr, roi: "40:50"}]
+  model: {ndim: 3}
+  zarrseg train -o models/unet --params unet.yaml --set loop.steps=2000
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--torchscript", action="store_true", help="unet: also export MODEL_DIR/best.torchscript.pt"
     )
-    add_params_arguments(parser)
+    add_params_arguments(parser, "train", "loop.steps=500")
 
 
 def run_method(method: str, args: argparse.Namespace, init_checkpoint_key: str | None = None) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..runs import staged_folders
+from ..runs import refuse_foreign, staged_folders
 from .groups import column, curve_figures, write_group_tables
 from .plots import make_figures
 from .tables import (
@@ -53,6 +53,8 @@ def aggregate(
                  *(n for c in params.curves for n in (c.x, c.panels, c.figures) if n)]:
         column(expanded, name)
     _check_explicit_names(table, expanded, params)
+    for name in ("metrics.parquet", "metrics.csv", "summary.md", "summary.csv", "best.md", "best.csv"):
+        refuse_foreign(outdir / name)  # the files every run writes: someone else's stops it before the work
     figdir = Path(figures) if figures else outdir / "figures"
     targets = [outdir] if figdir == outdir / "figures" else [outdir, figdir]
     with staged_folders(*targets) as stages:  # nothing new in outdir unless every table and figure is made
