@@ -19,7 +19,7 @@ from .errors import ZarrsegError
 
 # name -> (module, one-line help). Order is the pipeline order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ingest": ("zarrseg.commands.ingest", "stage CZI / TIFF / OME-TIFF / PNG / JPEG into chunked, compressed OME-Zarr"),
+    "ingest": ("zarrseg.commands.ingest", "stage CZI / TIFF / OME-TIFF / HDF5 / PNG / JPEG into chunked, compressed OME-Zarr"),
     "crops": ("zarrseg.commands.crops", "sliding-window crops of staged images into a Zarr crop store, split by acquisition"),
     "train": ("zarrseg.commands.train", "train a learning method (U-Net by default; --list-methods)"),
     "predict": ("zarrseg.commands.predict", "dense prediction (intensity or any trained model) over OME-Zarr"),

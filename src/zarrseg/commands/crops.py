@@ -7,7 +7,12 @@ mask covers less than `min_foreground` are dropped (acquisitions with masks only
 Zarr group with one array per split (<split>/image: N x S x S, <split>/mask: uint8 0/1) and
 origins.parquet / origins.csv (split, index, name, image, z, y, x, foreground, labelled).
 Rotations (rotations: true) are drawn when crops are read, not stored. Training methods read
-the store by path (e.g. contrastive_global.crops, or train.train image <store>/finetune/image).
+the store by path: the contrastive stages take it as their `crops` parameter, and a U-Net trains
+on its fine-tuning crops as an image stack, e.g. train: [{image: STORE/finetune/image, labels:
+STORE/finetune/mask}]. Defaults (crop_size 320, step 0.5, ...) are listed at the end.
+
+Example:
+  zarrseg crops a.ome.zarr=pretrain b.ome.zarr=finetune:b_mask.ome.zarr -o crops.zarr --set crop_size=256
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Side-by-side figure of one image: original | label images of several methods | ground truth.
 
-The layout of the mycorrhiza thesis' Tables 3.5-3.7 (original, colour clustering, DINO
-clustering, fine-tuned clustering, ground truth). 3D volumes show one z-slice; planes are read at
-display resolution. Labels keep their ids' colours across panels (0 black).
+One panel per input, left to right (e.g. original, colour clustering, DINO clustering, fine-tuned
+clustering, ground truth). 3D volumes show one z-slice (parameter z, default the middle one) and
+the image one channel (parameter channel, default 0); planes are read at display resolution.
+Labels keep their ids' colours across panels (0 black).
 
 Example:
   zarrseg panels results/ingest/s1/image.ome.zarr/0 --labels colour=results/exp/s1/c1/labels.ome.zarr \\

@@ -1,22 +1,17 @@
 """Aggregate the per-cell metric tables of an experiment grid into one table, summaries and figures.
 
-Writes OUTDIR/metrics.parquet + metrics.csv (all rows), OUTDIR/summary.md + summary.csv (rows =
-method / parameter set, columns = metrics, mean ± sd over samples, in the layout of the thesis
-tables) and OUTDIR/figures/*.png (box plots per partitioner, metric-vs-parameter curves; --figures
-names another folder).
+Writes into OUTDIR:
+  metrics.parquet + metrics.csv  every row of every input table
+  summary.md + summary.csv       rows = method / parameter set, columns = metrics, mean ± sd over
+                                 samples (the layout of the method papers' result tables)
+  best.md + best.csv             each method at its best parameter set (by rank_by)
+  figures/*.png                  box plots (one box per box_by value), metric-vs-parameter curves
+                                 (--figures names another folder)
+and, when set, group tables (group_by), curve figures (curves) and a model-selection table
+(selection); every key is listed at the end of this help.
 
 Example:
   zarrseg table results/exp/metrics/*.parquet -o results/exp --set box_by=partitioner
-
-Also OUTDIR/best.md + best.csv: each method at its best parameter set (by rank_by).
-
-Parameters (config section 'table'; --params / --set key=value):
-  metrics         summary columns: "headline" (the thesis-table metrics present), "all" or names
-  annotator       mean | best: which multi-annotator aggregate summaries use (default mean)
-  figure_metrics  metrics drawn in the figures (default [arand, voi_split, voi_merge])
-  box_by          parameter or column with one box per value (default partitioner)
-  rank_by         metric that picks each method's best parameter set (default arand)
-  digits          decimals in summary.md (default 3)
 """
 
 from __future__ import annotations
