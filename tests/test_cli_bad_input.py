@@ -227,6 +227,8 @@ def test_an_intensity_image_scored_as_labels_is_named_in_a_warning(tmp_path, cap
     code, err = _run(capsys, "evaluate", str(raw), "--gt", str(labels), "-o", str(tmp_path / "b.parquet"))
     warned = [line for line in err if "looks like an intensity image" in line]
     assert code == 0 and len(warned) == 1 and "raw.ome.zarr" in warned[0] and "segmentation" in warned[0], err
+    code, err = _run(capsys, "describe", str(raw), "-o", str(tmp_path / "d.parquet"))
+    assert code == 0 and [line for line in err if "looks like an intensity image" in line], err
 
 
 def test_axes_outside_tczyx_or_named_twice_are_refused_on_opening(tmp_path, capsys, data):

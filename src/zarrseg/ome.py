@@ -268,6 +268,16 @@ def check_intensity(image: Image) -> None:
                          "or map here", image.path)
 
 
+def warn_if_intensity(image: Image, what: str) -> None:
+    """Label ids are read from ``image``: say so when its metadata marks an intensity image (NGFF
+    display settings, no 'image-label'), e.g. the raw image given where a segmentation belongs."""
+    attrs = image.attrs
+    if "omero" in attrs and "image-label" not in attrs:
+        log.warning("%s: the %s looks like an intensity image (OME-Zarr 'omero' metadata, no 'image-label'); "
+                    "reading its values as label ids (stage label images with 'zarrseg ingest --labels')",
+                    image.path, what)
+
+
 def open_image(path: str | Path, mode: str = "r") -> Image:
     """Open an OME-Zarr multiscale image (or a bioformats2raw container: scene 0).
 

@@ -59,6 +59,7 @@ def describe(labels_path: str | Path, image_path: str | Path | None = None,
              dask_params: DaskParams | None = None) -> dict:
     """One row: number of segments, their sizes (voxels and physical), shape and voxel size."""
     labels = ome.open_image(labels_path)
+    ome.warn_if_intensity(labels, "segmentation")
     if labels.data.dtype.kind not in "ui":
         raise InputError(f"not a label image (pixel type {labels.data.dtype})", labels_path)
     view = ome.SpatialView.of(labels)

@@ -118,11 +118,7 @@ def _label_view(path: str | Path, what: str, channel: int = 0) -> ome.SpatialVie
         raise InputError(f"{what} must be an integer label image, got dtype {view.dtype}", path)
     if view.ndim not in (2, 3):
         raise InputError(f"{what} must be 2D or 3D, got spatial shape {list(view.shape)}", path)
-    attrs = image.attrs
-    if "omero" in attrs and "image-label" not in attrs:  # NGFF: display settings of an intensity image
-        log.warning("%s: the %s looks like an intensity image (OME-Zarr 'omero' metadata, no 'image-label'); "
-                    "scoring its values as label ids (stage label images with 'zarrseg ingest --labels')",
-                    path, what)
+    ome.warn_if_intensity(image, what)
     return view
 
 
