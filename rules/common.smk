@@ -8,7 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
-from zarrseg.workflow import Plan, discover_samples, experiment_for, params_json, stage_params, with_workers
+from zarrseg.workflow import Plan, discover_samples, experiment_for, params_json, stage_params, with_workers, write_lines
 
 R = config["results_dir"]
 

@@ -53,9 +53,24 @@ rule describe:
         " --meta sample={wildcards.sample} --meta cell={wildcards.cell} --set n_workers={threads} -v 2> {log:q}"
 
 
+def described_tables(wildcards=None):
+    return [segments_path(s, c) for s in EXP_SAMPLES for c in CELLS]
+
+
+rule segments_list:
+    """The segment tables, one path per line (`zarrseg describe --summary @LIST`; see metrics_list)."""
+    input:
+        described_tables,
+    output:
+        f"{R}/{EXP}/segments_inputs.txt",
+    run:
+        write_lines(output[0], input)
+
+
 rule segments_summary:
     input:
-        lambda w: [segments_path(s, c) for s in EXP_SAMPLES for c in CELLS],
+        tables=described_tables,
+        listing=rules.segments_list.output[0],
     output:
         markdown=f"{R}/{EXP}/segments.md",
         table=f"{R}/{EXP}/segments.parquet",
@@ -71,7 +86,7 @@ rule segments_summary:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{ZARRSEG} describe --summary {input:q} -o {params.outdir:q} -v > /dev/null 2> {log:q}"
+        "{ZARRSEG} describe --summary @{input.listing:q} -o {params.outdir:q} -v > /dev/null 2> {log:q}"
 
 
 rule samples:

@@ -47,9 +47,25 @@ rule evaluate:
         " --params {params.json:q} -v 2> {log:q}"
 
 
+def scored_metrics(wildcards=None):
+    return [metrics_path(s, c) for s in EXP_SAMPLES if SAMPLES[s].ground_truth for c in CELLS]
+
+
+rule metrics_list:
+    """The experiment's metric tables, one path per line: `zarrseg table @LIST` reads them from the
+    file, as a grid of thousands of cells does not fit in one command line (128 KiB)."""
+    input:
+        scored_metrics,
+    output:
+        f"{R}/{EXP}/metrics_inputs.txt",
+    run:
+        write_lines(output[0], input)
+
+
 rule aggregate:
     input:
-        tables=lambda w: [metrics_path(s, c) for s in EXP_SAMPLES if SAMPLES[s].ground_truth for c in CELLS],
+        tables=scored_metrics,
+        listing=rules.metrics_list.output[0],
         figures=lambda w: panel_targets(),  # side-by-side figures of grids with rows (below)
     output:
         # report(): what `snakemake --report` (make report) shows; CSV tables render as tables there
@@ -71,7 +87,7 @@ rule aggregate:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{ZARRSEG} table {input.tables:q} -o {params.outdir:q} --figures {output.figures:q}"
+        "{ZARRSEG} table @{input.listing:q} -o {params.outdir:q} --figures {output.figures:q}"
         " --params {params.json:q} -v 2> {log:q}"
 
 

@@ -291,3 +291,21 @@ def test_help_ends_with_every_parameter_and_its_default_and_the_example_key_exis
                                                                    "dask=zarrseg.parallel:DaskParams").strip()
     example = re.search(r"e\.g\. --set ([\w.]+)=", " ".join(text.split())).group(1)
     assert example in keys, (example, keys)
+
+
+def test_argument_files_carry_lists_longer_than_a_command_line(tmp_path, capsys):
+    """The workflow hands `zarrseg table` thousands of tables as @FILE (one per line): a single
+    command line is limited to 128 KiB."""
+    from zarrseg.workflow import write_lines
+
+    tables = []
+    for k in range(3):
+        path = tmp_path / "metrics" / f"cell{k}.parquet"
+        path.parent.mkdir(exist_ok=True)
+        pd.DataFrame([{"sample": "a", "cell": f"c{k}", "metric": "arand", "value": 0.1 * k}]).to_parquet(path)
+        tables.append(path)
+    listing = write_lines(tmp_path / "inputs.txt", tables)
+    assert listing.read_text().splitlines() == [str(t) for t in tables]
+    code, err = _run(capsys, "table", f"@{listing}", "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    assert sorted(pd.read_parquet(tmp_path / "out" / "metrics.parquet")["cell"]) == ["c0", "c1", "c2"]

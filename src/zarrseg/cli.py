@@ -72,8 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
+    # @FILE: the arguments in FILE, one per line (the workflow passes thousands of table paths so:
+    # one command line is limited to 128 KiB)
     parser = argparse.ArgumentParser(prog=f"zarrseg {name}", description=getattr(module, "__doc__", None) or help_text,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, fromfile_prefix_chars="@")
     common = parser.add_argument_group("common options")
     common.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     common.add_argument("--log", metavar="FILE", help="also write the log to FILE")

@@ -694,3 +694,12 @@ def with_workers(params: dict, threads: int) -> dict:
     if not dask.get("n_workers"):
         dask["n_workers"] = threads
     return params
+
+
+def write_lines(path: str | Path, items) -> Path:
+    """``items`` one per line into ``path`` (atomically): argument files (``zarrseg table @FILE``)
+    for lists that would not fit in one command line."""
+    from .runs import atomic_write_bytes
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, "".join(f"{item}\n" for item in items).encode())
