@@ -166,7 +166,7 @@ def stage1(store, tmp_path_factory):
 
 
 def test_global_stage_trains_encoder_and_head(store, stage1):
-    before = get_method("contrastive_global").build_model(read(stage1 / "best.pt")["model_config"]).state_dict()
+    before = get_method("contrastive_global").model_builder()(read(stage1 / "best.pt")["model_config"]).state_dict()
     torch.manual_seed(0)
     after = read(stage1 / "best.pt")["state_dict"]
     assert any(k.startswith("mlp.") for k in after) and any(k.startswith("encoders.") for k in after)

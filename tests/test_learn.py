@@ -390,3 +390,28 @@ def test_a_partial_nested_section_keeps_the_fields_own_defaults():
     s = from_dict(SpocoParams, {"train": [{"image": "i", "labels": "l"}], "augment": {"flip": False}, "model": {"ndim": 3}})
     assert s.augment.blur == 0.5 and not s.augment.flip  # SPOCO's own augmentation default survives
     assert (s.model.ndim, s.model.f_maps, s.model.depth) == (3, 16, 6)
+
+
+def test_method_specs_and_their_parameters_load_without_torch():
+    """Snakemake asks the registry while it plans (and again in every SLURM job): specs, sections,
+    parameter classes and the schema reference must not import torch (~3 s and ~0.9 GB per job)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from zarrseg.learn.registry import all_methods, method_for_section\n"
+        "from zarrseg.params import to_dict\n"
+        "for spec in all_methods():\n"
+        "    assert method_for_section(spec.config_section) is spec\n"
+        "    to_dict(spec.params())\n"
+        "    (spec.data, spec.postprocess, spec.inference)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    # and the methods still train: hooks and model builders are imported when asked for
+    from zarrseg.learn.registry import all_methods
+
+    for spec in all_methods():
+        assert callable(spec.model_builder()) and hasattr(spec.hooks_class(), "batches")

@@ -209,7 +209,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
     payload = read(path)
     spec = get_method(payload["method"], where=str(path))
     try:
-        module = spec.build_model(payload["model_config"])
+        module = spec.model_builder()(payload["model_config"])
         missing, unexpected = module.load_state_dict(payload["state_dict"], strict=False)
         if missing:
             raise RuntimeError(f"{len(missing)} missing weights, e.g. {missing[0]!r}")

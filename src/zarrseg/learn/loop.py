@@ -264,7 +264,7 @@ class Loop:
     def setup(self) -> None:
         """Build the method's modules, optimiser and scheduler (seeded: identical on every rank)."""
         seed_step(self.lp.seed, 0, salt=1)  # model initialisation depends on the seed only
-        self.method = self.spec.hooks(self.params, self.ctx)
+        self.method = self.spec.hooks_class()(self.params, self.ctx)
         self.parts = self.method.build()
         self.method.modules = self.parts.modules
         self.scaler = torch.amp.GradScaler(
@@ -277,7 +277,7 @@ class Loop:
         return self.parts.optimizer
 
     def _fingerprint(self) -> dict:
-        return fingerprint(self.spec, self.spec.hooks, self.params)
+        return fingerprint(self.spec, self.spec.hooks_class(), self.params)
 
     def _start_or_resume(self) -> None:
         last = self.out_dir / LAST

@@ -46,8 +46,11 @@ class MethodSpec:
 
     name: str
     params: type  # parameter dataclass; embeds ``loop: LoopParams``
-    hooks: type  # a ``learn.loop.Method`` subclass
-    build_model: Callable[[dict], Any]  # the inference module from a checkpoint's model_config
+    # a ``learn.loop.Method`` subclass, or "module:Name" where it lives: imported only when a model
+    # is trained (the workflow asks specs while Snakemake plans, and every SLURM job plans again)
+    hooks: type | str
+    # the inference module from a checkpoint's model_config (or "module:function", imported when used)
+    build_model: Callable[[dict], Any] | str
     section: str = ""  # config section of its parameters (default: the name)
     # what the workflow gives it to learn from: images with ground truth (train/val lists of
     # {image, labels}), images alone (``images``) or the experiment's crop store (``crops``)
@@ -64,6 +67,20 @@ class MethodSpec:
     @property
     def config_section(self) -> str:
         return self.section or self.name
+
+    def hooks_class(self) -> type:
+        """The training hooks (imports the method's torch code when given as "module:Name")."""
+        return _import_target(self.hooks)
+
+    def model_builder(self) -> Callable[[dict], Any]:
+        return _import_target(self.build_model)
+
+
+def _import_target(target: Any) -> Any:
+    if not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

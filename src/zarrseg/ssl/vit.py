@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
+from .vit_spec import ViTSpec  # noqa: F401 (defined without torch: read while the workflow plans)
 
 log = logging.getLogger(__name__)
 
@@ -32,33 +33,6 @@ CHECKPOINT_KIND = "zarrseg-vit"
 
 class RandomInitWarning(UserWarning):
     """The ViT has no trained weights: features are those of a random network."""
-
-
-@dataclass
-class ViTSpec:
-    """Architecture of the ViT (defaults: ViT-S/8 as used by DINO and the thesis)."""
-
-    patch_size: int = 8
-    embed_dim: int = 384
-    depth: int = 12
-    num_heads: int = 6
-    img_size: int = 320  # tile size; other sizes work too (dynamic position embeddings)
-
-    def validate(self) -> None:
-        if min(self.patch_size, self.embed_dim, self.depth, self.num_heads, self.img_size) < 1:
-            raise ConfigError("vit.patch_size, embed_dim, depth, num_heads and img_size must be >= 1")
-        if self.embed_dim % self.num_heads:
-            raise ConfigError(
-                f"vit.embed_dim {self.embed_dim} must be divisible by vit.num_heads {self.num_heads}"
-            )
-        if self.img_size % self.patch_size:
-            raise ConfigError(
-                f"vit.img_size {self.img_size} must be a multiple of vit.patch_size {self.patch_size}"
-            )
-
-    @property
-    def is_vit_s8(self) -> bool:
-        return (self.patch_size, self.embed_dim, self.depth, self.num_heads) == (8, 384, 12, 6)
 
 
 def build_vit(spec: ViTSpec, *, hub: bool = False) -> nn.Module:

@@ -13,10 +13,7 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from ...learn.registry import MethodSpec
-from ..unet.checkpoint import build_from_config
-from .global_stage import GlobalMethod, GlobalParams
-from .local_stage import LocalMethod, LocalParams
-from .models import build_global
+from .params import GlobalParams, LocalParams  # (torch-free: the workflow reads specs while it plans)
 
 
 def example_crops(data: dict[str, str]) -> str:
@@ -57,8 +54,8 @@ def example_local(data: dict[str, str]) -> dict:
 GLOBAL = MethodSpec(
     name="contrastive_global",
     params=GlobalParams,
-    hooks=GlobalMethod,
-    build_model=build_global,
+    hooks="zarrseg.methods.contrastive.global_stage:GlobalMethod",
+    build_model="zarrseg.methods.contrastive.models:build_global",
     data="crops",
     postprocess="cluster",
     summary="stage 1 of contrastive pretraining: SimCLR of a U-Net encoder + MLP head on crops (Zwijghuizen §3.4.1)",
@@ -68,8 +65,8 @@ GLOBAL = MethodSpec(
 LOCAL = MethodSpec(
     name="contrastive_local",
     params=LocalParams,
-    hooks=LocalMethod,
-    build_model=build_from_config,
+    hooks="zarrseg.methods.contrastive.local_stage:LocalMethod",
+    build_model="zarrseg.methods.unet.checkpoint:build_from_config",
     data="crops",
     postprocess="cluster",
     summary="stage 2: pixel-level supervised contrastive learning of the U-Net from stage 1 (Zwijghuizen §3.4.2)",

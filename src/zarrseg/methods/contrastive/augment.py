@@ -9,31 +9,11 @@ numbers come from the step's generator, so a resumed run draws the same views.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ...errors import ConfigError
-
-
-@dataclass
-class ViewAugment:
-    """How two views of a crop are made (config ``<section>.augment``)."""
-
-    translate: float = 0.0  # max shift, fraction of the crop side (stage 1; 0: off)
-    zoom: float = 0.0  # max zoom-in: a window of 1 / (1 + zoom) of the crop side, resized (stage 1; 0: off)
-    probability: float = 0.5  # each of brightness, blur and noise is applied to a view with this probability
-    brightness: float = 0.2  # max additive intensity shift (normalised units)
-    blur_sigma: float = 1.5  # max sigma of the Gaussian blur (pixels)
-    noise_std: float = 0.1  # max sigma of Gaussian noise (normalised units)
-    salt_pepper: float = 0.02  # max fraction of pixels set to the view's minimum or maximum
-
-    def validate(self) -> None:
-        if not 0.0 <= self.probability <= 1.0:
-            raise ConfigError(f"augment.probability must be in [0, 1], got {self.probability}")
-        if min(self.translate, self.zoom, self.brightness, self.blur_sigma, self.noise_std, self.salt_pepper) < 0:
-            raise ConfigError("augment strengths must be >= 0")
+from .params import ViewAugment  # noqa: F401
 
 
 def _uniform(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:

@@ -3,43 +3,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from itertools import count
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from ...crops import CropSet, check_fraction
-from ...errors import ConfigError
+from ...crops import CropSet
 from ...learn.checkpoint import ModelIO
 from ...learn.loop import Method
-from ...learn.params import LoopParams
 from ...normalize import Normalization
 from ..unet.models import ModelConfig
-
-
-@dataclass
-class CropStageParams:
-    """Parameters both contrastive stages have (their sections add their own)."""
-
-    SECTION: ClassVar[str] = ""
-
-    crops: str = ""  # crop store written by 'zarrseg crops' (the workflow fills in the experiment's)
-    split: str = "pretrain"  # split of the store the stage learns from
-    fraction: float = 1.0  # fraction of the split's crops used, in (0, 1]; the subsets of one seed are nested
-    lr: float = 1e-4  # Adam learning rate (thesis Tables 4.1 / 4.2)
-    weight_decay: float = 1e-6  # Adam weight decay
-
-    def validate(self) -> None:
-        check_fraction(self.fraction, f"{self.SECTION}.fraction")
-        if not self.crops:
-            raise ConfigError(f"{self.SECTION}.crops: no crop store given (make one with 'zarrseg crops')")
-
-
-def pretrain_loop() -> LoopParams:
-    """Epochs decide the length (``epochs``); loop.steps is only an upper bound."""
-    return LoopParams(steps=10**9, checkpoint_every=200, eval_every=200)
+from .params import CropStageParams, pretrain_loop  # noqa: F401
 
 
 class CropMethod(Method):

@@ -9,42 +9,14 @@ stage 2 and the U-Net load its encoder (``encoders.*``) by name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
-from ...errors import ConfigError
 from ...learn.loop import Export, Parts
-from ...learn.params import LoopParams
-from ..unet.models import ModelConfig, count_parameters
-from .augment import ViewAugment, make_view
-from .common import CropMethod, CropStageParams, pretrain_loop
+from ..unet.models import count_parameters
+from .augment import make_view
+from .common import CropMethod
 from .losses import nt_xent
 from .models import GlobalModel
-
-
-@dataclass
-class GlobalParams(CropStageParams):
-    """Stage 1 (config section ``contrastive_global``); defaults: thesis Table 4.1 (GPU size)."""
-
-    SECTION = "contrastive_global"
-
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(ndim=2, f_maps=64, depth=4))  # the U-Net
-    projection_dim: int = 256  # output of the MLP head (GAP -> FC -> ReLU -> FC)
-    temperature: float = 0.5  # NT-Xent temperature
-    batch_size: int = 50  # crops per step (two views each)
-    epochs: int | None = 50  # passes over the used crops (null: loop.steps steps)
-    # stage 1 adds a translation or zoom before brightness / blur / noise
-    augment: ViewAugment = field(default_factory=lambda: ViewAugment(translate=0.1, zoom=0.3))
-    # steps, checkpoint cadence, budgets, device, AMP, seed (epochs set the length; steps is a cap)
-    loop: LoopParams = field(default_factory=pretrain_loop)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.model.ndim != 2:
-            raise ConfigError("contrastive_global.model.ndim must be 2 (crops are 2D)")
-        if self.batch_size < 2:
-            raise ConfigError("contrastive_global.batch_size must be >= 2 (the other crops are the negatives)")
 
 
 class GlobalMethod(CropMethod):

@@ -11,54 +11,17 @@ segmentation U-Net (``train.init``) loads all of it but the head.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
-from ...errors import ConfigError
 from ...learn.checkpoint import read
 from ...learn.loop import Export, Parts, unwrap
-from ...learn.params import LoopParams
 from ..unet.checkpoint import init_path, load_init
 from ..unet.models import UNet
-from .augment import ViewAugment, make_view
-from .common import CropMethod, CropStageParams, pretrain_loop
-from .losses import MAX_PAIRS, local_contrastive
+from .augment import make_view
+from .common import CropMethod
+from .losses import local_contrastive
 from .models import unet_config
-
-
-@dataclass
-class LocalParams(CropStageParams):
-    """Stage 2 (config section ``contrastive_local``); defaults: thesis Table 4.2 (GPU size)."""
-
-    SECTION = "contrastive_local"
-
-    init: str | None = None  # stage-1 checkpoint (contrastive_global best.pt; workflow: model:contrastive_global)
-    freeze_encoder: bool = False  # keep stage 1's encoder fixed (weights and batch-norm statistics)
-    embedding_dim: int = 128  # channels of the 1 x 1 convolution head
-    temperature: float = 0.07  # temperature of Eq. 3.4
-    sampling: Literal["block", "stride"] = "block"  # which pixels are contrasted together
-    block_size: int = 16  # block: each block_size^2 window across the batch's views is one set
-    stride: int = 4  # stride: every stride-th pixel in y and x of all views is one set
-    max_pairs: int = MAX_PAIRS  # similarity entries held at once (larger sets are computed in row chunks)
-    batch_size: int = 8  # labelled crops per step (two views each)
-    epochs: int | None = 8  # passes over the used crops (null: loop.steps steps)
-    augment: ViewAugment = field(default_factory=ViewAugment)  # brightness, blur, noise
-    # steps, checkpoint cadence, budgets, device, AMP, seed (epochs set the length; steps is a cap)
-    loop: LoopParams = field(default_factory=pretrain_loop)
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.init:
-            raise ConfigError(
-                "contrastive_local.init: the local stage starts from a stage-1 checkpoint "
-                "(contrastive_global best.pt; in the workflow model:contrastive_global), none given"
-            )
-        if self.augment.translate or self.augment.zoom:
-            raise ConfigError("contrastive_local.augment: translate and zoom would move the labelled pixels; set 0")
-        if min(self.block_size, self.stride, self.batch_size, self.embedding_dim) < 1:
-            raise ConfigError("contrastive_local: block_size, stride, batch_size and embedding_dim must be >= 1")
 
 
 class LocalMethod(CropMethod):

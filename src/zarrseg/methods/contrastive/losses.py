@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pytorch_metric_learning.losses import NTXentLoss
 from torch.utils.checkpoint import checkpoint
 
-MAX_PAIRS = 1 << 24  # similarity entries per matrix (64 MB in float32)
+from .params import MAX_PAIRS  # noqa: F401
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...learn.registry import MethodSpec
-from ...ssl.vit import build_from_config
-from .method import DINOMethod, PretrainParams, pretrain
+from .params import PretrainParams  # (torch-free: the workflow reads specs while it plans)
 
 
 def example(data: dict[str, str]) -> dict:
@@ -18,8 +19,8 @@ METHOD = MethodSpec(
     name="dino",
     section="pretrain",
     params=PretrainParams,
-    hooks=DINOMethod,
-    build_model=build_from_config,
+    hooks="zarrseg.methods.dino.method:DINOMethod",
+    build_model="zarrseg.ssl.vit:build_from_config",
     data="images",
     inference="features",
     postprocess="cluster",
@@ -28,3 +29,11 @@ METHOD = MethodSpec(
 )
 
 __all__ = ["METHOD", "PretrainParams", "pretrain"]
+
+
+def __getattr__(attr: str) -> Any:  # ``pretrain`` imports torch: only when asked for
+    if attr == "pretrain":
+        from .method import pretrain
+
+        return pretrain
+    raise AttributeError(attr)

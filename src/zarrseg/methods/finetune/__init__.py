@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...learn.registry import MethodSpec
-from ...ssl.vit import build_from_config
-from .method import FinetuneMethod, FinetuneParams, finetune
+from .params import FinetuneParams  # (torch-free: the workflow reads specs while it plans)
 
 
 def example(data: dict[str, str]) -> dict:
@@ -16,8 +17,8 @@ METHOD = MethodSpec(
     name="finetune",
     section="finetune",
     params=FinetuneParams,
-    hooks=FinetuneMethod,
-    build_model=build_from_config,
+    hooks="zarrseg.methods.finetune.method:FinetuneMethod",
+    build_model="zarrseg.ssl.vit:build_from_config",
     data="images",
     inference="features",
     postprocess="cluster",
@@ -26,3 +27,11 @@ METHOD = MethodSpec(
 )
 
 __all__ = ["METHOD", "FinetuneParams", "finetune"]
+
+
+def __getattr__(attr: str) -> Any:  # ``finetune`` imports torch: only when asked for
+    if attr == "finetune":
+        from .method import finetune
+
+        return finetune
+    raise AttributeError(attr)

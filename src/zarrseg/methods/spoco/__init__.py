@@ -9,9 +9,7 @@ size, by the blockwise segment engine (``zarrseg segment`` on the embeddings).
 from __future__ import annotations
 
 from ...learn.registry import MethodSpec
-from .method import SpocoMethod
-from .model import build_from_config
-from .params import SpocoParams
+from .params import SpocoParams  # (torch-free: the workflow reads specs while it plans)
 
 
 def example(data: dict[str, str]) -> dict:
@@ -26,8 +24,8 @@ METHOD = MethodSpec(
     name="spoco",
     section="spoco",
     params=SpocoParams,
-    hooks=SpocoMethod,
-    build_model=build_from_config,
+    hooks="zarrseg.methods.spoco.method:SpocoMethod",
+    build_model="zarrseg.methods.spoco.model:build_from_config",
     data="labelled",
     inference="predict",
     postprocess="cluster",

@@ -11,10 +11,10 @@ inside each object, as the thesis says (the authors' code uses the object's mean
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
+from .params import Weights  # noqa: F401 (a parameter class: defined without torch)
 from .soft_dice import soft_dice
 
 EPS = 1e-12
@@ -221,38 +221,6 @@ def consistency_term(
         )
         sg = soft_masks(emb_g.detach(), emb_g[:, idx].detach().T, sigma2)
     return soft_dice(emb_f, idx, sg, sigma2)
-
-
-@dataclass
-class Weights:
-    """L_SSO (Eq. 3.9) = alpha pull + beta push + lambda instance + gamma unlabelled push + delta consistency
-    (config section ``spoco.loss``); the defaults are the thesis'."""
-
-    pull: float = 1.0  # alpha: pull force (Eq. 3.1)
-    push: float = 1.0  # beta: push force between objects (Eq. 3.2)
-    instance: float = 1.0  # lambda: Dice of the differentiable instance selection (Eq. 3.4)
-    unlabelled_push: float = 1.0  # gamma: objects pushed away from unlabelled pixels (Eq. 3.7)
-    consistency: float = 1.0  # delta: f / g embedding consistency in the unlabelled region (Eq. 3.8)
-    regulariser: float = 0.001  # mean embedding norm (footnote to Eq. 3.1)
-    delta_v: float = 0.5  # pull margin; also the kernel's and mean-shift's radius
-    delta_d: float = 2.0  # push margin; also the affinities' scale (Eq. 3.10)
-    # t of Eq. 3.3: kernel value at distance delta_v (thesis text: 0.9; the authors' public code: 0.5)
-    kernel_threshold: float = 0.9
-    max_anchors: int = 20  # consistency: at most this many anchors per image
-    uncovered: float = 0.05  # consistency: stop sampling anchors when less of the region is uncovered
-
-    def validate(self) -> None:
-        from ...errors import ConfigError
-
-        for name in ("pull", "push", "instance", "unlabelled_push", "consistency", "regulariser"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"spoco.loss.{name} must be >= 0, got {getattr(self, name)}")
-        if self.delta_v <= 0 or self.delta_d <= 0:
-            raise ConfigError("spoco.loss.delta_v and delta_d must be > 0")
-        if not 0.0 < self.kernel_threshold < 1.0:
-            raise ConfigError(f"spoco.loss.kernel_threshold must be in (0, 1), got {self.kernel_threshold}")
-        if self.max_anchors < 1 or not 0.0 <= self.uncovered < 1.0:
-            raise ConfigError("spoco.loss.max_anchors must be >= 1 and uncovered in [0, 1)")
 
 
 TERMS = ("pull", "push", "regulariser", "instance", "unlabelled_push", "consistency")

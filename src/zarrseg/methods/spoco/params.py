@@ -13,9 +13,8 @@ from ...errors import ConfigError
 from ...learn.params import LoopParams
 from ...normalize import Normalization
 from ..unet.augment import AugmentParams
-from ..unet.models import ModelConfig
+from ..unet.model_config import ModelConfig
 from ..unet.train_params import DataItem, OptimizerParams
-from .losses import Weights
 
 
 def _model() -> ModelConfig:
@@ -24,6 +23,36 @@ def _model() -> ModelConfig:
 
 def _augment() -> AugmentParams:
     return AugmentParams(blur=0.5, blur_sigma=1.0)
+
+
+@dataclass
+class Weights:
+    """L_SSO (Eq. 3.9) = alpha pull + beta push + lambda instance + gamma unlabelled push + delta consistency
+    (config section ``spoco.loss``); the defaults are the thesis'."""
+
+    pull: float = 1.0  # alpha: pull force (Eq. 3.1)
+    push: float = 1.0  # beta: push force between objects (Eq. 3.2)
+    instance: float = 1.0  # lambda: Dice of the differentiable instance selection (Eq. 3.4)
+    unlabelled_push: float = 1.0  # gamma: objects pushed away from unlabelled pixels (Eq. 3.7)
+    consistency: float = 1.0  # delta: f / g embedding consistency in the unlabelled region (Eq. 3.8)
+    regulariser: float = 0.001  # mean embedding norm (footnote to Eq. 3.1)
+    delta_v: float = 0.5  # pull margin; also the kernel's and mean-shift's radius
+    delta_d: float = 2.0  # push margin; also the affinities' scale (Eq. 3.10)
+    # t of Eq. 3.3: kernel value at distance delta_v (thesis text: 0.9; the authors' public code: 0.5)
+    kernel_threshold: float = 0.9
+    max_anchors: int = 20  # consistency: at most this many anchors per image
+    uncovered: float = 0.05  # consistency: stop sampling anchors when less of the region is uncovered
+
+    def validate(self) -> None:
+        for name in ("pull", "push", "instance", "unlabelled_push", "consistency", "regulariser"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"spoco.loss.{name} must be >= 0, got {getattr(self, name)}")
+        if self.delta_v <= 0 or self.delta_d <= 0:
+            raise ConfigError("spoco.loss.delta_v and delta_d must be > 0")
+        if not 0.0 < self.kernel_threshold < 1.0:
+            raise ConfigError(f"spoco.loss.kernel_threshold must be in (0, 1), got {self.kernel_threshold}")
+        if self.max_anchors < 1 or not 0.0 <= self.uncovered < 1.0:
+            raise ConfigError("spoco.loss.max_anchors must be >= 1 and uncovered in [0, 1)")
 
 
 @dataclass

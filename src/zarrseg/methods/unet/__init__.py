@@ -7,9 +7,7 @@ export live in this folder; the registry entry below is all the rest of zarrseg 
 from __future__ import annotations
 
 from ...learn.registry import MethodSpec
-from .checkpoint import build_from_config
-from .method import UNetMethod
-from .train_params import TrainParams
+from .train_params import TrainParams  # (torch-free: the workflow reads specs while it plans)
 
 
 def example(data: dict[str, str]) -> dict:
@@ -23,8 +21,8 @@ METHOD = MethodSpec(
     name="unet",
     section="train",
     params=TrainParams,
-    hooks=UNetMethod,
-    build_model=build_from_config,
+    hooks="zarrseg.methods.unet.method:UNetMethod",
+    build_model="zarrseg.methods.unet.checkpoint:build_from_config",
     data="labelled",
     inference="predict",
     postprocess="segment",

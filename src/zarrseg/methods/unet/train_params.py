@@ -10,8 +10,8 @@ from ...learn.params import COMMON_RENAMES, LoopParams
 from ...normalize import Normalization
 from ...segment.params import SegmentParams
 from .augment import AugmentParams
-from .losses import LossParams
-from .models import ModelConfig
+from .loss_params import LossParams
+from .model_config import ModelConfig
 from .targets import TargetParams
 
 

@@ -10,10 +10,10 @@ paper's Table 1 are values of ``graph`` x ``segmentation`` x ``reconstruction``
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...learn.registry import MethodSpec
-from ..unet.checkpoint import build_from_config
-from .method import WNetMethod, train
-from .params import MODEL_TYPES, WNetParams, model_type_values
+from .params import MODEL_TYPES, WNetParams, model_type_values  # (torch-free: read while the workflow plans)
 
 
 def example(data: dict[str, str]) -> dict:
@@ -26,8 +26,8 @@ METHOD = MethodSpec(
     name="wnet",
     section="wnet",
     params=WNetParams,
-    hooks=WNetMethod,
-    build_model=build_from_config,  # the encoder is a plain 2D U-Net
+    hooks="zarrseg.methods.wnet.method:WNetMethod",
+    build_model="zarrseg.methods.unet.checkpoint:build_from_config",  # the encoder is a plain 2D U-Net
     data="images",
     inference="predict",
     postprocess="argmax",
@@ -36,3 +36,11 @@ METHOD = MethodSpec(
 )
 
 __all__ = ["METHOD", "MODEL_TYPES", "WNetParams", "model_type_values", "train"]
+
+
+def __getattr__(name: str) -> Any:  # ``train`` imports torch: only when asked for
+    if name == "train":
+        from .method import train
+
+        return train
+    raise AttributeError(name)
