@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..errors import ConfigError, InputError
 from ..ome import atomic_output
-from ..runs import check_writable, refuse_foreign
+from ..runs import check_output
 from .instance import LOWER_IS_BETTER
 from .selection import SelectionParams
 
@@ -204,8 +204,7 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> tuple[Path, Path]:
     """Write ``path`` (Parquet) and the same table as CSV next to it, each atomically."""
     path = Path(path)
     csv = path.with_suffix(".csv")
-    check_writable(csv)
-    refuse_foreign(csv)  # both checked before either is written
+    check_output(csv)  # both checked before either is written (atomic_output checks path)
     with atomic_output(path) as tmp:
         frame.to_parquet(tmp, engine="pyarrow", index=False)
     with atomic_output(csv) as tmp:
