@@ -21,10 +21,10 @@ rule train:
     benchmark:
         bench_path("train", "{method}", "{mcell}")
     threads: 4
-    resources:
-        mem_mb=16000,
-        runtime=720,
-        gpu=1,
+    resources:  # per method: its section's `resources` (no GPU where loop.device is cpu)
+        mem_mb=lambda w: PLAN.model_resources(w.method, w.mcell)["mem_mb"],
+        runtime=lambda w: PLAN.model_resources(w.method, w.mcell)["runtime"],
+        gpu=lambda w: PLAN.model_resources(w.method, w.mcell)["gpu"],
     shell:
         "{ZARRSEG} train --method {wildcards.method} -o {params.outdir:q} --resume auto"
         " --params {params.json:q} -v 2> {log:q}"

@@ -415,3 +415,18 @@ def test_clustering_inside_the_ground_truth_needs_one_on_every_scored_sample():
     exp.samples = ["a", "b"]
     with pytest.raises(ConfigError, match="sample 'b' has no ground truth"):
         Plan({}, exp, samples, "R")
+
+
+def test_training_jobs_request_per_method_resources_and_no_gpu_on_the_cpu():
+    plan = _plan({"wnet": {"loop": {"device": "cpu"}, "resources": {"runtime": 90}},
+                  "pretrain": {"resources": {"mem_mb": 32000}}})
+    ids = {m: i for m, i in plan.models}
+    assert plan.model_resources("wnet", ids["wnet"]) == {"mem_mb": 16000, "runtime": 90, "gpu": 0}
+    assert plan.model_resources("dino", ids["dino"]) == {"mem_mb": 32000, "runtime": 720, "gpu": 1}
+    assert plan.model_resources("finetune", ids["finetune"]) == {"mem_mb": 16000, "runtime": 720, "gpu": 1}
+    assert "resources" not in plan.model_params("wnet", ids["wnet"])  # a workflow key: not for `zarrseg train`
+    from zarrseg.schema import build_schema
+
+    (section,) = [s for s in build_schema()["properties"]["wnet"]["anyOf"] if s["type"] == "object"]
+    schema = section["properties"]["resources"]
+    assert schema["additionalProperties"] is False and set(schema["properties"]) == {"mem_mb", "runtime", "gpu"}

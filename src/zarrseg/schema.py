@@ -50,6 +50,13 @@ METHOD_WORKFLOW_KEYS: dict[str, dict] = {
     "val_samples": {"type": ["array", "null"], "items": {"type": "string"},
                     "description": "samples used for validation"},
     "roi": {"type": ["string", "null"], "description": "region of the training samples, e.g. '0:20'"},
+    "resources": {"type": ["object", "null"],
+                  "properties": {"mem_mb": {"type": "integer", "minimum": 1}, "runtime": {"type": "integer", "minimum": 1},
+                                 "gpu": {"type": "integer", "minimum": 0}},
+                  "additionalProperties": False,
+                  "description": "what a training job of this method requests (the train rule's defaults: mem_mb 16000, "
+                                 "runtime 720 minutes, gpu 1; gpu 0 when loop.device is cpu), e.g. "
+                                 "`{runtime: 120, gpu: 0}`"},
 }
 
 

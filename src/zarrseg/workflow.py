@@ -292,6 +292,9 @@ def crop_refs(params: Any) -> bool:
     return isinstance(params, str) and params.startswith(CROPS_REF)
 
 
+TRAIN_RESOURCES = {"mem_mb": 16000, "runtime": 720}  # a training job's defaults (minutes for runtime)
+
+
 class Plan:
     """What every job of an experiment needs: parameters, sub-cell ids, model paths, inputs.
 
@@ -560,7 +563,7 @@ class Plan:
         values, sample = self.models[(method, model_id)], self.model_sample[(method, model_id)]
         spec = self._method(method)
         params = self.resolve(self.stage_params(spec.config_section, values), values, sample)
-        for key in ("samples", "val_samples", "roi"):
+        for key in ("samples", "val_samples", "roi", "resources"):
             params.pop(key, None)
         names, val, roi = self.training_samples(method, values, sample)
         if spec.data == "labelled":
@@ -571,6 +574,14 @@ class Plan:
         else:
             params.setdefault("images", [self.image_input(s) for s in names])
         return params
+
+    def model_resources(self, method: str, model_id: str) -> dict[str, int]:
+        """What the training job of a model requests: the train rule's defaults, no GPU for a
+        method set to train on the CPU (``loop.device: cpu``), then the section's ``resources``."""
+        values = self.models[(method, model_id)]
+        params = self.stage_params(self._method(method).config_section, values)
+        device = (params.get("loop") or {}).get("device", "auto")
+        return {**TRAIN_RESOURCES, "gpu": 0 if device == "cpu" else 1, **(params.get("resources") or {})}
 
     def model_inputs(self, method: str, model_id: str) -> list[str]:
         values, sample = self.models[(method, model_id)], self.model_sample[(method, model_id)]
