@@ -11,10 +11,11 @@ rule features:
         image=lambda w: image_path(w.sample),
         checkpoint=lambda w: PLAN.checkpoints("features", features_values(w.fcell), w.sample),
     output:
-        directory(f"{R}/{EXP}/{{sample}}/features/{{fcell}}/features.zarr"),
+        features=directory(f"{R}/{EXP}/{{sample}}/features/{{fcell}}/features.zarr"),
+        # CLS attention PNGs of the first tile: declared, so Snakemake knows every file the job writes
+        attention=directory(f"{R}/{EXP}/{{sample}}/features/{{fcell}}/attention"),
     params:
         image=lambda w: image_input(w.sample),
-        attention=lambda w: f"{R}/{EXP}/{w.sample}/features/{w.fcell}/attention",
         json=lambda w, threads: blockwise_json("features", threads, values=features_values(w.fcell), sample=w.sample),
         channel=lambda w: SAMPLES[w.sample].channel,
     wildcard_constraints:
@@ -31,5 +32,5 @@ rule features:
         runtime=120,
         gpu=1,
     shell:
-        "{ZARRSEG} features {params.image:q} -o {output:q} --attention {params.attention:q}"
+        "{ZARRSEG} features {params.image:q} -o {output.features:q} --attention {output.attention:q}"
         " --params {params.json:q} --set preprocess.channel={params.channel} -v 2> {log:q}"
