@@ -579,9 +579,13 @@ class Plan:
         """What the training job of a model requests: the train rule's defaults, no GPU for a
         method set to train on the CPU (``loop.device: cpu``), then the section's ``resources``."""
         values = self.models[(method, model_id)]
-        params = self.stage_params(self._method(method).config_section, values)
-        device = (params.get("loop") or {}).get("device", "auto")
-        return {**TRAIN_RESOURCES, "gpu": 0 if device == "cpu" else 1, **(params.get("resources") or {})}
+
+        def compute() -> dict[str, int]:  # asked once per resource of every training job
+            params = self.stage_params(self._method(method).config_section, values)
+            device = (params.get("loop") or {}).get("device", "auto")
+            return {**TRAIN_RESOURCES, "gpu": 0 if device == "cpu" else 1, **(params.get("resources") or {})}
+
+        return self._cached("resources", values, method, compute=compute)
 
     def model_inputs(self, method: str, model_id: str) -> list[str]:
         values, sample = self.models[(method, model_id)], self.model_sample[(method, model_id)]
