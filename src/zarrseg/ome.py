@@ -69,13 +69,18 @@ class Image:
     units: dict[str, str] = field(default_factory=dict)
     channel_names: list[str] | None = None
     level_paths: list[str] = field(default_factory=list)
+    # levels opened so far: open_image checks level 0, and the caller's ``data`` reuses it
+    _arrays: dict[str, zarr.Array] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def data(self) -> zarr.Array:
         return self.level(0)
 
     def level(self, index: int) -> zarr.Array:
-        return self.group[self.level_paths[index]]
+        path = self.level_paths[index]
+        if path not in self._arrays:
+            self._arrays[path] = self.group[path]
+        return self._arrays[path]
 
     @property
     def attrs(self) -> dict:
