@@ -131,7 +131,9 @@ def normalised(plane: np.ndarray, norm: Normalization) -> np.ndarray:
     hist = histogram(plane)
     values = np.arange(hist.size, dtype=np.float64)
     n = float(plane.size)
-    mean = float(hist @ values) / n
+    # elementwise sums, not ``hist @ values``: a BLAS call wakes OpenBLAS's threads, which then
+    # spin on the cores the reader and writer threads need
+    mean = float(np.sum(hist * values)) / n
     cdf = np.cumsum(hist)
 
     def percentile(q: float) -> float:  # numpy's 'linear' percentile, from the histogram
@@ -141,24 +143,36 @@ def normalised(plane: np.ndarray, norm: Normalization) -> np.ndarray:
 
     stats = VolumeStats(
         minimum=float(np.flatnonzero(hist)[0]), maximum=float(np.flatnonzero(hist)[-1]), mean=mean,
-        std=float(np.sqrt(max(float(hist @ values**2) / n - mean * mean, 0.0))),
+        std=float(np.sqrt(max(float(np.sum(hist * values**2)) / n - mean * mean, 0.0))),
         low=percentile(norm.lower), high=percentile(norm.upper), count=int(n),
     )
     lut = apply(np.arange(hist.size), stats, norm).astype(np.float16)
-    return np.take(lut, plane)  # ~1.5x faster than lut[plane]
+    out = np.empty(plane.shape, dtype=np.float16)
+    flat_in, flat_out = plane.reshape(-1), out.reshape(-1)
+    # ``np.take`` converts its indices to intp: a whole plane at once allocated (and the kernel
+    # zeroed) 8 bytes per pixel; blocks of 64 Ki pixels reuse one cached buffer (~25 % faster)
+    for start in range(0, flat_in.size, _BLOCK):
+        np.take(lut, flat_in[start : start + _BLOCK], out=flat_out[start : start + _BLOCK])
+    return out
+
+
+_BLOCK = 1 << 16  # pixels per step of the blockwise histogram and lookup (a 512 KiB intp buffer)
 
 
 def histogram(plane: np.ndarray) -> np.ndarray:
     """Exact histogram (one bin per value) of an unsigned integer plane of at most 16 bits.
 
-    ``np.bincount`` converts its input to int64 first; for 8-bit planes, counting pixel pairs as
-    16-bit values (65,536 bins) and summing the pair table's rows and columns halves that work
-    (2.8 vs 6.9 ms on a 1536 x 2048 plane)."""
+    ``np.bincount`` converts its input to intp; 8-bit planes are counted in blocks so that
+    conversion reuses one cache-sized buffer instead of allocating 8 bytes per pixel (16-bit
+    ones at once: a block's 65,536-bin count would cost more than the conversion)."""
     flat = plane.reshape(-1)
-    if flat.dtype.itemsize == 1 and flat.size % 2 == 0 and flat.flags.c_contiguous:
-        pairs = np.bincount(flat.view(np.uint16), minlength=1 << 16).reshape(256, 256)
-        return pairs.sum(axis=0) + pairs.sum(axis=1)
-    return np.bincount(flat, minlength=int(np.iinfo(flat.dtype).max) + 1)
+    bins = int(np.iinfo(flat.dtype).max) + 1
+    if flat.dtype.itemsize > 1:
+        return np.bincount(flat, minlength=bins)
+    hist = np.zeros(bins, dtype=np.int64)
+    for start in range(0, flat.size, _BLOCK):
+        hist += np.bincount(flat[start : start + _BLOCK], minlength=bins)
+    return hist
 
 
 def window_sums(mask: np.ndarray, ys: list[int], xs: list[int], size: int) -> np.ndarray:
