@@ -30,7 +30,7 @@ rule features:
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=1,
+        gpu=lambda w: PLAN.stage_gpu("features", features_values(w.fcell)),
     shell:
         "{ZARRSEG} features {params.image:q} -o {output.features:q} --attention {output.attention:q}"
         " --params {params.json:q} --set preprocess.channel={params.channel} -v 2> {log:q}"

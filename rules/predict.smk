@@ -27,6 +27,6 @@ rule predict:
     resources:
         mem_mb=4000,
         runtime=120,
-        gpu=lambda w: 1 if PLAN.uses_model(predict_values(w.pcell)) else 0,
+        gpu=lambda w: PLAN.stage_gpu("predict", predict_values(w.pcell)),
     shell:
         "{ZARRSEG} predict {params.image:q} -o {output:q} --params {params.json:q} -v 2> {log:q}"

@@ -430,3 +430,15 @@ def test_training_jobs_request_per_method_resources_and_no_gpu_on_the_cpu():
     (section,) = [s for s in build_schema()["properties"]["wnet"]["anyOf"] if s["type"] == "object"]
     schema = section["properties"]["resources"]
     assert schema["additionalProperties"] is False and set(schema["properties"]) == {"mem_mb", "runtime", "gpu"}
+
+
+def test_feature_and_predict_jobs_request_a_gpu_only_for_a_network_off_the_cpu():
+    def requests(plan, stage):  # (runs a network, GPUs asked) of every job of the stage
+        return {(stage == "features" or plan.uses_model(v), plan.stage_gpu(stage, v))
+                for (s, _), v in plan.subcells.items() if s == stage}
+
+    plan = _plan()
+    assert requests(plan, "features") == {(True, 1)}
+    assert requests(plan, "predict") == {(True, 1), (False, 0)}  # U-Net rows and intensity rows
+    cpu = _plan({"features": {"device": "cpu"}, "predict": {"device": "cpu"}})
+    assert requests(cpu, "features") == {(True, 0)} and requests(cpu, "predict") == {(True, 0), (False, 0)}

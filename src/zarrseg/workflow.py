@@ -394,6 +394,13 @@ class Plan:
     def uses_model(self, values: dict[str, Any]) -> bool:
         return self.stage_params("predict", values).get("method", "intensity") in ("model", "unet")
 
+    def stage_gpu(self, stage: str, values: dict[str, Any]) -> int:
+        """GPUs a ``predict`` or ``features`` job requests: one when it runs a network on a device
+        other than the CPU (``<stage>.device: cpu`` asks for none, so a CPU-only partition takes it)."""
+        if stage == "predict" and not self.uses_model(values):
+            return 0
+        return 0 if self.stage_params(stage, values).get("device", "auto") == "cpu" else 1
+
     def subcell(self, stage: str, values: dict[str, Any]) -> str:
         """Id of ``stage``'s output for these values: the grid keys of the stages it depends on."""
         return self._cached("subcell", values, stage, compute=lambda: self._subcell(stage, values))
