@@ -47,6 +47,30 @@ def test_png_and_jpeg(tmp_path, rng, suffix, mode, dtype):
     assert image.attrs["zarrseg"]["reader"] == "Pillow"
 
 
+@pytest.mark.parametrize("channels,names", [(3, ["R", "G", "B"]), (4, ["R", "G", "B", "A"]), (2, ["grey", "alpha"])])
+def test_16_bit_colour_png_keeps_16_bits(tmp_path, rng, channels, names):
+    import imagecodecs
+
+    truth = rng.integers(0, 65535, (21, 23, channels)).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    path.write_bytes(imagecodecs.png_encode(truth))
+    assert np.asarray(Image.open(path)).dtype == np.uint8  # what Pillow alone would have stored
+    image = ome.open_image(ingest(path, tmp_path / "out.ome.zarr"))
+    assert image.data.dtype == np.uint16 and image.channel_names == names
+    np.testing.assert_array_equal(image.data[...], np.moveaxis(truth, -1, 0))
+
+
+def test_truncated_16_bit_png_is_one_line(tmp_path, rng, capsys):
+    import imagecodecs
+
+    path = tmp_path / "cut.png"
+    data = imagecodecs.png_encode(rng.integers(0, 65535, (200, 300, 3)).astype(np.uint16))
+    path.write_bytes(data[: len(data) // 2])
+    assert main(["ingest", str(path), "-o", str(tmp_path / "out.ome.zarr")]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(path) in lines[0] and "truncated or corrupt" in lines[0], lines
+
+
 def test_truncated_png_is_one_line(tmp_path, rng, capsys):
     path = tmp_path / "cut.png"
     Image.fromarray(rng.integers(0, 255, (200, 300), dtype=np.uint8)).save(path)

@@ -41,25 +41,49 @@ MODES = {
 }
 
 
+# PNG colour types of 16-bit images Pillow narrows to 8 bits -> channel names
+DEEP_PNG_CHANNELS = {2: ["R", "G", "B"], 4: ["grey", "alpha"], 6: ["R", "G", "B", "A"]}
+
+
+def _deep_colour_png(path: Path) -> list[str] | None:
+    """Channel names of a 16-bit colour (or grey + alpha) PNG, read from its header; None otherwise."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or not head.startswith(PNG_MAGIC) or head[12:16] != b"IHDR":
+        return None
+    depth, colour_type = head[24], head[25]
+    return DEEP_PNG_CHANNELS.get(colour_type) if depth == 16 else None
+
+
+def _pillow_pixels(path: Path) -> tuple[str, list[str] | None, np.ndarray]:
+    """Format, channel names and pixels of a single-frame image Pillow decodes faithfully."""
+    with Image.open(path) as img:
+        if getattr(img, "n_frames", 1) > 1:
+            raise InputError(f"{img.format} with {img.n_frames} frames; only single 2D images are read", path)
+        if img.mode not in MODES:
+            raise InputError(f"unsupported {img.format} pixel mode {img.mode!r}", path)
+        target, names = MODES[img.mode]
+        if img.mode == "P" and "transparency" in img.info:
+            target, names = "RGBA", ["R", "G", "B", "A"]
+        img.load()  # decodes everything: a truncated file fails here
+        return img.format, names, np.asarray(img.convert(target) if target else img)
+
+
 class PillowSource(Source):
-    reader = "Pillow"
+    reader = "Pillow"  # (imagecodecs for 16-bit colour PNGs)
     reader_version = version("Pillow")
 
     def __init__(self, path: Path):
         super().__init__(path)
         Image.MAX_IMAGE_PIXELS = None  # microscopy mosaics are large on purpose, not decompression bombs
+        deep = _deep_colour_png(path)
         try:
-            with Image.open(path) as img:
-                if getattr(img, "n_frames", 1) > 1:
-                    raise InputError(f"{img.format} with {img.n_frames} frames; only single 2D images are read", path)
-                if img.mode not in MODES:
-                    raise InputError(f"unsupported {img.format} pixel mode {img.mode!r}", path)
-                target, names = MODES[img.mode]
-                if img.mode == "P" and "transparency" in img.info:
-                    target, names = "RGBA", ["R", "G", "B", "A"]
-                img.load()  # decodes everything: a truncated file fails here
-                kind = img.format
-                pixels = np.asarray(img.convert(target) if target else img)
+            if deep is not None:  # Pillow reads 16-bit colour PNGs as 8 bits: decode them with imagecodecs
+                import imagecodecs
+
+                kind, names, pixels = "PNG", deep, imagecodecs.png_decode(path.read_bytes())
+            else:
+                kind, names, pixels = _pillow_pixels(path)
         except InputError:
             raise
         except Exception as err:  # PIL raises OSError / SyntaxError / ValueError for broken files
