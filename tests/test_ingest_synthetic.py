@@ -119,6 +119,18 @@ def test_imagej_hyperstack_axes_and_calibration(tmp_path, rng):
     assert image.scale[0] == pytest.approx(2.5)  # seconds per frame
 
 
+def test_imagej_per_axis_and_time_units(tmp_path):
+    """ImageJ writes yunit / zunit when they differ from unit, and tunit when frames are not seconds."""
+    path = tmp_path / "units.tif"
+    description = ("ImageJ=1.54f\nimages=12\nslices=4\nframes=3\nhyperstack=true\nunit=micron\nyunit=nm\n"
+                   "zunit=nm\ntunit=min\nspacing=250.0\nfinterval=5.0\nloop=false\n")
+    tifffile.imwrite(path, np.zeros((12, 20, 20), np.uint16), description=description, resolution=(10, 1 / 200),
+                     metadata=None)
+    image = ome.open_image(ingest(path, tmp_path / "out.ome.zarr"))
+    assert image.axes == "tzyx"
+    assert image.scale == pytest.approx((300.0, 0.25, 0.2, 0.1))  # 5 min; 250 nm; 200 nm; 0.1 micron
+
+
 def test_ome_tiff_units_and_channel_names(tmp_path, rng):
     truth = rng.random((2, 6, 24, 20)).astype(np.float32)  # C Z Y X
     path = tmp_path / "img.ome.tif"

@@ -240,21 +240,38 @@ def _ome_metadata(image: ET.Element, sizes: dict[str, int]) -> tuple[dict[str, f
 
 
 def _imagej_metadata(meta: dict, page) -> dict[str, float]:
+    """Voxel size from ImageJ's description. ImageJ writes ``yunit`` / ``zunit`` when they differ
+    from ``unit`` and ``tunit`` when the frame interval is not in seconds."""
     unit = str(meta.get("unit", "")).strip().lower()
     factor = UNIT_TO_UM.get(unit)
     voxel: dict[str, float] = {}
-    if meta.get("finterval"):  # ImageJ frame interval, seconds
-        voxel["t"] = float(meta["finterval"])
+    if meta.get("finterval"):  # ImageJ frame interval, in tunit (default seconds)
+        tunit = str(meta.get("tunit", "sec")).strip().lower()
+        seconds = TIME_TO_S.get(IMAGEJ_TIME_UNITS.get(tunit, tunit))
+        if seconds is None:
+            log.warning("unknown ImageJ time unit %r: frame interval %s kept as seconds", tunit, meta["finterval"])
+        voxel["t"] = float(meta["finterval"]) * (seconds or 1.0)
     if factor is None:  # 'pixel', '' or unknown: ImageJ spatial calibration absent
         return {**voxel, **_resolution_metadata(page)}
-    for axis, tag in (("x", "XResolution"), ("y", "YResolution")):
+
+    def axis_factor(key: str) -> float:
+        other = str(meta.get(key, "")).strip().lower()
+        return UNIT_TO_UM.get(other, factor) if other else factor
+
+    for axis, tag, key in (("x", "XResolution", "unit"), ("y", "YResolution", "yunit")):
         size = _pixel_size(page, tag)
         if size is not None:
-            voxel[axis] = size * factor
+            voxel[axis] = size * axis_factor(key)
     spacing = meta.get("spacing")
     if spacing:
-        voxel["z"] = float(spacing) * factor
+        voxel["z"] = float(spacing) * axis_factor("zunit")
     return voxel
+
+
+# ImageJ's time unit names (Calibration.setTimeUnit) -> TIME_TO_S keys
+IMAGEJ_TIME_UNITS = {"sec": "s", "second": "s", "seconds": "s", "msec": "ms", "millisecond": "ms",
+                     "milliseconds": "ms", "usec": "us", "minute": "min", "minutes": "min", "hour": "h",
+                     "hours": "h", "hr": "h", "day": "d", "days": "d"}
 
 
 def _pixel_size(page, tag: str) -> float | None:
