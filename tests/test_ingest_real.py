@@ -91,6 +91,21 @@ def test_czi_pixels_and_voxel_size(tmp_path_factory, name):
 
 
 @pytest.mark.shared_data
+@pytest.mark.parametrize(
+    "name,channels",
+    [
+        ("DAPI_GFP.czi", [("DAPI", "0000FF"), ("GFP", "00FF00")]),  # names only in the display settings
+        ("nuc_small_new_red.czi", [("nuclei", "FF0000")]),
+        ("CellDivision_T3_Z5_CH2_X240_Y170.czi", [("LED555", "FF7E00"), ("LED470", "00FF33")]),
+    ],
+)
+def test_czi_channel_names_and_colours(tmp_path_factory, name, channels):
+    image = ome.open_image(_ingested(tmp_path_factory, "czi", name))
+    shown = image.attrs["omero"]["channels"]
+    assert [(c["label"], c["color"]) for c in shown] == channels
+
+
+@pytest.mark.shared_data
 @pytest.mark.parametrize("name", TIFF_FILES or ["<no shared data>"])
 def test_tiff_pixels_and_voxel_size(tmp_path_factory, name):
     out = _ingested(tmp_path_factory, "ome_tiff", name)

@@ -158,7 +158,7 @@ def pyramid_factors(axes: str, shape: Sequence[int], n_levels: int | None, min_s
 def create_image(path: str | Path, *, shape: Sequence[int], dtype: Any, axes: str, scale: Sequence[float],
                  chunks: Sequence[int], compression: Compression | None = None, name: str | None = None,
                  channel_names: Sequence[str] | None = None, n_levels: int | None = 1, is_label: bool = False,
-                 attrs: dict | None = None) -> zarr.Array:
+                 attrs: dict | None = None, channel_colors: Sequence[str] | None = None) -> zarr.Array:
     """Create an empty OME-Zarr multiscale image; return level 0 for the caller to fill blockwise.
 
     Call ``write_pyramid`` after level 0 is complete to fill the lower levels.
@@ -177,9 +177,11 @@ def create_image(path: str | Path, *, shape: Sequence[int], dtype: Any, axes: st
     if is_label:
         meta["image-label"] = {"version": NGFF_VERSION}
     if channel_names is not None and ("c" in axes or len(channel_names) == 1):  # keep a lone channel's name
+        colors = list(channel_colors) if channel_colors and len(channel_colors) == len(channel_names) else None
         meta["omero"] = {"version": NGFF_VERSION, "channels": [
-            {"label": str(n), "active": True, "color": "FFFFFF", "coefficient": 1.0, "family": "linear",
-             "inverted": False, "window": _window(np.dtype(dtype))} for n in channel_names]}
+            {"label": str(n), "active": True, "color": colors[i] if colors else "FFFFFF", "coefficient": 1.0,
+             "family": "linear", "inverted": False, "window": _window(np.dtype(dtype))}
+            for i, n in enumerate(channel_names)]}
     meta["zarrseg"] = provenance(**(attrs or {}))
     group.attrs.update(meta)
     return group["0"]

@@ -90,9 +90,10 @@ class CziSource(Source):
             interval = timestamps_step(self.path)  # ZEN keeps the real times in an attachment
         if interval is not None:
             voxel["t"] = interval
-        names = _channel_names(meta, n_c)
+        names, colors = _channel_display(meta, n_c)
         if self.samples == 3:  # BGR samples become R, G, B channels
             names = [f"{n} {rgb}" if n_c > 1 else rgb for n in names for rgb in "RGB"]
+            colors = ["FF0000", "00FF00", "0000FF"] * n_c
         try:
             rects = self._czi.scenes_bounding_rectangle_no_pyramid
         except ValueError as err:
@@ -122,6 +123,7 @@ class CziSource(Source):
                     dtype=np.dtype(dtype),
                     voxel_size=dict(voxel),
                     channel_names=names,
+                    channel_colors=colors,
                     extra={
                         "czi_scene": key,
                         "czi_origin_yx": [rect.y, rect.x],
@@ -278,12 +280,31 @@ def _time_increment(meta: ET.Element) -> float | None:
     return None
 
 
-def _channel_names(meta: ET.Element, n_c: int) -> list[str]:
+def _channel_display(meta: ET.Element, n_c: int) -> tuple[list[str], list[str] | None]:
+    """Channel names and RRGGBB display colours. Names come from the image information, else from
+    the display settings (some files name their channels only there), matched by channel Id or,
+    failing that, by position."""
     channels = meta.findall("Metadata/Information/Image/Dimensions/Channels/Channel")
-    names = [ch.get("Name") or ch.findtext("Name") or "" for ch in channels]
-    if len(names) != n_c:
-        names = [""] * n_c
-    return [n.strip() or f"C{i}" for i, n in enumerate(names)]
+    display = meta.findall("Metadata/DisplaySetting/Channels/Channel")
+    by_id = {ch.get("Id"): ch for ch in display if ch.get("Id")}
+    if len(channels) == n_c:
+        shown = [by_id.get(ch.get("Id")) for ch in channels]
+        if any(d is None for d in shown):
+            shown = display if len(display) == n_c else [None] * n_c
+        names = [ch.get("Name") or ch.findtext("Name") or "" for ch in channels]
+    else:
+        shown, names = (display if len(display) == n_c else [None] * n_c), [""] * n_c
+    names = [n.strip() or (d.get("Name") or "" if d is not None else "").strip() for n, d in zip(names, shown, strict=True)]
+    colors = [_rgb_hex(d.findtext("Color") if d is not None else None) for d in shown]
+    return [n or f"C{i}" for i, n in enumerate(names)], None if None in colors else colors
+
+
+def _rgb_hex(color: str | None) -> str | None:
+    """'#AARRGGBB' or '#RRGGBB' (ZEN's colours) -> 'RRGGBB'."""
+    value = (color or "").strip().lstrip("#")
+    if len(value) not in (6, 8) or any(c not in "0123456789abcdefABCDEF" for c in value):
+        return None
+    return value[-6:].upper()
 
 
 def _scene_names(meta: ET.Element) -> dict[int, str]:

@@ -54,6 +54,7 @@ class Scene:
     dtype: np.dtype
     voxel_size: dict[str, float] = field(default_factory=dict)  # z/y/x -> µm (t -> s), those in the metadata
     channel_names: list[str] | None = None
+    channel_colors: list[str] | None = None  # RRGGBB display colour per channel, where the file has one
     extra: dict = field(default_factory=dict)  # reader-specific provenance (e.g. CZI scene origin)
 
     @property

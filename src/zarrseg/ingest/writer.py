@@ -422,6 +422,7 @@ def write_scene(
         name=scene.name,
         channel_names=None if labels and scene.sizes["c"] == 1
         else scene.channel_names or [f"C{i}" for i in range(scene.sizes["c"])],
+        channel_colors=scene.channel_colors,
         n_levels=params.pyramid_levels,
         is_label=labels,
         attrs={**attrs, "voxel_size_um": voxel, "ingest_params": to_dict(params)},
