@@ -84,6 +84,19 @@ def test_panels_and_describe_check_their_inputs_and_outputs(tmp_path, capsys, da
     assert not (tmp_path / "S").exists()
 
 
+def test_panels_draw_an_image_with_nan_pixels_from_its_finite_ones(tmp_path, caplog):
+    import imageio.v3 as iio
+
+    from zarrseg.evaluation.panels import Panel, draw_panels
+
+    image = np.tile(np.linspace(0, 100, 64, dtype=np.float32), (64, 1))
+    image[10, 10] = np.nan
+    with caplog.at_level("WARNING"):
+        draw_panels([Panel("original", image, "image")], tmp_path / "p.png")
+    grey = iio.imread(tmp_path / "p.png")[..., :3].mean(axis=-1)
+    assert grey.min() < 50 and "1 of 4096 pixels" in caplog.text  # a ramp from black, not a blank panel
+
+
 def test_cluster_refuses_nan_and_train_refuses_bad_rates(tmp_path, capsys, data):
     out = tmp_path / "c.ome.zarr"
     _one_line(capsys, "holds NaN or Inf values", "cluster", data["nan"], "-o", str(out))
@@ -268,6 +281,11 @@ def test_grids_csv_and_nightly_passthrough_are_checked(tmp_path, capsys):
     _one_line(capsys, "cells.csv: exists and zarrseg has no record", "grids", "spoco_budget", "--csv", str(mine))
     code, _err = _run(capsys, "grids", "spoco_budget", "--csv", str(tmp_path / "new.csv"))
     assert code == 0 and pd.read_csv(tmp_path / "new.csv").shape[0] > 1 and mine.read_text() == "mine"
+    _one_line(capsys, "give its NAME", "grids", "--csv", str(tmp_path / "all.csv"))  # the listing has no CSV
+    assert not (tmp_path / "all.csv").exists()
+    code, _err = _run(capsys, "grids", "bsds300_table1", "--csv", str(tmp_path / "bsds.csv"))
+    seeds = pd.read_csv(tmp_path / "bsds.csv", dtype=str)["wnet.loop.seed"].dropna()
+    assert code == 0 and len(seeds) and all(v.isdigit() for v in seeds)  # 0, not 0.0 (some cells lack it)
     (tmp_path / "in").mkdir()
     _one_line(capsys, "No closing quotation", "nightly", str(tmp_path / "in"), "-o", str(tmp_path / "r"),
               "--snakemake-args", '"unclosed')

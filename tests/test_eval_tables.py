@@ -286,6 +286,26 @@ def test_table_bad_input(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_table_refuses_one_sample_scored_twice_and_reads_csv_ids_as_text(tmp_path, capsys):
+    meta = {"experiment": "e", "sample": "labels", "method": "m", "cell": "c", "params": {}}
+    a, b = (write_table(metrics_frame({"": {"arand": v}}, meta, {}), tmp_path / name / "labels.parquet")[0]
+            for name, v in (("x", 0.1), ("y", 0.3)))
+    out = tmp_path / "out"
+    assert main(["table", str(a), str(b), "-o", str(out)]) == 2  # two images both called 'labels'
+    err = capsys.readouterr().err
+    assert "sample 'labels' of cell 'c'" in err and "in 2 metric tables" in err and "--meta sample" in err
+    assert main(["table", str(a), str(a), "-o", str(out)]) == 2 and "scored twice" in capsys.readouterr().err
+    assert not out.exists()
+    # a CSV keeps sample '001' as its Parquet twin does: the pair is one sample, scored twice
+    meta["sample"] = "001"
+    parquet, csv = write_table(metrics_frame({"": {"arand": 0.1}}, meta, {}), tmp_path / "001.parquet")
+    from zarrseg.evaluation.tables import read_metrics
+
+    assert list(read_metrics([csv])["sample"]) == ["001"]
+    assert main(["table", str(parquet), str(csv), "-o", str(out)]) == 2
+    assert "sample '001'" in capsys.readouterr().err
+
+
 def test_a_parameter_only_some_rows_set_shows_as_a_dash(tmp_path, capsys):
     """Grid rows with linked values: clustering rows have no supervision fraction, U-Net rows do;
     a value linked to every U-Net row alike (predict.method) is no row label."""

@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
         check_output(args.csv)  # before anything is printed
     if args.name is None:
+        if args.csv:
+            raise ConfigError("--csv writes the cells of one grid: give its NAME (zarrseg grids NAME --csv FILE)")
         if not folder.is_dir():
             raise ConfigError("no such folder of experiment grids (use --dir)", folder)
         table = pd.DataFrame(list_experiments(folder))
@@ -60,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         for key, value in exp.fixed.items():
             print(f"  {key} = {value!r}")
     cells = pd.DataFrame(cell_rows(exp))
+    for col in cells.columns:  # a value some cells lack makes pandas store whole numbers as floats (2.0)
+        numbers = pd.to_numeric(cells[col], errors="coerce")
+        if cells[col].dtype.kind == "f" and (numbers.dropna() % 1 == 0).all():
+            cells[col] = numbers.astype("Int64")
     print(f"{len(cells)} cells:")
     print(cells.to_string(index=False, na_rep="-"))  # -: a value this cell does not set
     if args.csv:

@@ -104,8 +104,13 @@ def draw_panels(panels: Sequence[Panel], out: str | Path, params: PanelParams | 
     for ax, panel in zip(axes[0], panels, strict=True):
         if panel.kind == "image":
             data = panel.data.astype(np.float32)
-            lo, hi = np.percentile(data, params.percentiles)
-            ax.imshow(np.clip((data - lo) / max(hi - lo, 1e-6), 0, 1), cmap="gray", interpolation="nearest")
+            finite = np.isfinite(data)
+            if not finite.all():  # a NaN made the whole display range NaN: a blank panel
+                log.warning("panels: %d of %d pixels of %r are NaN or Inf; drawn black", data.size - int(finite.sum()),
+                            data.size, panel.title)
+            lo, hi = np.percentile(data[finite], params.percentiles) if finite.any() else (0.0, 1.0)
+            shown = np.clip((np.where(finite, data, lo) - lo) / max(hi - lo, 1e-6), 0, 1)
+            ax.imshow(shown, cmap="gray", interpolation="nearest")
         else:
             ax.imshow(_label_colours(panel.data), interpolation="nearest")
         ax.set_title(panel.title, fontsize=9)

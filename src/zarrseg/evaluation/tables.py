@@ -223,7 +223,9 @@ def read_metrics(paths: Sequence[str | Path]) -> pd.DataFrame:
             raise InputError("is a folder, not a metric table" if p.is_dir() else "metric table does not exist", p)
         try:
             frame = (
-                pd.read_csv(p, keep_default_na=False, na_values=["", "NaN", "nan"])
+                # identifiers stay text: sample "001" must not become 1 (its Parquet twin keeps "001")
+                pd.read_csv(p, keep_default_na=False, na_values=["", "NaN", "nan"],
+                            dtype={col: str for col in ID_COLUMNS})
                 if p.suffix == ".csv"
                 else pd.read_parquet(p)
             )
@@ -245,10 +247,31 @@ def read_metrics(paths: Sequence[str | Path]) -> pd.DataFrame:
         for col in ("runtime_s", "max_rss_mb"):
             if col not in frame.columns:
                 frame[col] = np.nan
-        frames.append(frame)
+        frames.append(frame.assign(_file=str(p)))
     table = pd.concat(frames, ignore_index=True, sort=False)
+    _refuse_duplicates(table)
+    table = table.drop(columns="_file")
     ordered = [c for c in COLUMNS if c in table.columns]
     return table[ordered + [c for c in table.columns if c not in ordered]]
+
+
+def _refuse_duplicates(table: pd.DataFrame) -> None:
+    """Two tables scoring the same sample of the same cell would be averaged as one sample (n = 1):
+    e.g. ``evaluate`` without ``--meta sample`` names every workflow output after its file,
+    ``labels``, or a shell glob lists one table twice."""
+    keys = [*ID_COLUMNS, "metric"]
+    repeated = table[table.duplicated(subset=keys, keep=False)]
+    if repeated.empty:
+        return
+    first = repeated.iloc[0]
+    same = repeated[(repeated[keys] == first[keys]).all(axis=1)]
+    files = list(dict.fromkeys(same["_file"]))
+    where = f"in {len(files)} metric tables ({', '.join(files[:3])})" if len(files) > 1 else "twice"
+    raise InputError(
+        f"sample {first['sample']!r} of cell {first['cell']!r} (method {first['method']!r}) is scored {where}; "
+        "give each image its own name (zarrseg evaluate --meta sample=NAME) and list each table once",
+        files[0],
+    )
 
 
 # ----------------------------------------------------------------------------- parameters
