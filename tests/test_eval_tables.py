@@ -331,3 +331,25 @@ def test_boolean_grid_values_get_boxes_not_curves():
 
     assert not _numeric(pd.Series([True, False, None], dtype=object))
     assert _numeric(pd.Series([0.4, 0.5])) and _numeric(pd.Series(["0.4", "0.5"]))
+
+
+def test_signed_dic_is_best_nearest_zero_counts_are_not_ranked_and_n_is_per_metric(tmp_path, capsys):
+    from zarrseg.evaluation.semantic import combine_annotators
+
+    best = combine_annotators([{"dic": -32.0, "n_seg_objects": 10.0}, {"dic": 16.0, "n_seg_objects": 10.0}])["best"]
+    assert best["dic"] == 16.0 and best["n_seg_objects"] == 10.0
+    paths = []
+    for method, dic, seg in (("a", -40.0, [0.9, np.nan, 0.1]), ("b", -39.5, [0.5, 0.5, 0.5])):
+        for k, sample in enumerate("xyz"):
+            meta = {"experiment": "e", "sample": sample, "method": method, "cell": method, "params": {}}
+            scores = {"dic": dic, "n_seg_objects": 200.0 + (method == "a"), "seg": seg[k]}
+            paths.append(str(write_table(metrics_frame({"": scores}, meta, {}), tmp_path / f"{method}{sample}.parquet")[0]))
+    out = tmp_path / "out"
+    assert main(["table", *paths, "-o", str(out), "--set", "metrics=[dic, n_seg_objects, seg]"]) == 0
+    capsys.readouterr()
+    md = (out / "summary.md").read_text()
+    assert "**-39.500 ± 0.000**" in md and "**-40.000" not in md  # nearer 0, not the most negative
+    assert "**201.000" not in md and "**200.000" not in md  # a count has no best
+    assert "0.500 ± 0.566 (n=2)" in md  # SEG NaN on one of the three samples of row a
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["seg_n"]) == [2, 3] and list(summary["n"]) == [3, 3]

@@ -27,7 +27,21 @@ DEFAULT_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
 
 # Metrics where a smaller value is better (for "best" annotator, bold summary cells, box plots).
 # clustering_s: seconds the cluster / segment stage took (added by 'zarrseg evaluate' from the labels)
-LOWER_IS_BETTER = frozenset({"arand", "voi_split", "voi_merge", "voi", "dic", "abs_dic", "clustering_s"})
+LOWER_IS_BETTER = frozenset({"arand", "voi_split", "voi_merge", "voi", "abs_dic", "clustering_s"})
+# DiC (difference in count) is signed: best nearest 0, so -32 is worse than +16
+NEAREST_ZERO = frozenset({"dic"})
+# object counts describe a segmentation: neither more nor fewer is better
+UNRANKED = frozenset({"n_seg_objects", "n_gt_objects"})
+
+
+def badness(metric: str, values):
+    """``values`` (array or Series) mapped so that the smallest is the best; None for a metric with no
+    better side. One rule for the best annotator, the bold summary cell, box plots and selection."""
+    if metric in UNRANKED:
+        return None
+    if metric in NEAREST_ZERO:
+        return abs(values)
+    return values if metric in LOWER_IS_BETTER else -values
 
 INSTANCE_METRICS = (
     "arand",

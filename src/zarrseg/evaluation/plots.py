@@ -15,11 +15,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..ome import atomic_output
-from .instance import LOWER_IS_BETTER
+from .instance import LOWER_IS_BETTER, badness
 from .tables import TableParams, display_name, expand_params
 
 log = logging.getLogger(__name__)
 
+
+
+def _best_index(values: pd.Series, metric: str):
+    """Index of the best value of ``metric`` (the first for a metric with no better side)."""
+    key = badness(metric, values)
+    return values.index[0] if key is None else key.idxmin()
 
 def _save(fig: Figure, path: Path) -> Path:
     with atomic_output(path) as tmp:
@@ -56,7 +62,7 @@ def box_plot(
     groups, chosen = [], {}
     for value, frame in ranking.groupby(by, sort=True):
         frame = frame.dropna(subset=["value"]) if frame["value"].notna().any() else frame.fillna({"value": 0.0})
-        best = frame.loc[frame["value"].idxmin() if key in LOWER_IS_BETTER else frame["value"].idxmax()]
+        best = frame.loc[_best_index(frame["value"], key)]
         groups.append(value)
         chosen[value] = best["params"]
     fig = Figure(figsize=(3.2 * len(metrics), 3.6), layout="constrained")
@@ -97,7 +103,7 @@ def _best_setting(rows: pd.DataFrame, key: str, others: list[str]) -> dict:
     ranked = rows[rows["metric"] == key].groupby("params")["value"].mean()
     if ranked.empty:
         return {}
-    best = ranked.idxmin() if key in LOWER_IS_BETTER else ranked.idxmax()
+    best = _best_index(ranked, key)
     first = rows[rows["params"] == best].iloc[0]
     return {o: first[o] for o in others}
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from .instance import LOWER_IS_BETTER
+from .instance import UNRANKED, badness
 
 
 @dataclass
@@ -42,7 +42,8 @@ def _setting(params: str, average: list[str]) -> str:
 
 
 def _better(metric: str):
-    return np.nanargmin if metric in LOWER_IS_BETTER else np.nanargmax
+    """Index of the best of an array of values (the first, for a metric with no better side)."""
+    return lambda values: np.nanargmin(badness(metric, np.asarray(values))) if metric not in UNRANKED else 0
 
 
 def selection_table(table: pd.DataFrame, params: SelectionParams, metrics: list[str]) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .contingency import Contingency
-from .instance import LOWER_IS_BETTER, pair_counts
+from .instance import badness, pair_counts
 
 BINARY_METRICS = ("iou", "dice", "precision", "recall", "pixel_accuracy")
 CLUSTERING_METRICS = (
@@ -167,9 +167,10 @@ def combine_annotators(per_annotator: list[dict[str, float]]) -> dict[str, dict[
     for name in names:
         values = np.array([s[name] for s in per_annotator], dtype=np.float64)
         mean[name] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-        if np.isfinite(values).any():
-            best[name] = float(np.nanmin(values) if name in LOWER_IS_BETTER else np.nanmax(values))
-        else:
-            best[name] = float("nan")
+        key = badness(name, values)
+        if key is not None and np.isfinite(values).any():
+            best[name] = float(values[np.nanargmin(key)])
+        else:  # no annotator is better for a count: the "best" aggregate keeps their mean
+            best[name] = mean[name] if key is None else float("nan")
     out["mean"], out["best"] = mean, best
     return out

@@ -22,7 +22,7 @@ import pandas as pd
 from ..errors import ConfigError, InputError
 from ..ome import atomic_output
 from ..runs import check_output
-from .instance import LOWER_IS_BETTER
+from .instance import LOWER_IS_BETTER, badness
 from .selection import SelectionParams
 
 log = logging.getLogger(__name__)
@@ -392,6 +392,8 @@ def summarize(table: pd.DataFrame, params: TableParams | None = None) -> pd.Data
             values = frame[m].dropna() if m in frame else pd.Series(dtype=float)
             row[f"{m}_mean"] = float(values.mean()) if len(values) else float("nan")
             row[f"{m}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+            if m in metrics:
+                row[f"{m}_n"] = int(len(values))  # samples behind this mean (a metric can be NaN on some)
         rows.append(row)
     summary = pd.DataFrame(rows)
     summary.attrs["metrics"], summary.attrs["swept"] = metrics, swept
@@ -431,8 +433,9 @@ def summary_markdown(
     best = {}
     for m in metrics:
         col = summary[f"{m}_mean"].round(params.digits)
-        if col.notna().any() and col.nunique() > 1:  # bold only where the rows differ
-            best[m] = col.min() if m in LOWER_IS_BETTER else col.max()
+        key = badness(m, col)
+        if key is not None and col.notna().any() and col.nunique() > 1:  # bold only where the rows differ
+            best[m] = col[key.idxmin()]
     header = [
         *label_cols,
         "n",
@@ -447,6 +450,9 @@ def summary_markdown(
         for m in metrics:
             text = _fmt(r[f"{m}_mean"], r[f"{m}_sd"], params.digits)
             is_best = m in best and round(r[f"{m}_mean"], params.digits) == best[m]
+            count = r.get(f"{m}_n", r["n"])
+            if text != "–" and count < r["n"]:  # NaN on some samples: the mean is over fewer of them
+                text += f" (n={int(count)})"
             cells.append(f"**{text}**" if is_best else text)
         cells.append(_fmt(r["runtime_s_mean"], r["runtime_s_sd"], 1))
         cells.append(_fmt(r["max_rss_mb_mean"], float("nan"), 0))
@@ -455,7 +461,8 @@ def summary_markdown(
     lines.append(markdown_table(header, rows))
     lines += [
         "",
-        f"Mean ± sd over samples (n per row); ↓ lower is better; bold: best per column. "
+        f"Mean ± sd over samples (n per row; (n=k): a metric scored on fewer samples); ↓ lower is better; "
+        f"bold: best per column (DiC: nearest 0). "
         f"Multi-annotator rows use the annotator '{params.annotator}'.",
     ]
     return "\n".join(lines) + "\n"
