@@ -95,6 +95,25 @@ def test_sample_sheet_and_folder(tmp_path):
     assert set(both) == {"s1", "s2", "a", "b"}
 
 
+def test_awkward_file_names_become_valid_unique_samples(tmp_path):
+    """Names microscopes write: a leading '_' or accent, '#' (not a sheet comment), one stem twice."""
+    from zarrseg.workflow import sample_name
+
+    assert [sample_name(Path(n)) for n in ("_scan 2.tif", "äpfel.czi", "(1).png", "well#12.tif")] == [
+        "s_scan_2", "apfel", "s_1_", "well_12"]
+    folder = tmp_path / "run#5"
+    folder.mkdir()
+    for name in ("well#12.tif", "_scan 2.tif"):
+        (folder / name).write_bytes(b"x")
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text("# acquisitions of run 5\nsample\timage\n" + "".join(
+        f"{sample_name(p)}\t{p}\n" for p in sorted(folder.iterdir())))
+    assert [Path(s.image).name for s in read_sample_sheet(sheet, tmp_path)] == ["_scan 2.tif", "well#12.tif"]
+    (folder / "well#12.czi").write_bytes(b"x")  # same stem: both acquisitions seen, the clash named
+    with pytest.raises(ConfigError, match="'well_12' of well#12.tif is already that of well#12.czi"):
+        discover_folder(folder)
+
+
 def test_sample_sheet_errors(tmp_path, caplog):
     sheet = tmp_path / "s.tsv"
     (tmp_path / "here.tif").write_bytes(b"x")

@@ -6,9 +6,11 @@ Kept here (not in the .smk files) so it is unit-tested without Snakemake.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +63,9 @@ def read_sample_sheet(path: str | Path, base: Path) -> list[Sample]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("sample sheet does not exist", path)
-    table = pd.read_csv(path, sep="\t", dtype=str, comment="#")
+    # '#' starts a comment only at the start of a line: 'well#12.tif' is a file name
+    lines = [line for line in path.read_text().splitlines(keepends=True) if not line.lstrip().startswith("#")]
+    table = pd.read_csv(io.StringIO("".join(lines)), sep="\t", dtype=str)
     missing = {"sample", "image"} - set(table.columns)
     if missing:
         raise ConfigError(f"sample sheet lacks column(s) {sorted(missing)}", path)
@@ -73,7 +77,8 @@ def read_sample_sheet(path: str | Path, base: Path) -> list[Sample]:
     for row in table.to_dict("records"):
         name = str(row["sample"]).strip()
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            raise ConfigError(f"sample name {name!r} must be letters, digits, '_', '-', '.'", path)
+            raise ConfigError(f"sample name {name!r} must start with a letter or digit and hold only letters, "
+                              "digits, '_', '-', '.'", path)
         sample = Sample(
             name=name, image=_resolve(row["image"], base), ground_truth=_resolve(row.get("ground_truth"), base),
             boundaries=_resolve(row.get("boundaries"), base),
@@ -100,19 +105,28 @@ def folder_acquisitions(folder: str | Path, gt_suffix: str = "_labels") -> list[
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError("input folder does not exist", folder)
-    stems = {_stem(p): p for p in image_files(folder)}
+    stems: dict[str, list[Path]] = {}
+    for path in image_files(folder):  # a.tif and a.czi are two acquisitions (whose names then clash)
+        stems.setdefault(_stem(path), []).append(path)
     pairs = []
-    for stem, path in stems.items():
+    for stem, paths in stems.items():
         if gt_suffix and stem.endswith(gt_suffix) and stem[: -len(gt_suffix)] in stems:
             continue  # a ground-truth file, not a sample
-        pairs.append((path, stems.get(stem + gt_suffix) if gt_suffix else None))
+        gts = stems.get(stem + gt_suffix, []) if gt_suffix else []
+        pairs += [(path, gts[0] if gts else None) for path in paths]
     return pairs
 
 
 def discover_folder(folder: str | Path, gt_suffix: str = "_labels", params: IngestParams | None = None) -> list[Sample]:
     """Every image in ``folder`` gives one sample per scene; ``<stem><gt_suffix>.<ext>`` beside it is its ground truth."""
-    return [sample for path, gt in folder_acquisitions(folder, gt_suffix)
-            for sample in acquisition_samples(path, str(gt) if gt else None, scene_labels(path, params))]
+    samples: dict[str, Sample] = {}
+    for path, gt in folder_acquisitions(folder, gt_suffix):
+        for sample in acquisition_samples(path, str(gt) if gt else None, scene_labels(path, params)):
+            if sample.name in samples:
+                raise ConfigError(f"sample name {sample.name!r} of {path.name} is already that of "
+                                  f"{Path(samples[sample.name].image).name}; rename one of the files", folder)
+            samples[sample.name] = sample
+    return list(samples.values())
 
 
 def _stem(path: Path) -> str:
@@ -124,8 +138,12 @@ def _stem(path: Path) -> str:
 
 
 def sample_name(path: Path) -> str:
-    """The sample name of a file: its name without the image extension, other characters as '_'."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", _stem(path))
+    """The sample name of a file: its name without the image extension, accents dropped (ä -> a),
+    other characters as '_', and an 's' in front when it would not start with a letter or digit
+    (the sample sheet's rule: '_scan 2.tif' -> 's_scan_2')."""
+    ascii_name = unicodedata.normalize("NFKD", _stem(path)).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", ascii_name) or "s"
+    return name if name[0].isalnum() else f"s{name}"
 
 
 def acquisition_samples(path: Path, ground_truth: str | None, labels: list[str]) -> list[Sample]:
