@@ -92,11 +92,11 @@ rule aggregate:
 
 
 def panel_cells():
-    """Cells with a grid.row label: one panel each in the side-by-side figures (unless panels.enabled
-    is false in the config or the experiment)."""
+    """(cell, title) of the side-by-side figures: a panel per grid row and setting, the first seed of
+    each (none when panels.enabled is false in the config or the experiment)."""
     if not stage_params(config, "panels", EXPERIMENT.fixed).get("enabled", True):
         return []
-    return [c for c in CELLS if "grid.row" in PLAN.values(c)]
+    return PLAN.panel_cells(CELLS)
 
 
 def panels_path(sample):
@@ -111,15 +111,15 @@ def panel_targets():
 
 
 def panel_labels(w, input):
-    return " ".join(shlex.quote(f"--labels={PLAN.row_label(c)}={labels_path(w.sample, c)}") for c in panel_cells())
+    return " ".join(shlex.quote(f"--labels={title}={labels_path(w.sample, c)}") for c, title in panel_cells())
 
 
 rule panels:
     """original | every grid row | ground truth for one sample (thesis Tables 3.5-3.7)."""
     input:
         image=lambda w: image_path(w.sample),
-        labels=lambda w: [labels_path(w.sample, c) for c in panel_cells()],
-        ground_truth=lambda w: scored_gt_path(w.sample, panel_cells()[0]),
+        labels=lambda w: [labels_path(w.sample, c) for c, _title in panel_cells()],
+        ground_truth=lambda w: scored_gt_path(w.sample, panel_cells()[0][0]),
     output:
         f"{R}/{EXP}/figures/{{sample}}_side_by_side.png",
     params:

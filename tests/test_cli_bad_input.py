@@ -327,3 +327,15 @@ def test_argument_files_carry_lists_longer_than_a_command_line(tmp_path, capsys)
     code, err = _run(capsys, "table", f"@{listing}", "-o", str(tmp_path / "out"))
     assert code == 0, err
     assert sorted(pd.read_parquet(tmp_path / "out" / "metrics.parquet")["cell"]) == ["c0", "c1", "c2"]
+
+
+def test_many_panels_wrap_onto_rows(tmp_path):
+    import imageio.v3 as iio
+
+    from zarrseg.evaluation.panels import Panel, PanelParams, draw_panels
+
+    labels = np.arange(64 * 64).reshape(64, 64) % 7
+    panels = [Panel(f"row {k}, loss.name: ssim_mae_dice", labels) for k in range(8)]
+    draw_panels(panels, tmp_path / "p.png", PanelParams(columns=3, panel_inches=2.0, dpi=50))
+    height, width = iio.imread(tmp_path / "p.png").shape[:2]
+    assert width <= 3 * 2.0 * 50 + 2 and height >= 3 * 2.0 * 50  # 3 columns, 3 rows

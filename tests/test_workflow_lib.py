@@ -461,3 +461,17 @@ def test_feature_and_predict_jobs_request_a_gpu_only_for_a_network_off_the_cpu()
     assert requests(plan, "predict") == {(True, 1), (False, 0)}  # U-Net rows and intensity rows
     cpu = _plan({"features": {"device": "cpu"}, "predict": {"device": "cpu"}})
     assert requests(cpu, "features") == {(True, 0)} and requests(cpu, "predict") == {(True, 0), (False, 0)}
+
+
+def test_side_by_side_panels_show_each_setting_once_with_a_title_that_tells_it_apart():
+    from zarrseg.workflow import Plan, Sample
+
+    exp = load_experiment(REPO / "config" / "experiments" / "contrastive_fractions.yaml")
+    names = ["pretrain_a", "finetune_a", "test_a"]
+    exp.samples = ["test_a"]
+    plan = Plan({}, exp, {n: Sample(n, f"{n}.tif", ground_truth=f"{n}_gt.tif") for n in names}, "R")
+    panels = plan.panel_cells(list(plan.cells))
+    assert len(plan.cells) == 30 and len(panels) == 15  # 2 seeds of each setting: one panel
+    titles = [t for _c, t in panels]
+    assert len(set(titles)) == 15 and "g0.2_l0.6, loss.name: ssim_dice" in titles and "=" not in "".join(titles)
+    assert all(plan.values(c)["grid.seed"] == 0 for c, _t in panels)

@@ -720,11 +720,39 @@ class Plan:
 
         return load_params(SegmentParams, self.stage_params("segment", values), where="segment").partitioner
 
+    def panel_cells(self, cells: list[str]) -> list[tuple[str, str]]:
+        """(cell, title) of the side-by-side figures: one panel per grid row and setting (its first
+        seed: seeds repeat a setting), titled by the row and, where a row has several panels, the
+        values that tell them apart (e.g. ``g0.2_l0.2, loss.name: ssim_dice``)."""
+        chosen: dict[str, str] = {}
+        for cell in cells:
+            values = self.values(cell)
+            if f"{GRID}.row" in values:
+                setting = {k: v for k, v in values.items() if not _is_seed(k)}
+                chosen.setdefault(json.dumps(setting, sort_keys=True, default=str), cell)
+        by_row: dict[str, list[str]] = {}
+        for cell in chosen.values():
+            by_row.setdefault(self.row_label(cell), []).append(cell)
+        titles = {}
+        for row, row_cells in by_row.items():
+            keys = list(dict.fromkeys(k for c in row_cells for k in self.values(c) if not _is_seed(k)))
+            differ = [k for k in keys if len({json.dumps(self.values(c).get(k), default=str) for c in row_cells}) > 1]
+            names = {k: k.split(".", 1)[-1] for k in differ}
+            for cell in row_cells:
+                shown = [f"{names[k]}: {self.values(cell).get(k, '–')}" for k in differ]
+                titles[cell] = ", ".join([row, *shown])
+        return [(cell, titles[cell]) for cell in chosen.values()]
+
     def scores_foreground(self, cell: str) -> bool:
         return self.values(cell).get(f"{GRID}.ground_truth", "as_is") == "foreground"
 
     def clustered_cells(self) -> list[str]:
         return [c for c in self.cells if self.labels_route(c) != "segment"]
+
+
+def _is_seed(key: str) -> bool:
+    """A grid key that repeats a setting with another random draw (grid.seed, train.loop.seed, spoco.sampling_seed)."""
+    return "seed" in key.rsplit(".", 1)[-1]
 
 
 def with_workers(params: dict, threads: int) -> dict:

@@ -34,11 +34,14 @@ class PanelParams:
     percentiles: tuple[float, float] = (1.0, 99.8)  # display range of the original image
     panel_inches: float = 3.0  # width (and height) of one panel in the figure, inches
     dpi: int = 100  # resolution of the PNG
+    columns: int = 6  # panels per row of the figure (more panels wrap onto further rows)
     # workflow: draw the side-by-side figure of every scored sample of a grid with rows (an
     # experiment of hundreds of cells per image, e.g. bsds300_table1, sets false)
     enabled: bool = True
 
     def validate(self) -> None:
+        if self.columns < 1:
+            raise ConfigError(f"panels.columns must be >= 1, got {self.columns}")
         if self.max_size < 8:
             raise ConfigError(f"panels.max_size must be >= 8, got {self.max_size}")
         if not 0.5 <= self.panel_inches <= 100 or not 10 <= self.dpi <= 2400:
@@ -90,7 +93,9 @@ def _label_colours(plane: np.ndarray) -> np.ndarray:
 
 
 def draw_panels(panels: Sequence[Panel], out: str | Path, params: PanelParams | None = None) -> Path:
-    """Draw ``panels`` in one row into the PNG ``out`` (written atomically)."""
+    """Draw ``panels`` left to right, ``columns`` per row, into the PNG ``out`` (written atomically)."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,10 +103,14 @@ def draw_panels(panels: Sequence[Panel], out: str | Path, params: PanelParams | 
 
     params = params or PanelParams()
     out = Path(out)
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(params.panel_inches * len(panels), params.panel_inches + 0.3), squeeze=False
-    )
-    for ax, panel in zip(axes[0], panels, strict=True):
+    n_cols = min(params.columns, len(panels))
+    n_rows = -(-len(panels) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(params.panel_inches * n_cols, (params.panel_inches + 0.5) * n_rows),
+                             squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    wrap = max(12, int(params.panel_inches * 11))  # characters of a 9-pt title line across one panel
+    for ax, panel in zip(axes.flat, panels, strict=False):
         if panel.kind == "image":
             data = panel.data.astype(np.float32)
             finite = np.isfinite(data)
@@ -113,7 +122,7 @@ def draw_panels(panels: Sequence[Panel], out: str | Path, params: PanelParams | 
             ax.imshow(shown, cmap="gray", interpolation="nearest")
         else:
             ax.imshow(_label_colours(panel.data), interpolation="nearest")
-        ax.set_title(panel.title, fontsize=9)
+        ax.set_title("\n".join(textwrap.wrap(panel.title, wrap)) or panel.title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
     try:
