@@ -339,3 +339,16 @@ def test_many_panels_wrap_onto_rows(tmp_path):
     draw_panels(panels, tmp_path / "p.png", PanelParams(columns=3, panel_inches=2.0, dpi=50))
     height, width = iio.imread(tmp_path / "p.png").shape[:2]
     assert width <= 3 * 2.0 * 50 + 2 and height >= 3 * 2.0 * 50  # 3 columns, 3 rows
+
+
+def test_label_panels_outline_touching_segments_and_spread_colours():
+    from zarrseg.evaluation.panels import _label_colours
+
+    labels = np.repeat(np.repeat(np.arange(1, 401).reshape(20, 20), 8, axis=0), 8, axis=1)  # 400 touching squares
+    rgb = _label_colours(labels)
+    centres = rgb[4::8, 4::8].reshape(-1, 3)
+    assert len({tuple(c) for c in centres}) >= 40  # ids spread over the palette, not a 10-colour cycle
+    between = rgb[4::8, 8::8]  # first pixel of each right neighbour: the border, darker than its segment
+    assert (between.sum(axis=-1) < rgb[4::8, 12::8][:, : between.shape[1]].sum(axis=-1)).all()
+    semantic = _label_colours(np.array([[1, 1, 2, 2]]))
+    assert (semantic[0, 1] == semantic[0, 0]).all()  # two classes: no outline
