@@ -353,3 +353,68 @@ def test_signed_dic_is_best_nearest_zero_counts_are_not_ranked_and_n_is_per_metr
     assert "0.500 ± 0.566 (n=2)" in md  # SEG NaN on one of the three samples of row a
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["seg_n"]) == [2, 3] and list(summary["n"]) == [3, 3]
+
+
+def test_curves_draw_a_line_per_method_skip_seeds_and_baselines_follow_their_panel(tmp_path, monkeypatch):
+    from zarrseg.evaluation import groups, plots
+    from zarrseg.evaluation.tables import CurveParams, read_metrics
+
+    figures = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.setdefault(path.name, fig) and path)
+    paths = []
+    for method, slope in (("A", 0.4), ("B", -0.4)):  # opposite trends: pooled, they made one flat line
+        for beta in (0.3, 0.6):
+            for seed in (0, 1):
+                meta = {"experiment": "e", "sample": "s", "method": method, "cell": f"{method}{beta}{seed}",
+                        "params": {"segment.beta": beta, "train.loop.seed": seed}}
+                frame = metrics_frame({"": {"arand": 0.5 + slope * (beta - 0.45)}}, meta, {})
+                paths.append(write_table(frame, tmp_path / f"{method}{beta}{seed}.parquet")[0])
+    table = read_metrics(paths)
+    plots.make_figures(table, tmp_path, plots.TableParams(figure_metrics=["arand"]))
+    assert "curve_beta.png" in figures and "curve_seed.png" not in figures
+    (ax,) = figures["curve_beta.png"].axes
+    assert len(ax.containers) == 2 and {t.get_text() for t in ax.get_legend().get_texts()} == {"A", "B"}
+    # a baseline of each loss is drawn in that loss' panel (both were drawn at their pooled mean)
+    rows = []
+    for loss, base in (("bce", 0.8), ("ssim", 0.6)):
+        meta = {"experiment": "e", "sample": "s", "method": "supervised", "cell": f"sup_{loss}",
+                "params": {"train.loss.name": loss}}
+        rows.append(write_table(metrics_frame({"": {"dice": base}}, meta, {}), tmp_path / f"sup_{loss}.parquet")[0])
+        for fraction in (0.2, 0.6):
+            meta = {"experiment": "e", "sample": "s", "method": "pre", "cell": f"pre_{loss}{fraction}",
+                    "params": {"train.loss.name": loss, "contrastive_global.fraction": fraction}}
+            rows.append(write_table(metrics_frame({"": {"dice": 0.7}}, meta, {}), tmp_path / f"p{loss}{fraction}.parquet")[0])
+    from matplotlib.figure import Figure
+
+    saved, savefig = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), savefig(fig, *a, **k)))
+    spec = CurveParams(x="contrastive_global.fraction", panels="train.loss.name")
+    groups.curve_figures(read_metrics(rows), spec, "dice", tmp_path)
+    baselines = [[line.get_ydata()[0] for line in ax.lines if line.get_label() == "supervised (mean)"]
+                 for ax in saved[0].axes if ax.get_visible()]
+    assert baselines == [[0.8], [0.6]]  # bce panel, ssim panel
+    table = groups.group_table(read_metrics(rows), ["train.loss.name"], ["dice"])
+    assert groups.group_markdown(table).startswith("# By train.loss.name\n\n| train.loss.name | cells |")
+
+
+def test_box_plots_keep_rows_without_the_box_parameter_and_skip_big_single_method_grids(tmp_path, monkeypatch):
+    from zarrseg.evaluation import plots
+    from zarrseg.evaluation.tables import read_metrics
+
+    figures = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.setdefault(path.name, fig) and path)
+    paths = []
+    for method, params in (("multicut", {"segment.partitioner": "multicut"}), ("kmeans", {}), ("unet", {})):
+        for sample in "xy":
+            meta = {"experiment": "e", "sample": sample, "method": method, "cell": method, "params": params}
+            paths.append(write_table(metrics_frame({"": {"arand": 0.3}}, meta, {}), tmp_path / f"{method}{sample}.parquet")[0])
+    plots.make_figures(read_metrics(paths), tmp_path, plots.TableParams(figure_metrics=["arand"]))
+    (ax,) = figures["box_partitioner.png"].axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["(none)", "multicut"]  # k-means / U-Net rows kept
+    figures.clear()
+    grid = []
+    for beta in range(12):
+        meta = {"experiment": "e", "sample": "x", "method": "", "cell": f"b{beta}", "params": {"segment.beta": beta / 10}}
+        grid.append(write_table(metrics_frame({"": {"arand": beta / 20}}, meta, {}), tmp_path / f"g{beta}.parquet")[0])
+    plots.make_figures(read_metrics(grid), tmp_path, plots.TableParams(figure_metrics=["arand"]))
+    assert list(figures) == ["curve_beta.png"]  # no unreadable box per cell

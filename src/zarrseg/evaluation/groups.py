@@ -66,7 +66,7 @@ def group_table(table: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.Da
             row[f"{m}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
         out.append(row)
     result = pd.DataFrame(out)
-    result.attrs.update({"by": cols, "metrics": metrics})
+    result.attrs.update({"by": cols, "labels": list(by), "metrics": metrics})  # labels: the keys as given
     return result
 
 
@@ -80,9 +80,10 @@ def group_markdown(groups: pd.DataFrame, digits: int = 3) -> str:
 
     rows = [[str(r[b]) for b in by] + [str(r["n"])] + [fmt(r[f"{m}_mean"], r[f"{m}_sd"]) for m in metrics]
             for _, r in groups.iterrows()]
-    header = [*by, "cells", *[display_name(m) for m in metrics]]
+    labels = groups.attrs.get("labels", by)  # train.loss.name, not its column's short name 'name'
+    header = [*labels, "cells", *[display_name(m) for m in metrics]]
     note = "Mean ± sd over the grid cells (each cell: its mean over the scored samples)."
-    return f"# By {', '.join(by)}\n\n{markdown_table(header, rows)}\n\n{note}\n"
+    return f"# By {', '.join(labels)}\n\n{markdown_table(header, rows)}\n\n{note}\n"
 
 
 def write_group_tables(table: pd.DataFrame, group_by: list[list[str]], metrics: list[str], outdir: Path,
@@ -131,7 +132,7 @@ def curve_figures(table: pd.DataFrame, spec: CurveParams, metric: str, outdir: P
         cols = min(3, len(pvalues))
         nrows = int(np.ceil(len(pvalues) / cols))
         fig = Figure(figsize=(3.6 * cols, 3.0 * nrows), layout="constrained")
-        axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+        axes = fig.subplots(nrows, cols, squeeze=False, sharey=True).ravel()  # panels compare on one scale
         for ax, pvalue in zip(axes, pvalues, strict=False):
             points = curve if panel is None else curve[curve[panel].astype(str) == str(pvalue)]
             stats = points.groupby(x)[metric].agg(["mean", "std"])
@@ -140,7 +141,10 @@ def curve_figures(table: pd.DataFrame, spec: CurveParams, metric: str, outdir: P
             xs = xs if xs.notna().all() else pd.Series(range(len(stats)))
             ax.errorbar(xs, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", ms=4, capsize=3,
                         color="tab:red", label="mean ± sd")
-            for label, ref in reference.groupby("method", sort=False):
+            refs = reference
+            if panel and reference[panel].notna().any():  # a baseline per panel value (e.g. per loss)
+                refs = reference[reference[panel].astype(str) == str(pvalue)]
+            for label, ref in refs.groupby("method", sort=False):
                 ax.axhline(ref[metric].mean(), color="tab:blue", lw=1.2, label=f"{label} (mean)")
             ax.set_xticks(list(xs), [str(v) for v in stats.index])
             ax.set_xlabel(spec.x)

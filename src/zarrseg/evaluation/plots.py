@@ -41,11 +41,18 @@ def _per_sample(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     return table[table["metric"] == metric]
 
 
-def _box_column(table: pd.DataFrame, wanted: str) -> str:
-    """``wanted`` (a parameter or column) if the tables have it, else the method (or the cell)."""
+def _box_column(table: pd.DataFrame, wanted: str) -> str | None:
+    """``wanted`` (a parameter or column) if the tables have it, else the method, else the cell
+    while there are few cells; None for one method over a larger grid (two dozen boxes, each of
+    a few samples, labelled by cell ids, say nothing its curves do not)."""
     if wanted in table.columns and wanted not in ("metric", "value"):
         return wanted
-    return "method" if table["method"].nunique() > 1 else "cell"
+    if table["method"].nunique() > 1:
+        return "method"
+    return "cell" if table["cell"].nunique() <= MAX_CELL_BOXES else None
+
+
+MAX_CELL_BOXES = 8
 
 
 def box_plot(
@@ -58,6 +65,8 @@ def box_plot(
     if not metrics:
         return None
     key = key if key in scored else metrics[0]
+    # rows without the box parameter (k-means next to multicut rows) get a box of their own
+    table = table.assign(**{by: table[by].where(table[by].notna(), "(none)")})
     ranking = _per_sample(table, key).groupby([by, "params"])["value"].mean().reset_index()
     groups, chosen = [], {}
     for value, frame in ranking.groupby(by, sort=True):
@@ -132,9 +141,11 @@ def parameter_curves(
     hues = sorted(table[hue].astype(str).unique()) if hue else [None]
     x_all = np.sort(pd.to_numeric(table[param]).dropna().unique())
     dodge = 0.008 * (x_all[-1] - x_all[0] if x_all.size > 1 else 1.0)
+    drawn = 0
     for ax, metric in zip(axes, metrics, strict=True):
         for k, h in enumerate(hues):
             sub = table if h is None else table[table[hue].astype(str) == h]
+            sub = sub[sub[param].notna()]  # a line of rows that set the parameter (a W-Net row has no n_clusters)
             for name, value in _best_setting(sub, key, others).items():
                 sub = sub[sub[name].astype(str) == str(value)]
             sub = _per_sample(sub, metric)
@@ -143,6 +154,7 @@ def parameter_curves(
             per_sample = sub.assign(_x=pd.to_numeric(sub[param])).groupby(["_x", "sample"])["value"].mean()
             stats = per_sample.reset_index().groupby("_x")["value"].agg(["mean", "std"]).sort_index()
             offset = (k - (len(hues) - 1) / 2) * dodge
+            drawn += 1
             ax.errorbar(
                 stats.index + offset,
                 stats["mean"],
@@ -159,6 +171,9 @@ def parameter_curves(
         ax.grid(alpha=0.3)
         if hue:
             ax.legend(fontsize=7, title=hue, title_fontsize=7)
+    if not drawn:
+        log.info("table: no row sets %s; no curve drawn", param)
+        return None
     if others:
         fig.suptitle(
             f"{', '.join(others)} at the best setting of each line (by mean {display_name(key)})",
@@ -174,12 +189,13 @@ def make_figures(table: pd.DataFrame, outdir: Path, params: TableParams | None =
     by = _box_column(expanded, params.box_by)
     key = params.rank_by if params.rank_by in set(expanded["metric"]) else None
     figures = []
-    box = box_plot(expanded, list(params.figure_metrics), by, outdir / f"box_{_slug(by)}.png", key)
+    box = None if by is None else box_plot(expanded, list(params.figure_metrics), by, outdir / f"box_{_slug(by)}.png", key)
     if box is not None:
         figures.append(box)
-    hue = by if by in swept else None
+    # one line per box group, else per method: rows pooled into one line hid opposite trends
+    hue = by if by in swept else "method" if expanded["method"].nunique() > 1 else None
     for param in swept:
-        if param == by or not _numeric(expanded[param]):
+        if param == by or "seed" in param or not _numeric(expanded[param]):  # a seed is no sensitivity axis
             continue
         curve = parameter_curves(
             expanded,
