@@ -418,3 +418,18 @@ def test_box_plots_keep_rows_without_the_box_parameter_and_skip_big_single_metho
         grid.append(write_table(metrics_frame({"": {"arand": beta / 20}}, meta, {}), tmp_path / f"g{beta}.parquet")[0])
     plots.make_figures(read_metrics(grid), tmp_path, plots.TableParams(figure_metrics=["arand"]))
     assert list(figures) == ["curve_beta.png"]  # no unreadable box per cell
+
+
+def test_a_rerun_removes_figures_it_no_longer_makes_but_not_others(tmp_path, capsys):
+    paths = grid_tables(tmp_path)
+    out = tmp_path / "results"
+    assert main(["table", *paths, "-o", str(out)]) == 0
+    assert (out / "figures" / "curve_beta.png").is_file()
+    (out / "figures" / "mine.png").write_bytes(b"x")  # someone's figure beside ours
+    one_beta = [p for p in paths if "0.4" in p]  # beta no longer swept: no curve of it
+    assert main(["table", *one_beta, "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["box_partitioner.png", "mine.png"]
+    # a third run that makes the curve again may replace it: the record kept every file it wrote
+    assert main(["table", *paths, "-o", str(out)]) == 0
+    assert (out / "figures" / "curve_beta.png").is_file()

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,8 +203,11 @@ def staged_folders(*targets: Path) -> Iterator[list[Path]]:
             remove(stage, missing_ok=True)
         raise
     with writable(targets[0]):
+        # the stage's own records are not moved: one replaced the target's record, which then forgot
+        # the earlier run's other files (a later run refused them as someone else's); each moved file
+        # is recorded in its target folder instead
         moves = [(file, target / file.relative_to(stage)) for stage, target in zip(stages, targets, strict=True)
-                 for file in sorted(p for p in stage.rglob("*") if p.is_file())]
+                 for file in sorted(p for p in stage.rglob("*") if p.is_file() and p.name != RECORD)]
         try:
             for _file, dest in moves:  # before anything moves: nothing of someone else's is replaced
                 refuse_foreign(dest)
@@ -221,6 +224,19 @@ def staged_folders(*targets: Path) -> Iterator[list[Path]]:
                 (target / folder.relative_to(stage)).mkdir(parents=True, exist_ok=True)
             target.mkdir(parents=True, exist_ok=True)
             remove(stage)
+
+
+def remove_stale(folder: Path, keep: set[Path], patterns: Sequence[str]) -> list[Path]:
+    """Remove files of ``folder`` matching ``patterns`` that an earlier run of zarrseg wrote and this
+    one did not (``keep``): e.g. the curve of a parameter a new grid no longer sweeps, which would
+    otherwise sit beside the new figures as if it were one of them. Files of others stay."""
+    removed = []
+    for pattern in patterns:
+        for path in sorted(folder.glob(pattern)):
+            if path.is_file() and path not in keep and _file_is_ours(path):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 # errno values that mean "this place cannot be written", not a bug: one line for the user

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..runs import refuse_foreign, staged_folders
+from ..runs import refuse_foreign, remove_stale, staged_folders
 from .groups import column, curve_figures, write_group_tables
 from .plots import make_figures
 from .tables import (
@@ -65,9 +65,17 @@ def aggregate(
         stage = next(s for s in stages if p.is_relative_to(s))
         return moved[stage] / p.relative_to(stage)
 
+    result = {k: final(v) if isinstance(v, Path) else [final(p) for p in v] if isinstance(v, list) else v
+              for k, v in out.items()}
+    written = {v for v in result.values() if isinstance(v, Path)} | {
+        p for v in result.values() if isinstance(v, list) for p in v}
+    stale = remove_stale(outdir, written, ["by_*.md", "by_*.csv", "selection.md", "selection.csv"])
+    stale += remove_stale(figdir, written, ["box_*.png", "curve_*.png"])  # not the panels PNGs beside them
+    if stale:
+        log.info("table: removed %d file(s) of an earlier run this one no longer makes: %s", len(stale),
+                 ", ".join(p.name for p in stale))
     log.info("table: %d rows from %d tables -> %s (%d figures)", len(table), len(paths), outdir, len(out["figures"]))
-    return {k: final(v) if isinstance(v, Path) else [final(p) for p in v] if isinstance(v, list) else v
-            for k, v in out.items()}
+    return result
 
 
 def _check_explicit_names(table, expanded, params: TableParams) -> None:
