@@ -100,8 +100,8 @@ def selection_markdown(selection: pd.DataFrame, params: SelectionParams, digits:
     chosen = ", ".join(params.samples) if params.samples else "all samples (optimistic: chosen and scored on the same)"
     for annotator, frame in selection.groupby("annotator", sort=False):
         lines += [f"## Ground truth: {names.get(annotator, annotator)}", ""]
-        header = ["row", "oracle n", *[display_name(m) for m in metrics],
-                  "fixed n", *[display_name(m) for m in metrics], "fixed choice"]
+        header = ["row", "oracle n", *[f"oracle {display_name(m)}" for m in metrics],
+                  "fixed n", *[f"fixed {display_name(m)}" for m in metrics], "fixed choice"]
         body = []
         for _, r in frame.iterrows():
             body.append(

@@ -441,7 +441,7 @@ def summary_markdown(
         "n",
         *[display_name(m) + (" ↓" if m in LOWER_IS_BETTER else "") for m in metrics],
         "runtime [s]",
-        "peak RSS [MB]",
+        "mean peak RSS [MB]",  # each sample's job peak, averaged
     ]
     rows = []
     for _, r in summary.iterrows():

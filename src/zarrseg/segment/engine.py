@@ -187,7 +187,7 @@ def _stage(name: str, timings: dict):
     yield
     timings[name] = round(time.perf_counter() - t0, 3)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    log.info("segment: stage %s took %.2f s (peak RSS so far %.0f MB)", name, timings[name], peak)
+    log.info("segment: %s took %.2f s (peak RSS so far %.0f MB)", name, timings[name], peak)
 
 
 def segment(
@@ -292,7 +292,7 @@ def segment(
                     del blocks
                     g.save(graph_path)
             del summaries
-            log.info("segment: graph with %d nodes, %d edges", g.n_nodes, len(g.uv))
+            log.info("segment: graph of the %d supervoxels, %d edges", g.n_nodes - 1, len(g.uv))  # id 0: no node
 
             labels_path = work / "node_labels.npy"
             with _stage("partition", timings):
