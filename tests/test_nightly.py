@@ -245,8 +245,15 @@ def test_a_snakemake_left_running_by_a_killed_night_is_stopped(tmp_path):
         return proc
 
     assert not stop_orphaned_group(tmp_path)  # nothing recorded
-    orphan = started(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "snakemake"],
-                                      start_new_session=True))
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)", "snakemake", "--directory"]
+    # another results folder's Snakemake under the recorded pid (reused) is left alone
+    elsewhere = started(subprocess.Popen([*sleeper, str(tmp_path / "other")], start_new_session=True))
+    (tmp_path / GROUP_FILE).write_text(f"{elsewhere.pid}\n")
+    try:
+        assert not stop_orphaned_group(tmp_path) and elsewhere.poll() is None
+    finally:
+        elsewhere.kill()
+    orphan = started(subprocess.Popen([*sleeper, str(tmp_path)], start_new_session=True))
     (tmp_path / GROUP_FILE).write_text(f"{orphan.pid}\n")
     try:
         assert stop_orphaned_group(tmp_path, grace=5.0)
@@ -319,3 +326,25 @@ def test_snakemake_args_may_start_with_a_dash():
     assert args.snakemake_args == "-n --cores 1" and args.results_dir == Path("out")
     with pytest.raises(SystemExit):  # what the glue fixes
         parser.parse_args(["in", "-o", "out", "--snakemake-args", "-n"])
+
+
+def test_snakemake_output_reaches_the_log_while_it_runs(tmp_path, monkeypatch):
+    import sys
+    import threading
+
+    from zarrseg.nightly.snake import Workflow
+
+    wf = Workflow(tmp_path, [], tmp_path)
+    script = "import time; print('planned 3 jobs', flush=True); time.sleep(1.5); print('done')"
+    monkeypatch.setattr(Workflow, "command", lambda self, *args: [sys.executable, "-c", script])
+    log = tmp_path / "night" / "snakemake.log"
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(out=wf.run(["samples"], log)))
+    runner.start()
+    deadline = time.monotonic() + 20
+    while "planned 3 jobs" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "planned 3 jobs" in log.read_text() and runner.is_alive()  # readable before Snakemake ends
+    runner.join(timeout=20)
+    code, out = result["out"]
+    assert code == 0 and out.splitlines() == ["planned 3 jobs", "done"] and "$ snakemake samples" in log.read_text()

@@ -71,9 +71,11 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _is_snakemake_group(pgid: int) -> bool:
-    """The group is the one that was recorded: its leader runs Snakemake, or the leader is gone and
-    its jobs remain (Linux never hands out a pid still in use as a process group id)."""
+def _is_snakemake_group(pgid: int, workdir: Path) -> bool:
+    """The group is the one that was recorded: its leader runs Snakemake on this results folder
+    (``--directory <workdir>``: a reused pid may now lead another folder's or user's Snakemake),
+    or the leader is gone and its jobs remain (Linux never hands out a pid still in use as a
+    process group id)."""
     try:
         cmdline = Path(f"/proc/{pgid}/cmdline").read_bytes()
     except FileNotFoundError:
@@ -81,7 +83,8 @@ def _is_snakemake_group(pgid: int) -> bool:
     except OSError:
         return False
     # empty: the leader is a zombie (killed, its jobs remain), as good as gone
-    return not cmdline or b"snakemake" in cmdline
+    args = cmdline.split(b"\0")
+    return not cmdline or (b"snakemake" in cmdline and os.fsencode(str(workdir)) in args)
 
 
 def stop_orphaned_group(workdir: Path, grace: float = 10.0) -> bool:
@@ -95,9 +98,13 @@ def stop_orphaned_group(workdir: Path, grace: float = 10.0) -> bool:
     except (OSError, ValueError, IndexError):
         return False
     stopped = False
-    if pgid > 1 and _group_alive(pgid) and _is_snakemake_group(pgid):
+    if pgid > 1 and _group_alive(pgid) and _is_snakemake_group(pgid, workdir):
         log.warning("stopping Snakemake process group %d left running by a killed nightly run", pgid)
-        os.killpg(pgid, signal.SIGTERM)
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except PermissionError:  # not ours after all
+            path.unlink(missing_ok=True)
+            return False
         deadline = time.monotonic() + grace
         while _group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.2)

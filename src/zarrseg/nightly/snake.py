@@ -75,24 +75,33 @@ class Workflow:
     def run(self, args: list[str], log: Path) -> tuple[int, str]:
         """Run Snakemake with ``args``; its output goes to ``log`` (appended) and is returned."""
         log.parent.mkdir(parents=True, exist_ok=True)
-        # a process group of its own, recorded while it runs: the next night stops it if this
-        # process is killed alone (guard.stop_orphaned_group); an interrupt here stops it at once
-        proc = subprocess.Popen(self.command(*args), cwd=self.workdir, env=self.env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        group = self.workdir / GROUP_FILE
-        group.write_text(f"{proc.pid}\n")
-        try:
-            out, _ = proc.communicate()
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait()
-            raise
-        finally:
-            if proc.returncode is not None:
-                group.unlink(missing_ok=True)
+        # Snakemake writes straight into the log: readable while a long night runs, and kept when
+        # the night is killed (it was held in memory until Snakemake ended)
         with open(log, "a") as fh:
-            fh.write(f"$ snakemake {' '.join(args)}\n{out}\n")
+            fh.write(f"$ snakemake {' '.join(args)}\n")
+            fh.flush()
+            start = fh.tell()
+            # a process group of its own, recorded while it runs: the next night stops it if this
+            # process is killed alone (guard.stop_orphaned_group); an interrupt here stops it at once
+            proc = subprocess.Popen(self.command(*args), cwd=self.workdir, env=self.env(), stdout=fh,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            group = self.workdir / GROUP_FILE
+            group.write_text(f"{proc.pid}\n")
+            try:
+                proc.wait()
+            except BaseException:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+                raise
+            finally:
+                if proc.returncode is not None:
+                    group.unlink(missing_ok=True)
+        with open(log, "rb") as fh:
+            fh.seek(start)
+            out = fh.read().decode(errors="replace")
+        with open(log, "a") as fh:
+            fh.write("\n")
         return proc.returncode, out
 
     def summary(self, log: Path) -> pd.DataFrame:
