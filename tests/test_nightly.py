@@ -296,6 +296,9 @@ def test_schedule_examples_match_the_readme_and_parse():
         words = shlex.split(line.split("zarrseg nightly", 1)[1].split(">>")[0])
         args = parser.parse_args(words)
         assert args.results_dir == Path("/data/results/nightly") and args.profile in ("local", "slurm")
+        if ">>" in line:  # the shell opens the log before zarrseg runs: the line makes its folder first
+            log_folder = str(Path(line.split(">>")[1].split()[0]).parent)
+            assert line.split(" && ")[0].endswith(f"mkdir -p {log_folder}")
 
 
 def test_a_second_run_of_a_night_keeps_the_first_runs_rows_in_the_report():
