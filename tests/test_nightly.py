@@ -351,3 +351,26 @@ def test_snakemake_output_reaches_the_log_while_it_runs(tmp_path, monkeypatch):
     runner.join(timeout=20)
     code, out = result["out"]
     assert code == 0 and out.splitlines() == ["planned 3 jobs", "done"] and "$ snakemake samples" in log.read_text()
+
+
+def test_a_job_that_dies_silently_is_named_and_settled_after_three_nights(tmp_path):
+    from zarrseg.nightly.history import MAX_SILENT_DEATHS, History
+    from zarrseg.nightly.outcome import DIED, outcome
+
+    logs = tmp_path / "results" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "segment_a.log").write_text("segment: 12 blocks\n")  # started tonight, then the OOM killer
+    summary = pd.DataFrame([{"output_file": "results/default/a/base/labels.ome.zarr", "rule": "segment",
+                             "log-file(s)": "results/logs/segment_a.log", "status": "missing", "plan": "update"}])
+    result = outcome(summary, "a", tmp_path, tmp_path / "results", since=time.time() - 60)
+    assert result.reason.startswith(DIED) and "segment" in result.reason and result.retry
+    history = History(tmp_path / "acquisitions.parquet")
+    row = {"file": "/in/a.tif", "sample": "a", "status": "failed", "reason": result.reason, "retry": True,
+           "size": 10, "mtime_ns": 5, "sha256": ""}
+    for night in range(MAX_SILENT_DEATHS):
+        assert history.settled("/in/a.tif") is None  # retried: it may have been a fluke
+        history.append([{**row, "night": f"2026-01-0{night + 1}", "run": f"r{night}"}])
+    settled = History(tmp_path / "acquisitions.parquet").settled("/in/a.tif")
+    assert settled.status == "failed" and "not retried after 3 nights until the file changes" in settled.reason
+    history.append([{**row, "night": "2026-01-09", "run": "r9", "size": 11}])  # new bytes: tried again
+    assert history.settled("/in/a.tif") is None

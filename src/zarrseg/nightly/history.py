@@ -17,6 +17,9 @@ import pandas as pd
 from .. import ome
 
 STATUSES = ("processed", "waiting", "failed", "unchanged")
+# nights a file's job may die silently (out of memory, a crash) with the same bytes before it is
+# settled as failed: retried after a fluke, not every night forever
+MAX_SILENT_DEATHS = 3
 COLUMNS = [
     "night", "run", "file", "ground_truth", "sample", "scene", "cell", "status", "reason", "retry",
     "settled_night", "settled_status", "size", "mtime_ns", "sha256", "gt_size", "gt_mtime_ns", "gt_sha256",
@@ -50,9 +53,17 @@ class History:
 
     def settled(self, file: str) -> Settled | None:
         """The latest conclusion about ``file`` (a failure that was not its own fault does not count)."""
+        from .outcome import DIED
+
         rows = self.table[self.table["file"] == file]
-        final = rows["status"].isin(["processed", "unchanged"]) | (
-            (rows["status"] == "failed") & ~rows["retry"].astype(bool))
+        failed = rows["status"] == "failed"
+        final = rows["status"].isin(["processed", "unchanged"]) | (failed & ~rows["retry"].astype(bool))
+        deaths = rows[failed & rows["reason"].astype(str).str.startswith(DIED)]
+        if not deaths.empty:  # the same bytes killed a job MAX_SILENT_DEATHS nights: settle it
+            latest = deaths.iloc[-1]
+            same = deaths[(deaths["size"] == latest["size"]) & (deaths["mtime_ns"] == latest["mtime_ns"])]
+            if same["run"].nunique() >= MAX_SILENT_DEATHS:
+                final |= rows.index.isin(same.index[same["run"] == latest["run"]])
         rows = rows[final]
         if rows.empty:
             return None
@@ -60,6 +71,8 @@ class History:
         first = last.iloc[0]
         failed = last["status"].eq("failed").any() or first["settled_status"] == "failed"
         reasons = [r for r in last["reason"] if r]
+        if reasons and reasons[0].startswith(DIED) and last["retry"].astype(bool).all():
+            reasons[0] += f"; not retried after {MAX_SILENT_DEATHS} nights until the file changes"
         return Settled(night=str(first["settled_night"] or first["night"]),
                        status="failed" if failed else "processed", reason=reasons[0] if reasons else "",
                        size=int(first["size"]), mtime_ns=int(first["mtime_ns"]), sha256=str(first["sha256"] or ""),

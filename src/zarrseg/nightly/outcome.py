@@ -19,6 +19,9 @@ from ..evaluation.tables import read_benchmark
 
 PIPELINE = ("ingest", "ingest_ground_truth", "predict", "train", "segment", "cluster", "evaluate", "describe")
 HEADLINE = ("arand", "voi_split", "voi_merge")
+# a job that ran tonight and ended without an error line: killed by a signal (the kernel's
+# out-of-memory killer, a scheduler limit) or crashed in native code; retried a few nights only
+DIED = "job died without an error message"
 
 
 @dataclass
@@ -70,12 +73,22 @@ def outcome(summary: pd.DataFrame, sample: str, workdir: Path, results: Path, si
     errors = [(PIPELINE.index(r["rule"]) if r["rule"] in PIPELINE else len(PIPELINE), line)
               for _, r in pending.iterrows() for log in r["log-file(s)"].split(",") if log.strip()
               for line in [_error_line(workdir / log.strip(), since)] if line]
+    died = [r["rule"] for _, r in pending.iterrows() if _ran_silently(workdir, r["log-file(s)"], since)]
     if errors:
         result.reason = min(errors)[1]
+    elif died:
+        result.reason = f"{DIED} ({died[0]}: killed by a signal, e.g. out of memory, or crashed; see its log)"
+        result.retry = True
     else:
         rules = sorted(set(pending["rule"]), key=lambda r: PIPELINE.index(r) if r in PIPELINE else len(PIPELINE))
         result.reason, result.retry = f"did not finish ({', '.join(rules)} pending: run stopped early)", True
     return result
+
+
+def _ran_silently(workdir: Path, logs: str, since: float) -> bool:
+    """A job of tonight's run wrote its log, and no error line into it."""
+    paths = [workdir / log.strip() for log in logs.split(",") if log.strip()]
+    return any(p.is_file() and p.stat().st_mtime >= since and not _error_line(p, since) for p in paths)
 
 
 def _error_line(log: Path, since: float) -> str:
