@@ -289,6 +289,10 @@ def test_grids_csv_and_nightly_passthrough_are_checked(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     _one_line(capsys, "No closing quotation", "nightly", str(tmp_path / "in"), "-o", str(tmp_path / "r"),
               "--snakemake-args", '"unclosed')
+    # Snakemake's own parser judges them before any work, even on a night with nothing new
+    for extra, message in (("--bogus-flag", "unrecognized arguments: --bogus-flag"),
+                           ("--cores", "expected one argument"), ("-n", "a dry run (-n) processes nothing")):
+        _one_line(capsys, message, "nightly", str(tmp_path / "in"), "-o", str(tmp_path / "r"), "--snakemake-args", extra)
     assert not (tmp_path / "r").exists()
 
 

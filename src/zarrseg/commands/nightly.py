@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
         snakemake_args = shlex.split(args.snakemake_args)
     except ValueError as err:  # an unclosed quote
         raise ConfigError(f"--snakemake-args {args.snakemake_args!r}: {err}") from err
+    from ..nightly.snake import check_snakemake_args
+
+    check_snakemake_args(snakemake_args)  # every night, even one with nothing new: a broken cron line shows
     signal.signal(signal.SIGTERM, _exit_on_term)
     result = run_night(NightOptions(
         input_dir=args.input_dir, results_dir=args.results_dir, config=args.config, profile=args.profile,

@@ -113,6 +113,23 @@ class Workflow:
         return pd.read_csv(io.StringIO(text[start:]), sep="\t", dtype=str).fillna("")
 
 
+def check_snakemake_args(extra: list[str]) -> None:
+    """Refuse, before any work, extra Snakemake arguments its own parser rejects, or a dry run
+    (which would leave every acquisition of the night unprocessed and counted as failed)."""
+    from snakemake.cli import get_argument_parser
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            parsed = get_argument_parser().parse_args([TARGET, *extra])
+    except SystemExit:
+        message = next((line.split("error:", 1)[1].strip() for line in err.getvalue().splitlines()
+                        if "error:" in line), "not valid Snakemake arguments")
+        raise ConfigError(f"--snakemake-args {' '.join(extra)!r}: {message}") from None
+    if getattr(parsed, "dryrun", False):
+        raise ConfigError("--snakemake-args: a dry run (-n) processes nothing; use 'snakemake -n' directly to preview")
+
+
 def job_counts(text: str) -> dict[str, int]:
     """Jobs per rule from the "Job stats" table Snakemake prints before running (empty: nothing to do)."""
     counts: dict[str, int] = {}
