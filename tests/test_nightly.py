@@ -69,9 +69,16 @@ def test_scan_complete_waiting_failed(tmp_path):
     _age(folder / "cut.czi", HOUR)
     _tif(folder / "pair.tif", 3)
     _tif(folder / "pair_labels.tif", 4, age=5)  # a young ground truth keeps its image waiting
+    import imageio.v3 as iio
+
+    iio.imwrite(folder / "cut.png", np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+    (folder / "cut.png").write_bytes((folder / "cut.png").read_bytes()[:200])  # decoded at the scan, too
+    _age(folder / "cut.png", HOUR)
     found = _scan(folder, History(tmp_path / "acquisitions.parquet"))
     assert {n: a.status for n, a in found.items()} == {
-        "old.tif": "new", "young.tif": "waiting", "marked.tif": "new", "cut.czi": "failed", "pair.tif": "waiting"}
+        "old.tif": "new", "young.tif": "waiting", "marked.tif": "new", "cut.czi": "failed", "pair.tif": "waiting",
+        "cut.png": "failed"}
+    assert "truncated or corrupt" in found["cut.png"].reason
     assert "quiet period 60 s" in found["young.tif"].reason
     reason = found["cut.czi"].reason
     assert "cut.czi" in reason and "truncated" in reason and "\n" not in reason
@@ -374,3 +381,22 @@ def test_a_job_that_dies_silently_is_named_and_settled_after_three_nights(tmp_pa
     assert settled.status == "failed" and "not retried after 3 nights until the file changes" in settled.reason
     history.append([{**row, "night": "2026-01-09", "run": "r9", "size": 11}])  # new bytes: tried again
     assert history.settled("/in/a.tif") is None
+
+
+def test_a_damaged_history_is_one_clear_error_and_a_workflow_failure_records_the_hash(tmp_path):
+    from zarrseg.errors import InputError
+    from zarrseg.ingest.writer import sha256_file
+    from zarrseg.nightly.history import History
+    from zarrseg.nightly.night import _sample_rows
+    from zarrseg.nightly.outcome import SampleOutcome
+
+    damaged = tmp_path / "acquisitions.parquet"
+    damaged.write_bytes(b"PAR1 cut short")
+    with pytest.raises(InputError, match="nightly history is damaged.*move it away"):
+        History(damaged)
+    image = tmp_path / "a.tif"
+    _tif(image, 0)
+    base = {"file": str(image), "ground_truth": "", "sha256": "", "gt_sha256": ""}
+    failed = SampleOutcome(sample="a", processed=False, reason="ingest: cannot decode")
+    (row,) = _sample_rows(base, "a", 0, failed, "n", tmp_path)
+    assert row["sha256"] == sha256_file(image)  # a copy with the same bytes is not retried

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import ome
+from ..errors import InputError
 
 STATUSES = ("processed", "waiting", "failed", "unchanged")
 # nights a file's job may die silently (out of memory, a crash) with the same bytes before it is
@@ -49,13 +50,25 @@ class History:
 
     def __init__(self, path: Path):
         self.path = path
-        self.table = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)
+        self._rows_of: dict[str, np.ndarray] | None = None  # file -> its row positions, built once per table
+        try:
+            self.table = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)
+        except Exception as err:  # pyarrow raises several types for a damaged file
+            raise InputError(f"the nightly history is damaged ({type(err).__name__}); move it away to start a new "
+                             "one (every acquisition is then processed again)", path) from err
+
+    def _rows(self, file: str) -> pd.DataFrame:
+        """The rows of ``file``: one lookup in an index instead of a scan of every night's rows per file
+        (a year of nights over thousands of files made the scan take minutes)."""
+        if self._rows_of is None:
+            self._rows_of = self.table.groupby("file", sort=False).indices if len(self.table) else {}
+        return self.table.iloc[self._rows_of.get(file, np.empty(0, dtype=np.int64))]
 
     def settled(self, file: str) -> Settled | None:
         """The latest conclusion about ``file`` (a failure that was not its own fault does not count)."""
         from .outcome import DIED
 
-        rows = self.table[self.table["file"] == file]
+        rows = self._rows(file)
         failed = rows["status"] == "failed"
         final = rows["status"].isin(["processed", "unchanged"]) | (failed & ~rows["retry"].astype(bool))
         deaths = rows[failed & rows["reason"].astype(str).str.startswith(DIED)]
@@ -94,6 +107,7 @@ class History:
             night[column] = night[column].fillna(False).astype(bool)
         frames = [f for f in (self.table, night) if not f.empty]
         self.table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else night
+        self._rows_of = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with ome.atomic_output(self.path) as tmp:
             self.table.to_parquet(tmp, engine="pyarrow", index=False)

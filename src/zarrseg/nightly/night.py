@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -247,6 +248,15 @@ def _sample_rows(base: dict, name: str, scene: int, result: SampleOutcome | None
     if result is None:
         result = SampleOutcome(sample=name, processed=False, reason="not run", retry=True)
     status = "processed" if result.processed else "failed"
+    if not result.processed and not (result.sha256 or base["sha256"]):
+        # its ingest did not finish, so no output recorded the content: hash it here, so that a copy
+        # with a new time but the same bytes is not run (and failed) again
+        from ..ingest.writer import sha256_file
+
+        with contextlib.suppress(OSError):
+            base = {**base, "sha256": sha256_file(Path(base["file"]))}
+            if base["ground_truth"]:
+                base["gt_sha256"] = sha256_file(Path(base["ground_truth"]))
     common = {**base, "sample": name, "scene": scene, "status": status, "reason": result.reason,
               "retry": result.retry, "settled_night": night, "settled_status": status,
               "sha256": result.sha256 or base["sha256"], "gt_sha256": result.gt_sha256 or base["gt_sha256"],

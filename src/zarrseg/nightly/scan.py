@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ZarrsegError
+from ..ingest import open_source
 from ..ingest.params import IngestParams
 from ..ingest.writer import sha256_file
-from ..workflow import folder_acquisitions, read_scene_names
+from ..workflow import MULTI_SCENE_SUFFIXES, folder_acquisitions, read_scene_names
 from .history import History, Settled
 
 DONE_SUFFIX = ".done"
@@ -86,7 +87,11 @@ def _classify(acq: Acquisition, history: History, quiet: float, params: IngestPa
         _unchanged(acq, prev)
         return
     try:
-        acq.scene_names = read_scene_names(acq.file, params)  # the structural check
+        for path in (acq.file, acq.ground_truth):  # the structural check; PNG / JPEG: decoded (2D, small)
+            if path is not None and not path.name.lower().endswith(MULTI_SCENE_SUFFIXES):
+                with open_source(path, None, params):
+                    pass
+        acq.scene_names = read_scene_names(acq.file, params)
         if acq.ground_truth is not None:
             read_scene_names(acq.ground_truth, params)
     except ZarrsegError as err:
