@@ -400,3 +400,28 @@ def test_a_damaged_history_is_one_clear_error_and_a_workflow_failure_records_the
     failed = SampleOutcome(sample="a", processed=False, reason="ingest: cannot decode")
     (row,) = _sample_rows(base, "a", 0, failed, "n", tmp_path)
     assert row["sha256"] == sha256_file(image)  # a copy with the same bytes is not retried
+
+
+def test_ignored_inputs_and_a_future_time_are_said_and_old_timings_do_not_count(tmp_path):
+    from zarrseg.nightly.night import _ignored
+    from zarrseg.nightly.outcome import _timings
+
+    folder = tmp_path / "in"
+    (folder / "2026-11-30").mkdir(parents=True)
+    for name in ("scan.lif", "notes.nd2", "a.tif", "a.tif.done", ".DS_Store"):
+        (folder / name).write_bytes(b"x")
+    note = _ignored(folder)
+    assert "2 file(s) of formats nightly does not read (notes.nd2, scan.lif" in note
+    assert "1 subfolder(s), which are not searched (2026-11-30)" in note
+    assert _ignored(tmp_path / "in" / "2026-11-30") == ""
+    _tif(folder / "future.tif", 0, age=-3 * HOUR)  # the microscope PC's clock runs ahead
+    reason = _scan(folder, History(tmp_path / "h.parquet"))["future.tif"].reason
+    assert "10800 s in the future" in reason
+    bench = tmp_path / "results" / "benchmarks" / "segment"
+    bench.mkdir(parents=True)
+    for name, age in (("old", 2 * HOUR), ("new", 0)):
+        (bench / f"{name}.tsv").write_text("s\th:m:s\tmax_rss\n4.0\t0:00:04\t10\n")
+        _age(bench / f"{name}.tsv", age)
+    rows = pd.DataFrame([{"rule": r, "log-file(s)": f"results/logs/segment/{n}.log"}
+                         for r, n in (("segment", "new"), ("predict", "old"))])
+    assert _timings(rows, tmp_path, since=time.time() - HOUR) == {"segment": 4.0}  # not an earlier night's

@@ -22,7 +22,7 @@ from .guard import single_instance, stale_snakemake_locks, stop_orphaned_group
 from .history import History
 from .outcome import SampleOutcome, outcome
 from .report import write_report
-from .scan import Acquisition, scan
+from .scan import DONE_SUFFIX, Acquisition, scan
 from .snake import TARGET, Workflow, job_counts, last_error_line, repo_root, resolve_profile
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,9 @@ def run_night(opts: NightOptions) -> NightResult:
         acquisitions = scan(input_dir, history, quiet_period=opts.quiet_period, params=params,
                             gt_suffix=gt_suffix, rerun_all=opts.rerun_all)
         samples = _samples(acquisitions, history)
+        ignored = _ignored(input_dir)
+        if ignored:
+            notes.append(ignored)
         _write_inputs(folder, overlay, results, samples)
         jobs: dict[str, int] = {}
         outcomes: dict[str, SampleOutcome] = {}
@@ -132,7 +135,8 @@ def run_night(opts: NightOptions) -> NightResult:
             if code != 0:
                 notes.append(f"Snakemake exited with {code}: {last_error_line(text)}")
             summary = wf.summary(snake_log)
-            outcomes = {name: outcome(summary, name, wf.workdir, results, started) for name in samples}
+            outcomes = {name: outcome(summary, name, wf.workdir, results, started,
+                                      scored=bool(samples[name][1].ground_truth)) for name in samples}
         rows = _rows(acquisitions, samples, outcomes, night, run_id, folder)
         history.append(rows)
         notes.append(f"run {run_id}, {time.time() - started:.0f} s; cumulative table: {history.path}")
@@ -145,6 +149,27 @@ def run_night(opts: NightOptions) -> NightResult:
         write_report(folder, night, shown, jobs, notes)
         (folder / "jobs.json").write_text(json.dumps(jobs, indent=1))
     return NightResult(folder, rows, jobs)
+
+
+def _ignored(folder: Path) -> str:
+    """A note on what the input folder holds that is never an acquisition: files of other formats
+    (.nd2, .lif, ...) and subfolders, which are not searched; empty when there is none."""
+    from ..workflow import IMAGE_SUFFIXES
+
+    others, folders = [], []
+    for path in sorted(folder.iterdir()):
+        if path.is_dir():
+            folders.append(path.name)
+        elif not path.name.lower().endswith((*IMAGE_SUFFIXES, DONE_SUFFIX)) and not path.name.startswith("."):
+            others.append(path.name)
+    parts = []
+    if others:
+        parts.append(f"{len(others)} file(s) of formats nightly does not read ({', '.join(others[:5])}"
+                     f"{', ...' if len(others) > 5 else ''}; it reads {', '.join(IMAGE_SUFFIXES)})")
+    if folders:
+        parts.append(f"{len(folders)} subfolder(s), which are not searched ({', '.join(folders[:5])}"
+                     f"{', ...' if len(folders) > 5 else ''})")
+    return "ignored in the input folder: " + "; ".join(parts) if parts else ""
 
 
 def _samples(acquisitions: list[Acquisition], history: History) -> dict[str, tuple[Acquisition, object]]:

@@ -53,19 +53,21 @@ def sample_rows(summary: pd.DataFrame, sample: str, workdir: Path, results: Path
     return summary[summary["output_file"].map(owner) == sample]
 
 
-def outcome(summary: pd.DataFrame, sample: str, workdir: Path, results: Path, since: float) -> SampleOutcome:
-    """The outcome of ``sample`` (paths in ``summary`` are relative to ``workdir`` or absolute)."""
+def outcome(summary: pd.DataFrame, sample: str, workdir: Path, results: Path, since: float,
+            scored: bool = True) -> SampleOutcome:
+    """The outcome of ``sample`` (paths in ``summary`` are relative to ``workdir`` or absolute);
+    ``scored``: it has ground truth tonight (else metrics an earlier night left beside it are not shown)."""
     rows = sample_rows(summary, sample, workdir, results)
     pending = rows[(rows["status"] != "ok") | (rows["plan"] != "no update")]
     result = SampleOutcome(sample=sample, processed=not rows.empty and pending.empty)
-    result.timings = _timings(rows, workdir)
+    result.timings = _timings(rows, workdir, since)
     for _, row in rows.iterrows():
         path = workdir / row["output_file"]
         if row["rule"] in ("ingest", "ingest_ground_truth") and path.is_dir():
             sha = dict(zarr.open_group(str(path), mode="r").attrs).get("zarrseg", {}).get("source_sha256", "")
             setattr(result, "sha256" if row["rule"] == "ingest" else "gt_sha256", sha)
     if result.processed:
-        result.cells = [_cell(workdir / p) for p in rows["output_file"] if p.endswith("segments.parquet")]
+        result.cells = [_cell(workdir / p, scored) for p in rows["output_file"] if p.endswith("segments.parquet")]
         return result
     if rows.empty:
         result.reason, result.retry = "the workflow did not plan it (see the night's snakemake.log)", True
@@ -103,7 +105,7 @@ def _error_line(log: Path, since: float) -> str:
     return f"job failed: {tail[-1]}" if tail and "Traceback" in "\n".join(lines) else ""
 
 
-def _cell(segments: Path) -> dict:
+def _cell(segments: Path, scored: bool = True) -> dict:
     """Segments, metrics and thumbnail of one grid cell (the folder of its segments.parquet)."""
     row = pd.read_parquet(segments).iloc[0].to_dict()
     cell = {"cell": segments.parent.name, **{k: row.get(k) for k in (
@@ -111,7 +113,7 @@ def _cell(segments: Path) -> dict:
     thumb = segments.with_name("thumbnail.png")
     cell["thumbnail_source"] = str(thumb) if thumb.is_file() else ""
     metrics_path = segments.with_name("metrics.parquet")
-    if metrics_path.is_file():
+    if scored and metrics_path.is_file():
         metrics = pd.read_parquet(metrics_path)
         if "annotator" in metrics.columns:
             metrics = metrics[metrics["annotator"].isin(["", "0", "mean"]) | metrics["annotator"].isna()]
@@ -121,8 +123,9 @@ def _cell(segments: Path) -> dict:
     return cell
 
 
-def _timings(rows: pd.DataFrame, workdir: Path) -> dict[str, float]:
-    """Seconds per rule from the jobs' benchmark files (beside their logs: logs/ -> benchmarks/, .tsv)."""
+def _timings(rows: pd.DataFrame, workdir: Path, since: float = 0.0) -> dict[str, float]:
+    """Seconds per rule from the benchmark files of tonight's jobs (beside their logs: logs/ ->
+    benchmarks/, .tsv); an earlier night's jobs that Snakemake did not rerun do not count."""
     out: dict[str, float] = {}
     for _, row in rows.drop_duplicates("log-file(s)").iterrows():
         for log in row["log-file(s)"].split(","):
@@ -130,6 +133,6 @@ def _timings(rows: pd.DataFrame, workdir: Path) -> dict[str, float]:
                 continue
             bench = workdir / log.strip().replace("/logs/", "/benchmarks/", 1)[: -len(".log")]
             bench = bench.with_name(bench.name + ".tsv")
-            if bench.is_file():
+            if bench.is_file() and bench.stat().st_mtime >= since:
                 out[row["rule"]] = out.get(row["rule"], 0.0) + read_benchmark(bench).get("runtime_s", 0.0)
     return out

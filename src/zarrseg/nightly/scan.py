@@ -80,7 +80,9 @@ def _classify(acq: Acquisition, history: History, quiet: float, params: IngestPa
     marker = acq.file.with_name(acq.file.name + DONE_SUFFIX).exists()
     if not marker and age < quiet:
         acq.status = "waiting"
-        acq.reason = f"modified {max(age, 0):.0f} s ago (quiet period {quiet:g} s, no {DONE_SUFFIX} marker)"
+        acq.reason = (f"modified {age:.0f} s ago (quiet period {quiet:g} s, no {DONE_SUFFIX} marker)" if age >= 0 else
+                      f"modification time {-age:.0f} s in the future (clocks of the writing computer and this one "
+                      f"differ?); waits until it is {quiet:g} s old")
         return
     same = same or (prev is not None and _same_content(acq, prev))  # same bytes under a new time
     if same and not rerun_all:
