@@ -39,7 +39,10 @@ def test_segment_sizes_match_a_whole_array_count(tmp_path, rng):
 def test_empty_segmentation_and_non_label_input(tmp_path):
     path = _image(tmp_path / "e.ome.zarr", np.zeros((20, 30), np.uint32), [1.0, 1.0], is_label=True)
     row = describe(path)
-    assert row["n_segments"] == 0 and np.isnan(row["size_mean"]) and row["size_unit"] == "µm²"
+    # every axis at 1 µm and no voxel_size given: ingest's fallback, so sizes are in voxels
+    assert row["n_segments"] == 0 and np.isnan(row["size_mean"]) and row["size_unit"] == "voxels (voxel size unknown)"
+    known = _image(tmp_path / "k.ome.zarr", np.ones((20, 30), np.uint32), [0.5, 0.5], is_label=True)
+    assert describe(known)["size_unit"] == "µm²"
     floats = _image(tmp_path / "f.ome.zarr", np.zeros((20, 30), np.float32), [1.0, 1.0])
     with pytest.raises(Exception, match="not a label image"):
         describe(floats)

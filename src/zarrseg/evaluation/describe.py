@@ -72,8 +72,12 @@ def describe(labels_path: str | Path, image_path: str | Path | None = None,
         if size != view.shape:
             raise InputError(f"spatial shape {list(size)} differs from the labels' {list(view.shape)}", image_path)
         scale = image.spatial_scale[-view.ndim:]
+    from ..predict.rescale import image_voxel_size
+
     sizes = segment_sizes(view, dask_params=dask_params)
     voxel = float(np.prod(scale))
+    known = image_voxel_size(image if image_path is not None else labels) is not None
+    unit = ("µm³" if view.ndim == 3 else "µm²") if known else "voxels (voxel size unknown)"
     physical = sizes * voxel
     row = {
         "n_segments": int(sizes.size),
@@ -81,7 +85,7 @@ def describe(labels_path: str | Path, image_path: str | Path | None = None,
         "size_median": float(np.median(physical)) if sizes.size else float("nan"),
         "size_mean": float(physical.mean()) if sizes.size else float("nan"),
         "size_max": float(physical.max()) if sizes.size else float("nan"),
-        "size_unit": "µm³" if view.ndim == 3 else "µm²",
+        "size_unit": unit,  # not µm when every axis is at ingest's 1 µm fallback
         "voxels_median": float(np.median(sizes)) if sizes.size else float("nan"),
         "voxels_mean": float(sizes.mean()) if sizes.size else float("nan"),
         "axes": view.spatial_axes,
@@ -126,13 +130,16 @@ def summarize_descriptions(tables: Sequence[str | Path], outdir: str | Path, dig
     shown = first + [c for c in ("n_segments", "size_median", "size_mean", "size_unit", "shape", "voxel_size_um")
                      if c in frame.columns]
     rows = [[_cell(v, digits) for v in values] for values in frame[shown].itertuples(index=False)]
-    text = "# Segments per sample\n\n" + markdown_table(shown, rows) + "\n"
+    text = "# Segments per sample and cell\n\n" + markdown_table(shown, rows) + "\n"
     with ome.atomic_output(outdir / "segments.md") as tmp:
         tmp.write_text(text)
     return outdir / "segments.md"
 
 
 def _cell(value: object, digits: int) -> str:
+    """A number as people write it: 4650.2 -> '4650', 0.0123 -> '0.0123' (not '4.65e+03')."""
     if isinstance(value, float):
-        return "–" if not np.isfinite(value) else f"{value:.{digits}g}"
+        if not np.isfinite(value):
+            return "–"
+        return f"{value:,.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
     return str(value)
