@@ -433,3 +433,23 @@ def test_a_rerun_removes_figures_it_no_longer_makes_but_not_others(tmp_path, cap
     # a third run that makes the curve again may replace it: the record kept every file it wrote
     assert main(["table", *paths, "-o", str(out)]) == 0
     assert (out / "figures" / "curve_beta.png").is_file()
+
+
+def test_curve_legends_say_where_the_other_parameters_are_held(tmp_path, monkeypatch):
+    from zarrseg.evaluation import plots
+    from zarrseg.evaluation.tables import read_metrics
+
+    figures = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.setdefault(path.name, fig) and path)
+    paths = []
+    for method in ("A", "B"):
+        for beta in (0.3, 0.6):
+            for threshold in (0.4, 0.5):
+                meta = {"experiment": "e", "sample": "s", "method": method, "cell": f"{method}{beta}{threshold}",
+                        "params": {"segment.beta": beta, "segment.threshold": threshold}}
+                score = beta + (threshold if method == "A" else -threshold)  # A best at 0.5, B at 0.4
+                paths.append(write_table(metrics_frame({"": {"arand": score}}, meta, {}),
+                                         tmp_path / f"{method}{beta}{threshold}.parquet")[0])
+    plots.make_figures(read_metrics(paths), tmp_path, plots.TableParams(figure_metrics=["arand"]))
+    legend = {t.get_text() for t in figures["curve_beta.png"].axes[0].get_legend().get_texts()}
+    assert legend == {"A (threshold 0.4)", "B (threshold 0.5)"}  # ARand: lower is better

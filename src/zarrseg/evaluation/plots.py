@@ -134,7 +134,8 @@ def parameter_curves(
     metrics = [m for m in metrics if m in set(table["metric"])]
     if not metrics:
         return None
-    others = [o for o in swept if o not in (param, hue)]
+    # seeds are pooled into each point's mean ± sd, not held at the luckiest one
+    others = [o for o in swept if o not in (param, hue) and "seed" not in o]
     key = key or metrics[0]
     fig = Figure(figsize=(3.4 * len(metrics), 3.4), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
@@ -142,11 +143,14 @@ def parameter_curves(
     x_all = np.sort(pd.to_numeric(table[param]).dropna().unique())
     dodge = 0.008 * (x_all[-1] - x_all[0] if x_all.size > 1 else 1.0)
     drawn = 0
+    held: dict[str | None, str] = {}  # line -> the values its other parameters are held at
     for ax, metric in zip(axes, metrics, strict=True):
         for k, h in enumerate(hues):
             sub = table if h is None else table[table[hue].astype(str) == h]
             sub = sub[sub[param].notna()]  # a line of rows that set the parameter (a W-Net row has no n_clusters)
-            for name, value in _best_setting(sub, key, others).items():
+            setting = _best_setting(sub, key, others)
+            held[h] = ", ".join(f"{n} {v}" for n, v in setting.items() if pd.notna(v))
+            for name, value in setting.items():
                 sub = sub[sub[name].astype(str) == str(value)]
             sub = _per_sample(sub, metric)
             if sub.empty:
@@ -162,7 +166,7 @@ def parameter_curves(
                 marker="o",
                 ms=4,
                 capsize=3,
-                label=h,
+                label=f"{h} ({held[h]})" if h is not None and held[h] else h,
             )
         ax.set_xlabel(param)
         ax.set_title(
@@ -175,8 +179,9 @@ def parameter_curves(
         log.info("table: no row sets %s; no curve drawn", param)
         return None
     if others:
+        values = f": {held[None]}" if None in held and held[None] else ""
         fig.suptitle(
-            f"{', '.join(others)} at the best setting of each line (by mean {display_name(key)})",
+            f"{', '.join(others)} at the best setting of each line (by mean {display_name(key)}){values}",
             fontsize=9,
         )
     return _save(fig, path)
