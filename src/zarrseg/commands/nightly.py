@@ -15,7 +15,8 @@ appends to the cumulative RESULTS_DIR/acquisitions.parquet.
              sha256. Processed acquisitions are not touched again (no reruns for code or parameter
              changes unless --rerun-drifted).
   isolated   a corrupt or failing acquisition is reported with its one-line reason and the rest of
-             the night completes; it is retried on a later night only if the file changes.
+             the night completes; it is retried on a later night only if the file changes (or
+             with --rerun-drifted); a job that dies silently (out of memory) is retried 3 nights.
   scenes     every scene (position) of a multi-scene file is its own sample <file>_<scene>.
   safe       one run at a time per RESULTS_DIR (a file lock); a Snakemake lock left by a killed
              run is cleared automatically.
@@ -46,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "complete (default: 120)")
     parser.add_argument("--night", metavar="YYYY-MM-DD", help="date the night is filed under (default: today)")
     parser.add_argument("--rerun-drifted", action="store_true",
-                        help="also rerun processed acquisitions whose code or parameters changed")
+                        help="look at every acquisition again, not only new or changed files: rerun the "
+                             "outputs whose code or parameters changed (Snakemake decides; the rest stays), "
+                             "and retry files that failed (e.g. after fixing ingest.axes in --config)")
     parser.add_argument("--snakemake-args", default="", metavar="ARGS",
                         help="more Snakemake arguments, e.g. \"--cores 8\"")
 
