@@ -425,3 +425,27 @@ def test_ignored_inputs_and_a_future_time_are_said_and_old_timings_do_not_count(
     rows = pd.DataFrame([{"rule": r, "log-file(s)": f"results/logs/segment/{n}.log"}
                          for r, n in (("segment", "new"), ("predict", "old"))])
     assert _timings(rows, tmp_path, since=time.time() - HOUR) == {"segment": 4.0}  # not an earlier night's
+
+
+def test_a_night_stopped_by_sigterm_leaves_its_report_and_rows(tmp_path, monkeypatch):
+    from zarrseg.nightly import NightOptions, run_night
+    from zarrseg.nightly.snake import Workflow
+
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    _tif(inbox / "a.tif", 0)
+
+    def killed(self, args, log):  # the time limit arrives while Snakemake runs
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("planned 5 jobs\n")
+        raise SystemExit(143)
+
+    monkeypatch.setattr(Workflow, "run", killed)
+    results = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        run_night(NightOptions(input_dir=inbox, results_dir=results, night="2026-01-01", quiet_period=0))
+    assert stop.value.code == 143
+    report = (results / "nights" / "2026-01-01" / "report.md").read_text()
+    assert "stopped by SIGTERM" in report and "retried next night" in report
+    rows = History(results / "acquisitions.parquet").table
+    assert list(rows["status"]) == ["failed"] and rows["retry"].all()  # not settled: tried again next night

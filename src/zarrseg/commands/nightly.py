@@ -22,7 +22,8 @@ appends to the cumulative RESULTS_DIR/acquisitions.parquet.
              run is cleared automatically.
 
 Exit codes: 0 night complete, 1 some acquisition failed (see the report), 2 bad command line or
-configuration, 75 another nightly run of RESULTS_DIR is active (nothing done).
+configuration, 75 another nightly run of RESULTS_DIR is active (nothing done), 143 / 130 stopped
+by SIGTERM / Ctrl-C (the night's report and rows are written first; what did not finish is retried).
 """
 
 from __future__ import annotations

@@ -129,14 +129,23 @@ def run_night(opts: NightOptions) -> NightResult:
         _write_inputs(folder, overlay, results, samples)
         jobs: dict[str, int] = {}
         outcomes: dict[str, SampleOutcome] = {}
-        if samples:
-            code, text = wf.run(_run_args(wf, acquisitions, samples, snake_log, opts.rerun_all), snake_log)
-            jobs = job_counts(text)
-            if code != 0:
-                notes.append(f"Snakemake exited with {code}: {last_error_line(text)}")
-            summary = wf.summary(snake_log)
-            outcomes = {name: outcome(summary, name, wf.workdir, results, started,
-                                      scored=bool(samples[name][1].ground_truth)) for name in samples}
+        stopped: BaseException | None = None
+        try:
+            if samples:
+                code, text = wf.run(_run_args(wf, acquisitions, samples, snake_log, opts.rerun_all), snake_log)
+                jobs = job_counts(text)
+                if code != 0:
+                    notes.append(f"Snakemake exited with {code}: {last_error_line(text)}")
+                summary = wf.summary(snake_log)
+                outcomes = {name: outcome(summary, name, wf.workdir, results, started,
+                                          scored=bool(samples[name][1].ground_truth)) for name in samples}
+        except (KeyboardInterrupt, SystemExit) as err:  # a time limit's SIGTERM, Ctrl-C: record, then stop
+            stopped = err
+            how = "SIGTERM" if isinstance(err, SystemExit) and err.code == 143 else "an interrupt"
+            notes.append(f"stopped by {how} after {time.time() - started:.0f} s: acquisitions not finished are "
+                         "retried next night (finished outputs are kept)")
+            outcomes = {name: SampleOutcome(sample=name, processed=False, retry=True,
+                                            reason="the night was stopped before it finished") for name in samples}
         rows = _rows(acquisitions, samples, outcomes, night, run_id, folder)
         history.append(rows)
         notes.append(f"run {run_id}, {time.time() - started:.0f} s; cumulative table: {history.path}")
@@ -148,6 +157,8 @@ def run_night(opts: NightOptions) -> NightResult:
             notes.append(f"{earlier} rows of files settled by an earlier run of this night are shown as that run left them")
         write_report(folder, night, shown, jobs, notes)
         (folder / "jobs.json").write_text(json.dumps(jobs, indent=1))
+        if stopped is not None:
+            raise stopped
     return NightResult(folder, rows, jobs)
 
 
