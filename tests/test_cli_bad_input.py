@@ -289,6 +289,11 @@ def test_grids_csv_and_nightly_passthrough_are_checked(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     _one_line(capsys, "No closing quotation", "nightly", str(tmp_path / "in"), "-o", str(tmp_path / "r"),
               "--snakemake-args", '"unclosed')
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("experiment: partitioner_grid\n")  # a grid with its own sample sheet: nothing would run
+    _one_line(capsys, "names its own samples", "nightly", str(tmp_path / "in"), "-o", str(tmp_path / "r"),
+              "--config", str(grid))
+    assert not (tmp_path / "r").exists()
     # Snakemake's own parser judges them before any work, even on a night with nothing new
     for extra, message in (("--bogus-flag", "unrecognized arguments: --bogus-flag"),
                            ("--cores", "expected one argument"), ("-n", "a dry run (-n) processes nothing")):

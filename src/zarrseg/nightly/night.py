@@ -89,6 +89,18 @@ def checked_config(user: Path | None) -> dict:
         check_config(config, schema_for(config, repo_root() / "config" / "schema.yaml"))
     except ConfigError as err:
         raise ConfigError(str(err), user) if user is not None else err from None
+    experiment = config.get("experiment", "default")
+    if experiment != "default":
+        from ..experiments import load_experiment
+
+        try:
+            exp = load_experiment(repo_root() / "config" / "experiments" / f"{experiment}.yaml")
+        except ConfigError as err:
+            raise ConfigError(f"experiment {experiment!r}: {err}", user) from None
+        if exp.sheet or exp.samples:  # the night's sample sheet would be ignored or filtered away
+            raise ConfigError(f"experiment {experiment!r} names its own samples ({exp.sheet or exp.samples}); "
+                              "nightly processes the input folder's acquisitions: choose an experiment without "
+                              "'sheet' or 'samples'", user)
     return config
 
 
