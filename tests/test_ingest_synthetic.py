@@ -487,3 +487,11 @@ def test_czi_rgb_channel_subsets(tmp_path, rng):
         for start, stop in [(0, 6), (1, 2), (2, 5), (5, 6)]:
             got = src.read(0, 0, slice(start, stop), slice(0, 1), slice(0, 20), slice(0, 30))
             np.testing.assert_array_equal(got, rgb[start:stop])
+
+
+def test_a_single_plane_keeps_the_files_z_spacing_in_its_attributes(tmp_path):
+    path = tmp_path / "plane.ome.tif"
+    tifffile.imwrite(path, np.zeros((1, 16, 16), np.uint8), ome=True,
+                     metadata={"axes": "ZYX", "PhysicalSizeZ": 2.5, "PhysicalSizeY": 0.5, "PhysicalSizeX": 0.5})
+    image = ome.open_image(ingest(path, tmp_path / "out.ome.zarr"))
+    assert image.axes == "yx" and image.attrs["zarrseg"]["plane_z_spacing_um"] == pytest.approx(2.5)

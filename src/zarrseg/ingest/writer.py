@@ -425,7 +425,9 @@ def write_scene(
         channel_colors=scene.channel_colors,
         n_levels=params.pyramid_levels,
         is_label=labels,
-        attrs={**attrs, "voxel_size_um": voxel, "ingest_params": to_dict(params)},
+        # a single plane drops its z axis; the file's z spacing (section thickness) is kept here
+        attrs={**attrs, "voxel_size_um": voxel, "ingest_params": to_dict(params),
+               **({"plane_z_spacing_um": scene.voxel_size["z"]} if "z" not in axes and "z" in scene.voxel_size else {})},
     )
     # slabs live at once: one being read, IN_FLIGHT being encoded; each gets its share of the budget
     slabs, slab_shape = plan_slabs(scene, chunks, params.slab_mb * 2**20 // (IN_FLIGHT + 1))
