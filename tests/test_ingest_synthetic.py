@@ -495,3 +495,13 @@ def test_a_single_plane_keeps_the_files_z_spacing_in_its_attributes(tmp_path):
                      metadata={"axes": "ZYX", "PhysicalSizeZ": 2.5, "PhysicalSizeY": 0.5, "PhysicalSizeX": 0.5})
     image = ome.open_image(ingest(path, tmp_path / "out.ome.zarr"))
     assert image.axes == "yx" and image.attrs["zarrseg"]["plane_z_spacing_um"] == pytest.approx(2.5)
+
+
+def test_ome_tiff_channel_colours_reach_omero(tmp_path):
+    path = tmp_path / "two.ome.tif"
+    red, green = -16776961, 16711935  # OME Color: signed RGBA (0xFF0000FF, 0x00FF00FF)
+    tifffile.imwrite(path, np.zeros((2, 8, 8), np.uint16), ome=True,
+                     metadata={"axes": "CYX", "Channel": {"Name": ["mCherry", "GFP"], "Color": [red, green]}})
+    image = ome.open_image(ingest(path, tmp_path / "out.ome.zarr"))
+    assert [(c["label"], c["color"]) for c in image.attrs["omero"]["channels"]] == [("mCherry", "FF0000"),
+                                                                                   ("GFP", "00FF00")]

@@ -59,6 +59,7 @@ class TiffSource(Source):
                 layout = ArrayLayout(letters, tuple(int(v) for v in s.shape))
                 sizes = layout.sizes()
                 voxel, names = self._metadata(s, ome[index] if index < len(ome) else None, sizes)
+                colors = _ome_channel_colors(ome[index], sizes["c"]) if index < len(ome) else None
                 self.scenes.append(
                     Scene(
                         index=index,
@@ -67,6 +68,7 @@ class TiffSource(Source):
                         dtype=np.dtype(s.dtype).newbyteorder("="),
                         voxel_size=voxel,
                         channel_names=names,
+                        channel_colors=colors,
                         extra={"tiff_axes": s.axes, "tiff_kind": s.kind},
                     )
                 )
@@ -207,6 +209,20 @@ class ContiguousArray:
                     self.path,
                 )
         return out.reshape([len(r) for r, k in zip(ranges, key, strict=True) if isinstance(k, slice)])
+
+
+def _ome_channel_colors(image: ET.Element, n_c: int) -> list[str] | None:
+    """RRGGBB of each OME Channel's Color (a signed 32-bit RGBA integer); None unless every channel has one."""
+    pixels = next((el for el in image if el.tag.endswith("Pixels")), None)
+    channels = [] if pixels is None else [el for el in pixels if el.tag.endswith("Channel")]
+    colors = []
+    for ch in channels:
+        try:
+            rgba = int(ch.get("Color", "")) & 0xFFFFFFFF
+        except ValueError:
+            return None
+        colors.append(f"{rgba >> 8:06X}")
+    return colors if len(colors) == n_c and n_c > 0 else None
 
 
 def _ome_metadata(image: ET.Element, sizes: dict[str, int]) -> tuple[dict[str, float], list[str] | None]:
