@@ -149,7 +149,8 @@ def test_slurm_profile_runs_jobs_and_requests_a_gpu_for_the_gpu_rule(workdir, fa
     checkpoint = tmp_path / "tiny_unet.pt"
     _write_checkpoint(checkpoint)
     config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
-    config["predict"] = {"method": "unet", "checkpoint": str(checkpoint), "num_workers": 0, "device": "cpu"}
+    # device auto: the job asks for a GPU (device: cpu would ask for none) and, with no CUDA here, runs on the CPU
+    config["predict"] = {"method": "unet", "checkpoint": str(checkpoint), "num_workers": 0, "device": "auto"}
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     # A second sample whose file is not an image: its job must fail on the "cluster", be reported
     # FAILED by sacct, and surface zarrseg's one-line error, without stopping the other jobs.
