@@ -48,20 +48,21 @@ def test_empty_segmentation_and_non_label_input(tmp_path):
         describe(floats)
 
 
-def test_thumbnail_draws_outlines_on_a_projection(tmp_path, rng):
+def test_thumbnail_draws_the_outlines_of_the_plane_it_shows_enlarged(tmp_path, rng):
     image = rng.integers(0, 1000, (6, 64, 80)).astype(np.uint16)
-    image[3, 10:20, 10:20] = 5000  # brightest in one plane only: visible in the max projection
+    image[3, 10:20, 10:20] = 5000  # bright in the middle plane (z = 3), the one outlined
+    image[0, 50:60, 5:15] = 5000  # bright in another plane only: not shown
     labels = np.zeros((6, 64, 80), np.uint32)
     labels[:, 30:50, 40:70] = 1
     img = _image(tmp_path / "i.ome.zarr", image, [1.0, 1.0, 1.0])
     lab = _image(tmp_path / "l.ome.zarr", labels, [1.0, 1.0, 1.0], is_label=True)
     png = thumbnail(img, lab, tmp_path / "t.png")
-    rgb = np.asarray(Image.open(png))
-    assert rgb.shape == (64, 80, 3)
+    rgb = np.asarray(Image.open(png))[::4, ::4]  # 64 x 80 enlarged 4x (to about 384 px)
+    assert np.asarray(Image.open(png)).shape == (256, 320, 3) and rgb.shape == (64, 80, 3)
     outline = np.all(rgb == OUTLINE_RGB, axis=-1)
     assert outline[30, 40:70].all() and outline[30:50, 40].all()  # the label's border
     assert not outline[35:45, 45:65].any() and not outline[:25].any()  # not its inside, nothing elsewhere
-    assert rgb[15, 15, 0] == 255 and rgb[15, 15, 1] == 255  # the bright square, from the projection
+    assert rgb[15, 15].mean() > 200 and rgb[55, 10].mean() < 200  # the middle plane, not a projection
 
 
 def test_large_images_give_small_thumbnails(tmp_path, rng):
