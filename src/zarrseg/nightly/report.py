@@ -45,7 +45,8 @@ def write_report(folder: Path, night: str, rows: list[dict], jobs: dict[str, int
     """Write report.md and report.html into ``folder``; returns the Markdown file."""
     counts = Counter(str(r["status"]) for r in rows)
     status_line = ", ".join(f"{counts[s]} {s}" for s in ("processed", "failed", "waiting", "unchanged") if counts[s])
-    job_line = ", ".join(f"{rule} {n}" for rule, n in jobs.items()) or "none (nothing to do)"
+    job_line = (", ".join(f"{rule} {n}" for rule, n in jobs.items())
+                + " (what Snakemake planned; a failed job's dependants do not run)") if jobs else "none (nothing to do)"
     md_rows = []
     for row in rows:
         cells = _cells(row)
