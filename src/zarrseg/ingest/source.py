@@ -141,7 +141,8 @@ def canonical_axes(source_axes: str, shape: tuple[int, ...], path: Path, overrid
             if s > 1:
                 raise InputError(
                     f"cannot resolve image axes {source_axes!r} {tuple(shape)}: axis {a!r} of size "
-                    f"{s} is not t/c/z/y/x; name them with --set axes=... (e.g. 'zcyx')",
+                    f"{s} is not t/c/z/y/x; name them with ingest.axes (zarrseg ingest --set axes=zcyx, or "
+                    "ingest: {axes: zcyx} in the workflow / nightly --config)",
                     path,
                 )
             letter = "-"  # a size-1 axis we drop
@@ -150,7 +151,8 @@ def canonical_axes(source_axes: str, shape: tuple[int, ...], path: Path, overrid
     if len(set(kept)) != len(kept) or "y" not in mapped or "x" not in mapped:
         raise InputError(
             f"cannot resolve image axes {source_axes!r} {tuple(shape)} into t/c/z/y/x; "
-            "name them with --set axes=...",
+            "name them with ingest.axes (zarrseg ingest --set axes=..., or ingest: {axes: ...} in the "
+            "workflow / nightly --config)",
             path,
         )
     return "".join(mapped)
