@@ -449,3 +449,19 @@ def test_a_night_stopped_by_sigterm_leaves_its_report_and_rows(tmp_path, monkeyp
     assert "stopped by SIGTERM" in report and "retried next night" in report
     rows = History(results / "acquisitions.parquet").table
     assert list(rows["status"]) == ["failed"] and rows["retry"].all()  # not settled: tried again next night
+
+
+def test_the_command_line_summary_counts_the_rows_the_report_shows(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    import zarrseg.nightly
+    from zarrseg.commands import nightly as command
+    from zarrseg.nightly.night import NightResult
+
+    again = {"status": "unchanged"}  # a second run of the night: the first run processed the file
+    monkeypatch.setattr(zarrseg.nightly, "run_night",
+                        lambda opts: NightResult(tmp_path, [again], {}, [{"status": "processed"}]))
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    code = command.run(parser.parse_args([str(tmp_path), "-o", str(tmp_path / "out")]))
+    assert code == 0 and "1 processed, 0 failed, 0 waiting, 0 unchanged" in capsys.readouterr().out

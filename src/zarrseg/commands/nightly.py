@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         input_dir=args.input_dir, results_dir=args.results_dir, config=args.config, profile=args.profile,
         quiet_period=args.quiet_period, night=args.night, rerun_all=args.rerun_drifted,
         snakemake_args=snakemake_args))
-    counts = {s: sum(r["status"] == s for r in result.rows) for s in ("processed", "failed", "waiting", "unchanged")}
+    shown = result.shown or result.rows  # what the report says, so the two never disagree
+    counts = {s: sum(r["status"] == s for r in shown) for s in ("processed", "failed", "waiting", "unchanged")}
     print(f"{result.folder / 'report.md'}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return 1 if result.failed else 0

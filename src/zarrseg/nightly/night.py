@@ -55,8 +55,9 @@ class NightOptions:
 @dataclass
 class NightResult:
     folder: Path
-    rows: list[dict]
+    rows: list[dict]  # this run's rows (its exit code)
     jobs: dict[str, int]
+    shown: list[dict] = field(default_factory=list)  # the report's rows (an earlier run's for files it settled)
 
     @property
     def failed(self) -> int:
@@ -171,7 +172,7 @@ def run_night(opts: NightOptions) -> NightResult:
         (folder / "jobs.json").write_text(json.dumps(jobs, indent=1))
         if stopped is not None:
             raise stopped
-    return NightResult(folder, rows, jobs)
+    return NightResult(folder, rows, jobs, shown)
 
 
 def _ignored(folder: Path) -> str:
