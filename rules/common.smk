@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import sys
 from pathlib import Path
 
 from zarrseg.workflow import Plan, discover_samples, experiment_for, params_json, stage_params, with_workers, write_lines
@@ -16,6 +17,12 @@ R = config["results_dir"]
 # hold the dependencies, the code comes from src/ on PYTHONPATH). Third-party learning methods
 # named in the config (methods: [...]) are registered in every job through ZARRSEG_METHODS.
 ZARRSEG = "python -m zarrseg"
+# `.venv/bin/snakemake` run without activating the venv: a job's `python` is the interpreter that
+# runs Snakemake (its folder first on PATH, inherited by every job); a --sdm conda environment,
+# activated inside each job, still puts its own python first.
+_BIN = str(Path(sys.executable).parent)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 SRC = str(Path(workflow.basedir).parent / "src")
 METHOD_MODULES = ",".join(config.get("methods") or [])
 shell.prefix(

@@ -17,9 +17,11 @@ from zarrseg.ome import open_image
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               ZARRSEG_NO_PROGRESS="1")
+def _snakemake(workdir: Path, *args: str, timeout: int = 900, bare_path: bool = False) -> subprocess.CompletedProcess:
+    """``bare_path``: the interpreter's folder is not on PATH, as for `.venv/bin/snakemake` run
+    without activating the venv (the rules must still run this interpreter, not the system's)."""
+    path = "/usr/bin:/bin" if bare_path else f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = dict(os.environ, PATH=path, ZARRSEG_NO_PROGRESS="1")
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
            "--directory", str(workdir), "--profile", str(REPO / "profiles" / "local"), "--cores", "2", *args]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
@@ -33,7 +35,7 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def test_default_workflow_end_to_end_and_second_run_is_noop(workdir):
-    run = _snakemake(workdir)
+    run = _snakemake(workdir, bare_path=True)
     assert run.returncode == 0, run.stderr[-4000:]
     results = workdir / "results"
     image = open_image(results / "ingest" / "ovule" / "image.ome.zarr")

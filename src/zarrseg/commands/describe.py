@@ -3,9 +3,9 @@
 One segmentation:
   zarrseg describe LABELS.ome.zarr -o segments.parquet [--image IMAGE.ome.zarr] [--thumbnail thumb.png]
       [--meta sample=s1 --meta cell=base]
-writes one row (n_segments, size_min / median / mean / max in µm² or µm³ from the voxel size,
-voxels_median / mean, axes, shape, voxel size) to segments.parquet (+ .csv), and with --thumbnail
-a PNG: the image's maximum projection over z with the outlines of the middle z-plane's labels.
+writes one row (n_segments, size_min / median / mean / max in µm² or µm³ from the voxel size, or in
+voxels when it is unknown; voxels_median / mean, axes, shape, voxel size) to segments.parquet
+(+ .csv), and with --thumbnail a PNG: the image's middle z-plane with the outlines of its labels.
 
 Many segmentations:
   zarrseg describe --summary a/segments.parquet b/segments.parquet -o OUTDIR
