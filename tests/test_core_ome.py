@@ -164,3 +164,32 @@ def test_bare_arrays_and_damaged_chunks_are_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "img.ome.zarr: cannot read the block" in err[0]
     assert not out.exists()
+
+
+def test_resumable_state_files_are_never_half_written_and_removal_starts_with_the_fingerprint(tmp_path):
+    from zarrseg.runs import atomic_save, remove_work
+
+    table = tmp_path / "node_of.npy"
+    atomic_save(table, lambda tmp: np.save(tmp, np.arange(5)))
+    assert np.load(table).tolist() == [0, 1, 2, 3, 4] and sorted(p.name for p in tmp_path.iterdir()) == ["node_of.npy"]
+
+    def killed(tmp):  # the process dies halfway through the write
+        tmp.write_bytes(b"\x93NUMPY half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save(table, killed)
+    assert np.load(table).tolist() == [0, 1, 2, 3, 4]  # the whole earlier table, never the half one
+    work = tmp_path / "_work"
+    (work / "blocks").mkdir(parents=True)
+    (work / "fingerprint.json").write_text("{}")
+    removed = []
+    import shutil
+
+    real = shutil.rmtree
+    shutil.rmtree = lambda p, *a, **k: removed.append((work / "fingerprint.json").exists()) or real(p, *a, **k)
+    try:
+        remove_work(work)
+    finally:
+        shutil.rmtree = real
+    assert removed == [False] and not work.exists()

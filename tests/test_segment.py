@@ -286,6 +286,34 @@ def test_resume_after_crash(gala, tmp_path, monkeypatch):
     assert not ome.partial_path(out).exists()
 
 
+def test_a_partial_run_of_an_input_since_rewritten_starts_over(gala, tmp_path, monkeypatch):
+    """The same path, new content (a new prediction written there): resuming would mix in blocks of the old input."""
+    import shutil
+
+    _path, probs, _ = gala
+    source = _write(tmp_path / "p.ome.zarr", probs, (25, 50, 100))
+    params = load_params(SegmentParams, {**GALA, "partitioner": "gasp", "dask": {"scheduler": "synchronous"}})
+    real, calls = sv_mod.dt_watershed, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sv_mod, "dt_watershed", flaky)
+    out = tmp_path / "seg.ome.zarr"
+    with pytest.raises(RuntimeError, match="killed"):
+        segment(source, out, params)
+    shutil.rmtree(source)
+    _write(source, np.ascontiguousarray(probs[:, ::-1]), (25, 50, 100))  # new content, same path and shape
+    monkeypatch.setattr(sv_mod, "dt_watershed", real)
+    summary = segment(source, out, params)
+    assert not summary["resumed"]
+    segment(source, tmp_path / "fresh.ome.zarr", params)
+    assert np.array_equal(_read(out), _read(tmp_path / "fresh.ome.zarr"))
+
+
 def test_masked_blocks_skipped_and_zero(gala, tmp_path):
     path, probs, _ = gala
     mask = np.ones(probs.shape, np.uint8)

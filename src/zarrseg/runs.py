@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +255,24 @@ def writable(path: Path) -> Iterator[None]:
         raise OutputError(f"cannot write the output: {err.strerror}{where}", path) from err
 
 
+def atomic_save(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` to a temporary name with the same suffix, then rename: a resumable stage
+    trusts such a file to be whole (a kill during ``np.save`` left a truncated table every rerun
+    then failed on)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def remove_work(work: Path) -> None:
+    """Remove a finished run's state folder, its fingerprint first: a kill during the removal
+    then leaves a partial output no rerun takes for resumable (it starts over)."""
+    (work / "fingerprint.json").unlink(missing_ok=True)
+    shutil.rmtree(work)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write a small file through a temporary name and a rename (never half-written)."""
     path = Path(path)
@@ -282,6 +300,26 @@ def same_run(tmp: Path, fingerprint: dict, stage: str) -> bool:
     if tmp.exists():
         remove(tmp)
     return False
+
+
+ZARR_METADATA = (".zarray", ".zattrs", ".zgroup", "zarr.json")
+
+
+def input_identity(path: str | Path) -> list:
+    """Which copy of an input a partial output was computed from: inode and modification time of
+    the path and of its Zarr metadata files (HDF5 / TIFF: the file). A rerun after the input was
+    written anew at the same path (a new staging, a new prediction) starts over instead of
+    resuming with blocks of the old input. Reading the data itself would cost a whole pass."""
+    base = Path(str(path).split(":", 1)[0] if not Path(path).exists() else path)
+    items = [base, *(base / name for name in ZARR_METADATA)] if base.is_dir() else [base]
+    out = []
+    for item in items:
+        try:
+            st = item.stat()
+        except OSError:
+            continue
+        out.append([item.name, st.st_ino, st.st_mtime_ns, st.st_size if item.is_file() else 0])
+    return out
 
 
 def mark_resumable(tmp: Path, fingerprint: dict) -> None:

@@ -10,7 +10,6 @@ blocks without a marker; anything else starts over. ``_work`` is removed before 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -33,7 +32,8 @@ def _fingerprint(image_path, params: PredictParams, checkpoint, shape) -> dict:
 
         sha = package_sha256(checkpoint) if is_package(checkpoint) or is_remote(checkpoint) else runs.file_sha256(
             checkpoint)
-    return {"image": str(Path(image_path).resolve()), "shape": list(shape), "checkpoint_sha256": sha, "params": p}
+    return {"image": str(Path(image_path).resolve()), "image_identity": runs.input_identity(image_path),
+            "shape": list(shape), "checkpoint_sha256": sha, "params": p}
 
 
 def load_model(checkpoint: str | Path, online: bool = False):
@@ -97,7 +97,7 @@ def predict(
                 from ..embeddings import PREVIEW, write_preview
 
                 write_preview(tmp, int(model.model_config.get("embedding_dim", model.io.channels)), tmp / PREVIEW)
-        shutil.rmtree(work)
+        runs.remove_work(work)
     info["resumed"] = resume
     info["seconds"] = time.perf_counter() - t0
     log.info("predict %s: %s -> %s in %.1f s", params.method, image_path, out_path, info["seconds"])

@@ -12,6 +12,7 @@ parameters (the number of workers may change); with other parameters it starts o
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import resource
 import shutil
@@ -103,8 +104,10 @@ def _fingerprint(params: SegmentParams, boundaries_path, mask_path, channel, sha
         "layout": 4,  # version of the _work layout: a partial output of an older engine starts over
         "params": p,
         "boundaries": str(Path(boundaries_path).resolve()),
+        "boundaries_identity": runs.input_identity(boundaries_path),  # rewritten in place: start over
         "channel": channel,
         "mask": None if mask_path is None else str(Path(mask_path).resolve()),
+        "mask_identity": None if mask_path is None else runs.input_identity(mask_path),
         "shape": list(shape),
     }
 
@@ -167,6 +170,10 @@ def _set_output_dtype(tmp: Path, dtype: np.dtype, params: SegmentParams) -> None
         ome.create_array(group, p, arr.shape, dtype, arr.chunks, params.compression)
 
 
+def _save_npy(path: Path, table: np.ndarray) -> None:
+    np.save(path, table)
+
+
 def _node_tables(work: Path, summaries: list[dict]) -> NodeTables:
     """``relabel`` of the blocks' summaries, saved in ``work`` (``node_of.npy`` last: marks it done)."""
     files = {"sparse_ids": "sparse_ids", "sizes": "node_sizes", "z": "node_z", "peak": "node_peak", "node_of": "node_of"}
@@ -175,8 +182,9 @@ def _node_tables(work: Path, summaries: list[dict]) -> NodeTables:
     if not paths["node_of"].exists():
         nodes = relabel(summaries)
         for n in names:
-            if getattr(nodes, n) is not None:
-                np.save(paths[n], getattr(nodes, n))
+            table = getattr(nodes, n)
+            if table is not None:
+                runs.atomic_save(paths[n], functools.partial(_save_npy, table=table))
     loaded = {n: np.load(paths[n]) if paths[n].exists() else None for n in names}
     return NodeTables(**loaded)
 
@@ -301,7 +309,7 @@ def segment(
                     labels = partition(
                         g, params, nodes.sizes, node_z, seg_view, n_threads=params.dask.workers, node_peak=nodes.peak
                     )
-                    np.save(labels_path, labels)
+                    runs.atomic_save(labels_path, lambda tmp: np.save(tmp, labels))
             labels = np.load(labels_path)
             n_segments = int(labels.max()) if len(labels) else 0
             dtype = np.dtype(np.uint32 if n_segments < 2**32 else np.uint64)
@@ -342,6 +350,6 @@ def segment(
             }
         )
         group.attrs["zarrseg"] = attrs
-        shutil.rmtree(work)
+        runs.remove_work(work)
     log.info("segment: %d segments written to %s in %.1f s", n_segments, output_path, summary["total_s"])
     return summary

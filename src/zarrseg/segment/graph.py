@@ -96,8 +96,11 @@ class Graph:
         return int(self.graph.number_of_nodes)
 
     def save(self, path: str | Path) -> None:
+        from ..runs import atomic_save
+
         extra = {} if self.max is None else {"max": self.max}
-        np.savez(path, uv=self.uv, mean=self.mean, size=self.size, n_nodes=self.n_nodes, **extra)
+        atomic_save(path, lambda tmp: np.savez(tmp, uv=self.uv, mean=self.mean, size=self.size, n_nodes=self.n_nodes,
+                                               **extra))
 
     @classmethod
     def load(cls, path: str | Path) -> Graph:
