@@ -74,6 +74,11 @@ def match_to_neighbours(
     # border, while the finished neighbour's are not. Measured, raw supervoxels vs whole-volume
     # (ARand; whole halo / half / quarter): gala 0.0075 / 0.0023 / 0.0023, FlyEM crop 0.0092 /
     # 0.0092 / 0.0005, gala with halo 16/48/48 and mutex watershed 0.028 / 0.0039 / 0.0077.
+    # Known limit (review of 2026-12-01): with small blocks the equivalences below also join
+    # different supervoxels that this block's cut-off watershed merged. FlyEM 250^3, raw supervoxels
+    # vs one block: 64^3 blocks (halo 35) ARand 0.157, 128^3 blocks 0.046 (multicut after them:
+    # 0.044 at 64^3); dropping the equivalences splits instead (0.225). The default blocks
+    # (128 x 256 x 256) keep few block edges; an evidence test for an equivalence is open work.
     reach = [
         slice(i.start - -(-(i.start - o.start) // MATCH_DEPTH), i.stop + -(-(o.stop - i.stop) // MATCH_DEPTH))
         for i, o in zip(block.inner, block.outer, strict=True)
