@@ -555,3 +555,18 @@ def test_read_only_output_folder_is_one_line(gala, tmp_path, capsys, monkeypatch
     rc = main(["evaluate", gt_path, "--gt", gt_path, "-o", str(locked / "m.parquet")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "not writable" in err[0]
+
+
+def test_bad_solver_blocks_and_an_unreachable_scheduler_are_one_line():
+    import dask
+
+    from zarrseg.errors import ConfigError
+    from zarrseg.parallel import DaskParams, dask_client
+
+    for bad in ([-4, 8, 8], [0, 0, 0], [8, 8]):
+        with pytest.raises(ConfigError, match="solver_block_shape must be 3 positive values"):
+            load_params(SegmentParams, {"solver_block_shape": bad})
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(ConfigError, match="dask.address 'tcp://127.0.0.1:1': no scheduler answered"):
+            with dask_client(DaskParams(scheduler="distributed", address="tcp://127.0.0.1:1")):
+                pass

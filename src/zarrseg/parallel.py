@@ -97,7 +97,12 @@ def dask_client(params: DaskParams) -> Iterator[Any]:
             yield client
         cluster.close()
     elif params.address:
-        with Client(params.address) as client:
+        try:
+            client = Client(params.address)
+        except OSError as err:  # refused or timed out: one line, not a chain of tracebacks
+            raise ConfigError(f"dask.address {params.address!r}: no scheduler answered "
+                              f"({' '.join(str(err).split())[:200]})") from None
+        with client:
             yield client
     else:
         with LocalCluster(n_workers=params.workers, threads_per_worker=1, processes=True,

@@ -94,6 +94,10 @@ class SegmentParams:
         if len(self.halo) != len(self.block_shape):
             raise ConfigError(f"segment.halo {self.halo} and block_shape {self.block_shape} differ in length")
         check_halo(self.block_shape, self.halo)
+        solver = self.solver_block_shape
+        if solver is not None and (len(solver) != len(self.block_shape) or any(int(b) <= 0 for b in solver)):
+            raise ConfigError(f"segment.solver_block_shape must be {len(self.block_shape)} positive values like "
+                              f"block_shape (or null: 2 x block_shape), got {solver}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"segment.threshold must be in [0, 1], got {self.threshold}")
         if not 0.0 < self.beta < 1.0:
