@@ -373,3 +373,22 @@ def test_a_sample_in_two_splits_is_an_error_before_any_job(tmp_path):
     with pytest.raises(ConfigError, match="'test_a' is in both 'test' and 'finetune'"):
         split = {"pretrain": ["pretrain_*"], "test": ["test_*"], "finetune": ["finetune_*", "test_a"]}
         contrastive_plan(tmp_path, "contrastive_losses", **{"crops.split": split})
+
+
+def test_a_stage_one_checkpoint_is_refused_by_predict_and_as_a_grid_model(stage1, tmp_path, capsys):
+    from conftest import write_image
+
+    from zarrseg.cli import main
+    from zarrseg.experiments import Experiment
+    from zarrseg.workflow import Plan, Sample
+
+    image = write_image(tmp_path / "i.ome.zarr", np.zeros((64, 64), np.float32) + 0.5)
+    out = tmp_path / "p.ome.zarr"
+    assert main(["predict", str(image), "-o", str(out), "--checkpoint", str(stage1 / "best.pt")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "one embedding per image" in err[0]
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+    exp = Experiment(name="e", fixed={"grid.model": "contrastive_global"})
+    exp.samples = ["a"]
+    with pytest.raises(ConfigError, match="pretraining stage whose model gives no map"):
+        Plan({}, exp, {"a": Sample("a", "a.tif", ground_truth="g.tif")}, "R").values(next(iter(exp.cells())))

@@ -378,6 +378,10 @@ class Plan:
         method = values.get(f"{GRID}.model")
         if method:
             spec = self._method(method, where=f"experiment {self.exp}")
+            if spec.inference == "none":
+                raise ConfigError(f"experiment {self.exp}: grid.model {method!r} is a pretraining stage whose model "
+                                  "gives no map to segment; use a method it initialises (e.g. contrastive_local, or "
+                                  f"train.init: model:{method})")
             stage = "features" if spec.inference == "features" else "predict"
             values.setdefault(f"{stage}.checkpoint", MODEL_REF + method)
             if stage == "predict":

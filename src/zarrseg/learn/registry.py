@@ -55,7 +55,9 @@ class MethodSpec:
     # what the workflow gives it to learn from: images with ground truth (train/val lists of
     # {image, labels}), images alone (``images``) or the experiment's crop store (``crops``)
     data: Literal["labelled", "images", "crops"] = "labelled"
-    inference: Literal["predict", "features"] = "predict"  # dense tiled prediction or ViT features
+    # dense tiled prediction, ViT features, or none (a pretraining stage whose model gives one vector
+    # per image: its checkpoint initialises another method, e.g. contrastive_global -> contrastive_local)
+    inference: Literal["predict", "features", "none"] = "predict"
     # how outputs become labels: segment (boundaries), cluster (features), threshold (a probability),
     # argmax (soft class scores: the channel with the highest score)
     postprocess: Literal["segment", "cluster", "threshold", "argmax"] = "segment"

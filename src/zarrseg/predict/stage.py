@@ -67,6 +67,12 @@ def predict(
         if checkpoint is None:
             raise ConfigError(f"predict.method {params.method!r} needs --checkpoint")
         model = load_model(checkpoint, params.online)
+        if model.io.kind == "embedding":  # one vector per input (contrastive_global): no map to tile
+            raise InputError(
+                f"a {model.method} checkpoint gives one embedding per image (a pretraining stage), not a map to "
+                "predict: train a method from it (contrastive_local.init, train.init)",
+                checkpoint,
+            )
         if model.io.kind == "features":
             raise InputError(
                 f"a {model.method} checkpoint gives patch features: use 'zarrseg features', not predict",

@@ -57,6 +57,7 @@ GLOBAL = MethodSpec(
     hooks="zarrseg.methods.contrastive.global_stage:GlobalMethod",
     build_model="zarrseg.methods.contrastive.models:build_global",
     data="crops",
+    inference="none",  # one embedding per crop: it initialises stage 2, it predicts no map
     postprocess="cluster",
     summary="stage 1 of contrastive pretraining: SimCLR of a U-Net encoder + MLP head on crops (Zwijghuizen §3.4.1)",
     example=example_global,
