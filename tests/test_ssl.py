@@ -386,3 +386,21 @@ def test_hub_weights_only_on_request_and_fail_cleanly_offline(monkeypatch):
     assert calls[-1] is True
     with pytest.raises(ConfigError, match="ViT-S/8"):
         vitmod.load_vit(vitmod.ViTSpec(**TINY), weights="hub")
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 10, 19, 20, 21, 40, 1000])
+def test_the_finetune_learning_rate_cycle_runs_for_any_number_of_steps(total):
+    import torch
+
+    from zarrseg.methods.finetune.method import one_cycle
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    schedule = one_cycle(optimizer, 1e-3, total)  # 20 steps divided by zero (a warm-up of 0 steps)
+    rates = []
+    for _ in range(total):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert all(0 < r <= 1e-3 + 1e-12 for r in rates)
+    if total >= 3:
+        assert rates[0] < max(rates) and rates[-1] < max(rates)  # warms up, then anneals

@@ -30,6 +30,16 @@ from .params import FinetuneParams
 log = logging.getLogger(__name__)
 
 
+
+def one_cycle(optimizer, lr: float, total: int):
+    """One-cycle learning rate over ``total`` steps: a 5 % warm-up (at least 1.5 steps: OneCycleLR's
+    warm-up ends at pct * total - 1, and one ending on the step it starts divided by zero, so 20
+    steps crashed), then cosine annealing; a constant rate for runs too short for both phases."""
+    if total < 3:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
+    pct = min(0.5, max(0.05, 1.5 / total))
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=pct)
+
 class UpBlock(nn.Sequential):
     """x2 up-sampling: ConvTranspose(stride 2) -> 1x1 conv -> BatchNorm -> activation (thesis Fig. 3.10)."""
 
@@ -96,9 +106,7 @@ class FinetuneMethod(Method):
         self.model = self.ctx.ddp(ReconstructionModel(vit, self.spec.embed_dim, self.spec.patch_size, p.activation))
         trainable = [q for q in self.model.parameters() if q.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=p.lr, weight_decay=p.weight_decay)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=p.lr, total_steps=max(1, self.total_steps()), pct_start=0.05
-        )
+        scheduler = one_cycle(optimizer, p.lr, self.total_steps())
         return Parts({"model": self.model}, optimizer, scheduler)
 
     def train_mode(self) -> None:
