@@ -114,6 +114,39 @@ def test_resume_refuses_another_run_and_auto_starts_over(tmp_path, cells):
     assert out["steps"] == 4 and read_csv(tmp_path / "m" / "metrics.csv")[0]["batch_size"] == 1
 
 
+def test_resume_refuses_another_seed_or_length_but_takes_runtime_changes(tmp_path, cells):
+    from zarrseg.methods.unet.train_params import TrainParams
+
+    train("unet", load_params(TrainParams, unet_args(*cells, steps=2)), tmp_path / "m")
+    with pytest.raises(InputError, match="loop.seed"):  # was resumed silently
+        train("unet", load_params(TrainParams, unet_args(*cells, steps=2, seed=3)), tmp_path / "m", resume=True)
+    out = train("unet", load_params(TrainParams, unet_args(*cells, steps=2, threads=2, checkpoint_every=1)),
+                tmp_path / "m", resume=True)
+    assert out["stop"] == "already complete"
+    image = write_image(tmp_path / "i.ome.zarr", np.random.default_rng(0).integers(0, 255, (64, 64)).astype(np.uint8),
+                        "yx")
+    dino, spec = tmp_path / "d", registry.get_method("dino")  # cosine schedules span the steps: another run
+    train(spec, load_params(spec.params, {**dino_params(image), "loop": {**LOOP, "steps": 2}}), dino)
+    with pytest.raises(InputError, match="loop.steps"):
+        train(spec, load_params(spec.params, {**dino_params(image), "loop": {**LOOP, "steps": 4}}), dino, resume=True)
+
+
+def test_an_early_stopped_run_is_complete_and_a_fresh_start_drops_rows_of_a_run_without_checkpoint(tmp_path, cells):
+    from zarrseg.methods.unet.train_params import TrainParams
+
+    stopping = load_params(TrainParams, unet_args(*cells, steps=40, eval_every=1, early_stopping=1))
+    first = train("unet", stopping, tmp_path / "m")
+    assert first["stop"] == "early stopping" and first["steps"] < 40
+    again = train("unet", stopping, tmp_path / "m", resume="auto")  # what the workflow runs
+    assert again["steps"] == first["steps"] and again["stop"].startswith("already complete: stopped by")
+    fresh = tmp_path / "f"
+    fresh.mkdir()
+    (fresh / ".zarrseg").touch()
+    (fresh / "history.csv").write_text("step,loss\n1,0.5\n2,0.4\n")  # killed before its first last.pt
+    train("unet", load_params(TrainParams, unet_args(*cells, steps=3)), fresh)
+    assert [r["step"] for r in read_csv(fresh / "history.csv")] == [1, 2, 3]
+
+
 # ---- parameters ------------------------------------------------------------------------------------
 def test_old_key_names_work_with_a_deprecation_message(cells):
     import zarrseg.params

@@ -149,6 +149,9 @@ class Method:
     metric_names: ClassVar[tuple[str, ...]] = ()  # evaluation columns of metrics.csv
     # parameter keys that do not change what is learnt (a resumed run may change them)
     resume_ignores: ClassVar[tuple[str, ...]] = ("loop",)
+    # a resumed run may raise loop.steps and end where an uninterrupted longer run ends: no schedule
+    # spans the step count (the U-Net's and SPOCO's plateau schedules); DINO's cosine schedules do
+    steps_extendable: ClassVar[bool] = False
 
     def __init__(self, params: Any, ctx: Context):
         self.params, self.ctx = params, ctx
@@ -218,11 +221,21 @@ class Method:
         return ""
 
 
+# loop keys that say how a run is carried out, not what it learns: a resumed run may change them.
+# The others (steps: the schedules span them; seed; amp / amp_dtype: the numerics) may not.
+LOOP_RUNTIME = ("eval_every", "checkpoint_every", "early_stopping", "max_minutes", "max_cpu_minutes", "threads",
+                "device", "multi_gpu", "tensorboard", "log_every")
+
+
 def fingerprint(spec: MethodSpec, hooks: type[Method], params: Any) -> dict:
     """What a resumed run must share with the run it continues (the method and what it learns from)."""
     values = to_dict(params)
     for key in hooks.resume_ignores:
-        values.pop(key, None)
+        if key == "loop":  # only its runtime keys: a changed seed or step count was resumed silently
+            runtime = (*LOOP_RUNTIME, "steps") if hooks.steps_extendable else LOOP_RUNTIME
+            values["loop"] = {k: v for k, v in (values.get("loop") or {}).items() if k not in runtime}
+        else:
+            values.pop(key, None)
     return {"method": spec.name, "params": values}
 
 
@@ -257,6 +270,7 @@ class Loop:
         self.elapsed = 0.0  # seconds of earlier (resumed) processes
         self.cpu_elapsed = 0.0
         self.stop_reason = "steps"
+        self.stopped: str | None = None  # why a run stopped before its last step (it is then complete)
         self.method: Method | None = None
         self.parts: Parts | None = None
 
@@ -282,6 +296,9 @@ class Loop:
     def _start_or_resume(self) -> None:
         last = self.out_dir / LAST
         if not last.exists():  # (resume=True without last.pt was refused in run)
+            # a run killed before its first last.pt left rows a fresh start would append to (steps 1..7, 1..20)
+            for name in (BEST_SO_FAR, "metrics.csv", "history.csv"):
+                (self.out_dir / name).unlink(missing_ok=True)
             return
         if self.resume is False:
             raise ConfigError(f"{self.out_dir} already holds a training run; pass --resume or use a new folder")
@@ -313,6 +330,7 @@ class Loop:
         self.ctx.n_evals = int(state["n_evals"])
         self.running = [float(state["running"][0]), int(state["running"][1])]
         self.elapsed, self.cpu_elapsed = float(state["elapsed"]), float(state["cpu_elapsed"])
+        self.stopped = state.get("stopped")
         self.method.load_state(state.get("method", {}))
         set_rng_state(state.get("rng", {}))
         self.rows = [r for r in read_csv(self.out_dir / "metrics.csv") if int(r["step"]) <= self.step]
@@ -344,6 +362,12 @@ class Loop:
         if self.step >= total:
             self._publish()
             return self._summary("already complete", 0.0)
+        budget_left = not self._over_budget(self.elapsed, self.cpu_elapsed)
+        if self.stopped and not (self.stopped == "time budget" and budget_left):
+            # early stopping / min_lr ended it on purpose: a rerun (the workflow resumes) must not train on
+            self._publish()
+            return self._summary(f"already complete: stopped by {self.stopped}", 0.0)
+        self.stopped = None  # a time budget raised since: it trains on
         log.info(
             "train %s: steps %d..%d on %s%s %s",
             self.spec.name,
@@ -376,12 +400,13 @@ class Loop:
                 if self.step % self.lp.eval_every == 0 or final:
                     stop = self._evaluate(seconds, writer, final)
                     bar.set_postfix(loss=f"{self.rows[-1]['train_loss']:.4f}")
+                if stop or over_time:
+                    self.stop_reason = self.stopped = stop or "time budget"
                 if self.step % self.lp.checkpoint_every == 0 or final or stop:
                     self._save_last(seconds, cpu)
                 if os.environ.get(KILL_ENV) == str(self.step):  # fault injection: tests of exact resume
                     os.kill(os.getpid(), signal.SIGKILL)
                 if stop or over_time:
-                    self.stop_reason = stop or "time budget"
                     break
         if writer is not None:
             writer.close()
@@ -504,6 +529,7 @@ class Loop:
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             "method": self.method.state(),
+            "stopped": self.stopped,
         }
         self._save_export(self.out_dir / LAST, loop=loop_state, metrics=self.rows[-1] if self.rows else {})
 

@@ -38,6 +38,7 @@ class SpocoMethod(Method):
 
     metric_names = ("val_loss",)
     resume_ignores = ("loop", "num_workers")
+    steps_extendable = True  # plateau schedule, a patch stream indexed by step: a longer run continues exactly
 
     def __init__(self, params: SpocoParams, ctx):
         super().__init__(params, ctx)

@@ -79,6 +79,7 @@ class UNetMethod(Method):
 
     metric_names = tuple(METRIC_KEY.values())
     resume_ignores = ("loop", "num_workers")
+    steps_extendable = True  # plateau schedule, a patch stream indexed by step: a longer run continues exactly
 
     def __init__(self, params: TrainParams, ctx):
         super().__init__(params, ctx)
