@@ -448,3 +448,18 @@ def test_method_specs_and_their_parameters_load_without_torch():
 
     for spec in all_methods():
         assert callable(spec.model_builder()) and hasattr(spec.hooks_class(), "batches")
+
+
+def test_an_exponent_without_a_dot_is_a_number_in_yaml_and_set(tmp_path, cells):
+    """YAML 1.1 reads 1e-3 as text; `--set optimizer.lr=1e-3` and a params file were refused."""
+    import yaml
+
+    from zarrseg.learn.params import LoopParams
+    from zarrseg.methods.unet.train_params import TrainParams
+
+    loop = load_params(LoopParams, yaml.safe_load("max_minutes: 5E+1\nmax_cpu_minutes: 1e-3"))
+    assert loop.max_minutes == 50.0 and loop.max_cpu_minutes == 0.001
+    params = load_params(TrainParams, {**unet_args(*cells), **yaml.safe_load("optimizer: {lr: 1e-3}")})
+    assert params.optimizer.lr == 0.001
+    with pytest.raises(ConfigError, match="fast"):
+        load_params(LoopParams, {"max_minutes": "fast"})

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import re
 import types
 import typing
 import warnings
@@ -21,6 +22,9 @@ from typing import Any, TypeVar
 import yaml
 
 from .errors import ConfigError
+
+# numbers YAML 1.1 leaves as text (1e-3, 5E+2): exponent without a dot
+_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 T = TypeVar("T")
 
@@ -112,6 +116,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         seq = [_coerce(v, inner, name) for v in value]
         return tuple(seq) if origin is tuple else seq
     if tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as text: a user means the number
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"parameter {name!r} must be a number, got {value!r}")
         return float(value)
