@@ -463,3 +463,16 @@ def test_an_exponent_without_a_dot_is_a_number_in_yaml_and_set(tmp_path, cells):
     assert params.optimizer.lr == 0.001
     with pytest.raises(ConfigError, match="fast"):
         load_params(LoopParams, {"max_minutes": "fast"})
+
+
+def test_the_train_command_ends_with_a_summary_line_on_stdout(tmp_path, cells, capsys):
+    import yaml
+
+    from zarrseg.cli import main
+
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump({"train": unet_args(*cells, steps=3, eval_every=3)}))  # under the section's name
+    capsys.readouterr()
+    assert main(["train", "--method", "unet", "-o", str(tmp_path / "m"), "--params", str(params)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith(f"{tmp_path / 'm'}/best.pt: 3 steps (steps)") and "val_loss" in out[0]

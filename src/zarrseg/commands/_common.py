@@ -61,7 +61,9 @@ def params_from_args(cls: type[T], args: argparse.Namespace, where: str) -> T:
 def _section(source: str, cls: type, where: str) -> dict:
     values = read_mapping(source)
     names = {f.name for f in dataclasses.fields(cls)}
-    if list(values) == [where] and where not in names and isinstance(values[where], dict):
+    # the section under its own name (a workflow config's layout); the unet method's section "train"
+    # also has a field "train" (a list of images), so a mapping there is the section too
+    if list(values) == [where] and isinstance(values[where], dict):
         values = values[where]
     unknown = sorted(set(values) - names - set(renamed_keys(cls)))
     if unknown and not str(source).lstrip().startswith("{"):  # a file: name it

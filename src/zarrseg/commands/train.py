@@ -71,7 +71,20 @@ def run_method(method: str, args: argparse.Namespace, init_checkpoint_key: str |
     if init_checkpoint_key and getattr(args, "checkpoint", None):
         setattr(params, init_checkpoint_key, args.checkpoint)
     resume = {"yes": True, "no": False, "auto": "auto"}[args.resume]
-    return train(spec, params, args.output, resume=resume)
+    summary = train(spec, params, args.output, resume=resume)
+    print(summary_line(args.output, summary))
+    return summary
+
+
+def summary_line(out_dir: str, summary: dict) -> str:
+    """One line on stdout when training ends (the progress bar and log go to stderr): where the
+    model is, how far it trained and why it stopped, the loss, and the last validation scores."""
+    last = summary["rows"][-1] if summary.get("rows") else {}
+    scores = ", ".join(f"{k} {float(v):.4g}" for k, v in last.items()
+                       if k.startswith("val_") and v not in ("", None) and float(v) == float(v))
+    return (f"{out_dir}/best.pt: {summary['steps']} steps ({summary['stop']}) in {summary['seconds']:.0f} s; "
+            f"loss {summary.get('first_loss', float('nan')):.4g} -> {summary.get('last_loss', float('nan')):.4g}"
+            + (f"; {scores}" if scores else ""))
 
 
 def run(args: argparse.Namespace) -> int:
