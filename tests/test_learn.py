@@ -476,3 +476,7 @@ def test_the_train_command_ends_with_a_summary_line_on_stdout(tmp_path, cells, c
     assert main(["train", "--method", "unet", "-o", str(tmp_path / "m"), "--params", str(params)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith(f"{tmp_path / 'm'}/best.pt: 3 steps (steps)") and "val_loss" in out[0]
+    # the model folder is a checkpoint for predict too (it was refused while train.init took it)
+    assert main(["predict", cells[0], "-o", str(tmp_path / "p.ome.zarr"), "--checkpoint", str(tmp_path / "m"),
+                 "--set", "num_workers=0"]) == 0
+    assert ome.open_image(tmp_path / "p.ome.zarr").data.shape[-2:] == (48, 48)

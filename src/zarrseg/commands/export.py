@@ -12,7 +12,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint (e.g. MODEL_DIR/best.pt)")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint (MODEL_DIR/best.pt, or MODEL_DIR itself)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="package folder to write")
     parser.add_argument("--name", help="model name (default: 'zarrseg <target> U-Net (<n>D)')")
     parser.add_argument("--description", help="one-paragraph description")
@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         tags=args.tag,
         test_shape=args.test_shape,
     )
-    rdf = export_bioimageio(args.checkpoint, args.output, opts)
+    from ..learn import model_file
+
+    rdf = export_bioimageio(model_file(args.checkpoint), args.output, opts)
     print(rdf)
     return 0

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         metavar="CKPT",
-        help="model checkpoint or BioImage.IO package (folder, zip, rdf.yaml; an id with --set online=true) "
+        help="model checkpoint (a file, or the MODEL_DIR zarrseg train wrote: its best.pt) or BioImage.IO package "
+        "(folder, zip, rdf.yaml; an id with --set online=true) "
         "for method 'model' (which it selects unless 'method' is given); overrides the 'checkpoint' parameter",
     )
     add_params_arguments(parser, "predict", "method=model")

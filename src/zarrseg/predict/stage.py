@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import ome, runs
 from ..errors import ConfigError, InputError
+from ..learn import model_file
 from ..params import to_dict
 from .params import PredictParams
 
@@ -66,6 +67,7 @@ def predict(
     if params.uses_model:
         if checkpoint is None:
             raise ConfigError(f"predict.method {params.method!r} needs --checkpoint")
+        checkpoint = model_file(checkpoint)  # MODEL_DIR: its best.pt, as train.init and features take it
         model = load_model(checkpoint, params.online)
         if model.io.kind == "embedding":  # one vector per input (contrastive_global): no map to tile
             raise InputError(
