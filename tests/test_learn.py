@@ -480,3 +480,18 @@ def test_the_train_command_ends_with_a_summary_line_on_stdout(tmp_path, cells, c
     assert main(["predict", cells[0], "-o", str(tmp_path / "p.ome.zarr"), "--checkpoint", str(tmp_path / "m"),
                  "--set", "num_workers=0"]) == 0
     assert ome.open_image(tmp_path / "p.ome.zarr").data.shape[-2:] == (48, 48)
+
+
+def test_a_best_so_far_from_after_the_resume_point_is_not_published(tmp_path, cells):
+    from zarrseg.methods.unet.train_params import TrainParams
+
+    out = tmp_path / "m"
+    train("unet", load_params(TrainParams, unet_args(*cells, steps=6, eval_every=1, checkpoint_every=2)), out)
+    shorter = load_params(TrainParams, unet_args(*cells, steps=2, eval_every=1, checkpoint_every=2))
+    train("unet", shorter, tmp_path / "two")
+    # as if killed after step 6's evaluation but before its last.pt: best-so-far from step 6, last.pt from step 2
+    (out / "best-so-far.pt").write_bytes((out / "last.pt").read_bytes())
+    (out / "last.pt").write_bytes((tmp_path / "two" / "last.pt").read_bytes())
+    assert ckpt.read(out / "best-so-far.pt")["step"] == 6
+    train("unet", shorter, out, resume=True)  # ends at step 2: the later evaluation must not become best.pt
+    assert ckpt.read(out / "best.pt")["step"] <= 2

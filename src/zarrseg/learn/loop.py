@@ -333,6 +333,14 @@ class Loop:
         self.stopped = state.get("stopped")
         self.method.load_state(state.get("method", {}))
         set_rng_state(state.get("rng", {}))
+        best_so_far = self.out_dir / BEST_SO_FAR
+        if best_so_far.exists() and int(ckpt.read(best_so_far).get("step", 0)) > self.step:
+            # evaluated after the resume point by the killed run: the resumed run evaluates that step
+            # again; kept, it could become best.pt with a score metrics.csv no longer holds. It
+            # replaced the weights of the best evaluation up to the resume point, so the best is
+            # chosen again among the resumed run's evaluations
+            best_so_far.unlink()
+            self.best = math.inf
         self.rows = [r for r in read_csv(self.out_dir / "metrics.csv") if int(r["step"]) <= self.step]
         history = [r for r in read_csv(self.out_dir / "history.csv") if int(r["step"]) <= self.step]
         self.losses = [float(r["loss"]) for r in history]
