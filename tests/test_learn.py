@@ -495,3 +495,29 @@ def test_a_best_so_far_from_after_the_resume_point_is_not_published(tmp_path, ce
     assert ckpt.read(out / "best-so-far.pt")["step"] == 6
     train("unet", shorter, out, resume=True)  # ends at step 2: the later evaluation must not become best.pt
     assert ckpt.read(out / "best.pt")["step"] <= 2
+
+
+def test_a_second_training_into_the_same_model_folder_is_refused_while_the_first_runs(tmp_path, cells):
+    import fcntl
+
+    from zarrseg.methods.unet.train_params import TrainParams
+
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / ".zarrseg").touch()
+    with open(out / ".train.lock", "w") as held:  # another process's training holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("pid 4242 on node7 since 2026-12-01 13:00:00\n")
+        held.flush()
+        import subprocess
+        import sys
+
+        code = ("import sys; sys.path.insert(0, 'tests'); from zarrseg.learn.loop import train; from zarrseg.params import "
+                "load_params; from zarrseg.methods.unet.train_params import TrainParams; import json; "
+                f"train('unet', load_params(TrainParams, json.loads(sys.argv[1])), {str(out)!r})")
+        run = subprocess.run([sys.executable, "-c", code, json.dumps(unet_args(*cells, steps=2))],
+                             capture_output=True, text=True, cwd=REPO)
+    assert run.returncode != 0 and "another training is writing into this model folder (pid 4242" in run.stderr
+    assert not (out / "history.csv").exists()
+    train("unet", load_params(TrainParams, unet_args(*cells, steps=2)), out)  # free again: it trains
+    assert (out / "best.pt").is_file()

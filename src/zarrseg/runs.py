@@ -266,6 +266,34 @@ def atomic_save(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+class Busy(OutputError):
+    """Another process holds the lock of this output."""
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path, busy: Callable[[str], Exception]) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``lock`` (released by the kernel however the process
+    ends, so a killed holder never blocks the next run); when another process holds it, raise
+    ``busy(holder)`` (its pid, host and start time). One nightly run per results folder, one
+    training per model folder (two interleaved its history and raced on its checkpoints)."""
+    import fcntl
+    import time
+
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            raise busy(holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                  .encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def remove_work(work: Path) -> None:
     """Remove a finished run's state folder, its fingerprint first: a kill during the removal
     then leaves a partial output no rerun takes for resumable (it starts over)."""

@@ -24,6 +24,7 @@ loop; ours never do).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -41,7 +42,7 @@ from ..errors import ConfigError, InputError, OutputError, ZarrsegError
 from ..normalize import Normalization
 from ..parallel import progress_bar
 from ..params import to_dict
-from ..runs import MARK, refuse_foreign
+from ..runs import MARK, Busy, exclusive, refuse_foreign
 from . import checkpoint as ckpt
 from .device import resolve_device, rng_state, seed_step, set_rng_state
 from .params import LoopParams
@@ -50,6 +51,7 @@ from .registry import MethodSpec, get_method
 log = logging.getLogger(__name__)
 
 LAST, BEST, BEST_SO_FAR = "last.pt", "best.pt", "best-so-far.pt"
+LOCK = ".train.lock"
 KILL_ENV = "ZARRSEG_KILL_AFTER_STEP"  # SIGKILL this process right after that step (tests of resume)
 
 
@@ -362,6 +364,13 @@ class Loop:
             self.setup()  # before any file exists: bad input (a missing init checkpoint, ...) writes nothing
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / MARK).touch()  # a rerun may replace what is in this folder
+        with contextlib.ExitStack() as held:
+            if self.ctx.rank == 0:  # one training per model folder (DDP ranks are one training)
+                held.enter_context(exclusive(self.out_dir / LOCK, lambda holder: Busy(
+                    f"another training is writing into this model folder ({holder})", self.out_dir)))
+            return self._run()
+
+    def _run(self) -> dict:
         self._start_or_resume()
         if self.ctx.device.type == "cuda":
             torch.backends.cudnn.benchmark = True

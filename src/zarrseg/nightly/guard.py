@@ -14,7 +14,6 @@ jobs, so two Snakemakes never write the same outputs.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -23,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ZarrsegError
+from ..runs import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +40,8 @@ def single_instance(results_dir: Path) -> Iterator[Path]:
     """Hold the guard of ``results_dir`` for the duration of the block; raise AlreadyRunning if taken."""
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / ".nightly.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            raise AlreadyRunning(f"another nightly run is active ({holder}); nothing done", path) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-                  .encode(), 0)
+    with exclusive(path, lambda holder: AlreadyRunning(f"another nightly run is active ({holder}); nothing done", path)):
         yield path
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def stale_snakemake_locks(workdir: Path) -> list[Path]:
