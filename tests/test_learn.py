@@ -521,3 +521,13 @@ def test_a_second_training_into_the_same_model_folder_is_refused_while_the_first
     assert not (out / "history.csv").exists()
     train("unet", load_params(TrainParams, unet_args(*cells, steps=2)), out)  # free again: it trains
     assert (out / "best.pt").is_file()
+
+
+def test_the_same_images_by_relative_and_absolute_path_are_the_same_run(tmp_path, cells, monkeypatch):
+    from zarrseg.methods.unet.train_params import TrainParams
+
+    train("unet", load_params(TrainParams, unet_args(*cells, steps=2)), tmp_path / "m")
+    monkeypatch.chdir(tmp_path)
+    relative = [str(Path(c).relative_to(tmp_path)) for c in cells]
+    out = train("unet", load_params(TrainParams, unet_args(*relative, steps=2)), tmp_path / "m", resume=True)
+    assert out["stop"] == "already complete"  # was refused ("parameters differ")

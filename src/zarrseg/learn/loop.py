@@ -29,6 +29,7 @@ import csv
 import logging
 import math
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -229,9 +230,26 @@ LOOP_RUNTIME = ("eval_every", "checkpoint_every", "early_stopping", "max_minutes
                 "device", "multi_gpu", "tensorboard", "log_every")
 
 
+_DATA_NAME = re.compile(r"\.(zarr|tiff?|h5|hdf5?|czi|png|jpe?g|pt|parquet)(:|/|$)", re.IGNORECASE)
+
+
+def _absolute_paths(value: Any) -> Any:
+    """Paths in the parameters as absolute paths: the same images given relative, then absolute
+    (or from another folder) are the same run."""
+    if isinstance(value, dict):
+        return {k: _absolute_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_absolute_paths(v) for v in value]
+    if isinstance(value, str) and "://" not in value and (os.sep in value or _DATA_NAME.search(value)):
+        path = Path(value.split(":", 1)[0] if ".h5:" in value else value)
+        if path.exists():
+            return str(path.resolve()) + (value[len(str(path)):] if ".h5:" in value else "")
+    return value
+
+
 def fingerprint(spec: MethodSpec, hooks: type[Method], params: Any) -> dict:
     """What a resumed run must share with the run it continues (the method and what it learns from)."""
-    values = to_dict(params)
+    values = _absolute_paths(to_dict(params))
     for key in hooks.resume_ignores:
         if key == "loop":  # only its runtime keys: a changed seed or step count was resumed silently
             runtime = (*LOOP_RUNTIME, "steps") if hooks.steps_extendable else LOOP_RUNTIME
