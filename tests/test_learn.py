@@ -531,3 +531,12 @@ def test_the_same_images_by_relative_and_absolute_path_are_the_same_run(tmp_path
     relative = [str(Path(c).relative_to(tmp_path)) for c in cells]
     out = train("unet", load_params(TrainParams, unet_args(*relative, steps=2)), tmp_path / "m", resume=True)
     assert out["stop"] == "already complete"  # was refused ("parameters differ")
+
+
+def test_a_vit_checkpoint_as_the_unet_init_names_the_real_problem(tmp_path, cells, tiny_vit):
+    from zarrseg.methods.unet.train_params import TrainParams
+
+    params = load_params(TrainParams, {**unet_args(*cells, steps=1), "init": tiny_vit})
+    with pytest.raises(InputError, match="holds no U-Net to start from"):  # said: "the U-Net differs (depth 2 vs 3)"
+        train("unet", params, tmp_path / "m")
+    assert not (tmp_path / "m").exists()

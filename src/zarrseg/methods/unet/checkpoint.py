@@ -68,6 +68,9 @@ def load_init(model: torch.nn.Module, path: str | Path, config: ModelConfig, whe
             f"{where} must be a checkpoint of {' or '.join(methods)}, this one is of method "
             f"{payload.get('method')!r}", path)
     theirs = payload.get("model_config") or {}
+    if "f_maps" not in theirs:  # a ViT (dino / finetune) has a depth too: comparing it named the wrong cause
+        raise InputError(f"{where}: a {payload.get('method')!r} checkpoint holds no U-Net to start from "
+                         "(a U-Net, contrastive_global or contrastive_local checkpoint does)", path)
     differ = [k for k in ARCHITECTURE if k in theirs and theirs[k] != getattr(config, k)]
     if differ:
         shown = ", ".join(f"{k} {theirs[k]!r} vs {getattr(config, k)!r}" for k in differ)
