@@ -260,19 +260,26 @@ def test_determinism_across_workers(gala, tmp_path):
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
 
 
-def test_resume_after_crash(gala, tmp_path, monkeypatch):
-    path, _, _ = gala
-    params = load_params(SegmentParams, {**GALA, "partitioner": "gasp", "dask": {"scheduler": "synchronous"}})
-    real = sv_mod.dt_watershed
-    calls = []
+def _dies_in_the_second_pass(monkeypatch) -> list:
+    """Make the 6th block's watershed raise (a kill in the second checkerboard pass); returns the
+    list that counts the watershed calls."""
+    real, calls = sv_mod.dt_watershed, []
 
     def flaky(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 6:  # dies in the second checkerboard pass
+        if len(calls) == 6:
             raise RuntimeError("killed")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sv_mod, "dt_watershed", flaky)
+    return calls
+
+
+def test_resume_after_crash(gala, tmp_path, monkeypatch):
+    path, _, _ = gala
+    params = load_params(SegmentParams, {**GALA, "partitioner": "gasp", "dask": {"scheduler": "synchronous"}})
+    real = sv_mod.dt_watershed
+    calls = _dies_in_the_second_pass(monkeypatch)
     out = tmp_path / "seg.ome.zarr"
     with pytest.raises(RuntimeError, match="killed"):
         segment(path, out, params)
@@ -293,15 +300,8 @@ def test_a_partial_run_of_an_input_since_rewritten_starts_over(gala, tmp_path, m
     _path, probs, _ = gala
     source = _write(tmp_path / "p.ome.zarr", probs, (25, 50, 100))
     params = load_params(SegmentParams, {**GALA, "partitioner": "gasp", "dask": {"scheduler": "synchronous"}})
-    real, calls = sv_mod.dt_watershed, []
-
-    def flaky(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 6:
-            raise RuntimeError("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sv_mod, "dt_watershed", flaky)
+    real = sv_mod.dt_watershed
+    _dies_in_the_second_pass(monkeypatch)
     out = tmp_path / "seg.ome.zarr"
     with pytest.raises(RuntimeError, match="killed"):
         segment(source, out, params)
