@@ -231,6 +231,7 @@ LOOP_RUNTIME = ("eval_every", "checkpoint_every", "early_stopping", "max_minutes
 
 
 _DATA_NAME = re.compile(r"\.(zarr|tiff?|h5|hdf5?|czi|png|jpe?g|pt|parquet)(:|/|$)", re.IGNORECASE)
+_HDF5_DATASET = re.compile(r"(.+\.(?:h5|hdf5?)):(.*)", re.IGNORECASE)
 
 
 def _absolute_paths(value: Any) -> Any:
@@ -241,9 +242,10 @@ def _absolute_paths(value: Any) -> Any:
     if isinstance(value, list):
         return [_absolute_paths(v) for v in value]
     if isinstance(value, str) and "://" not in value and (os.sep in value or _DATA_NAME.search(value)):
-        path = Path(value.split(":", 1)[0] if ".h5:" in value else value)
-        if path.exists():
-            return str(path.resolve()) + (value[len(str(path)):] if ".h5:" in value else "")
+        hdf5 = _HDF5_DATASET.fullmatch(value)  # file.h5:dataset
+        file, dataset = (hdf5.group(1), ":" + hdf5.group(2)) if hdf5 else (value, "")
+        if Path(file).exists():
+            return str(Path(file).resolve()) + dataset
     return value
 
 
