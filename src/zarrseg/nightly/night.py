@@ -17,7 +17,7 @@ import yaml
 from ..errors import ConfigError, OutputError
 from ..ingest.params import IngestParams
 from ..params import deep_update, load_params
-from ..workflow import acquisition_samples, sample_name, scene_labels, stage_params
+from ..workflow import IMAGE_SUFFIXES, acquisition_samples, sample_name, scene_labels, stage_params
 from .guard import single_instance, stale_snakemake_locks, stop_orphaned_group
 from .history import History
 from .outcome import SampleOutcome, outcome
@@ -178,8 +178,6 @@ def run_night(opts: NightOptions) -> NightResult:
 def _ignored(folder: Path) -> str:
     """A note on what the input folder holds that is never an acquisition: files of other formats
     (.nd2, .lif, ...) and subfolders, which are not searched; empty when there is none."""
-    from ..workflow import IMAGE_SUFFIXES
-
     others, folders = [], []
     for path in sorted(folder.iterdir()):
         if path.is_dir():

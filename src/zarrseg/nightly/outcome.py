@@ -75,10 +75,9 @@ def outcome(summary: pd.DataFrame, sample: str, workdir: Path, results: Path, si
     errors = [(PIPELINE.index(r["rule"]) if r["rule"] in PIPELINE else len(PIPELINE), line)
               for _, r in pending.iterrows() for log in r["log-file(s)"].split(",") if log.strip()
               for line in [_error_line(workdir / log.strip(), since)] if line]
-    died = [r["rule"] for _, r in pending.iterrows() if _ran_silently(workdir, r["log-file(s)"], since)]
     if errors:
         result.reason = min(errors)[1]
-    elif died:
+    elif died := [r["rule"] for _, r in pending.iterrows() if _ran_silently(workdir, r["log-file(s)"], since)]:
         result.reason = f"{DIED} ({died[0]}: killed by a signal, e.g. out of memory, or crashed; see its log)"
         result.retry = True
     else:
