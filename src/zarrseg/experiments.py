@@ -101,6 +101,12 @@ def _fmt(value: Any) -> str:
 MAX_ID = 100  # longer ids keep a readable head and a hash of the whole (file names stay < 255 bytes)
 
 
+def is_seed(key: str) -> bool:
+    """A grid key or table column that repeats a setting with another random draw (grid.seed,
+    train.loop.seed, spoco.sampling_seed, a column 'seed'): pooled over, never a setting of its own."""
+    return "seed" in key.rsplit(".", 1)[-1]
+
+
 def cell_id(values: dict[str, Any]) -> str:
     """Stable, readable id of a parameter combination: ``key-value`` pairs joined by '_'."""
     if not values:

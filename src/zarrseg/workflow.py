@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import ConfigError, ZarrsegError
-from .experiments import Experiment, load_experiment, stage_overrides
+from .experiments import Experiment, is_seed, load_experiment, stage_overrides
 from .ingest.params import IngestParams
 from .params import deep_update, load_params
 
@@ -732,14 +732,14 @@ class Plan:
         for cell in cells:
             values = self.values(cell)
             if f"{GRID}.row" in values:
-                setting = {k: v for k, v in values.items() if not _is_seed(k)}
+                setting = {k: v for k, v in values.items() if not is_seed(k)}
                 chosen.setdefault(json.dumps(setting, sort_keys=True, default=str), cell)
         by_row: dict[str, list[str]] = {}
         for cell in chosen.values():
             by_row.setdefault(self.row_label(cell), []).append(cell)
         titles = {}
         for row, row_cells in by_row.items():
-            keys = list(dict.fromkeys(k for c in row_cells for k in self.values(c) if not _is_seed(k)))
+            keys = list(dict.fromkeys(k for c in row_cells for k in self.values(c) if not is_seed(k)))
             differ = [k for k in keys if len({json.dumps(self.values(c).get(k), default=str) for c in row_cells}) > 1]
             names = {k: k.split(".", 1)[-1] for k in differ}
             for cell in row_cells:
@@ -752,11 +752,6 @@ class Plan:
 
     def clustered_cells(self) -> list[str]:
         return [c for c in self.cells if self.labels_route(c) != "segment"]
-
-
-def _is_seed(key: str) -> bool:
-    """A grid key that repeats a setting with another random draw (grid.seed, train.loop.seed, spoco.sampling_seed)."""
-    return "seed" in key.rsplit(".", 1)[-1]
 
 
 def with_workers(params: dict, threads: int) -> dict:

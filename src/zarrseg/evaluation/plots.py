@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..experiments import is_seed
 from ..ome import atomic_output
 from .instance import LOWER_IS_BETTER, badness
 from .tables import TableParams, display_name, expand_params
@@ -21,11 +22,11 @@ from .tables import TableParams, display_name, expand_params
 log = logging.getLogger(__name__)
 
 
-
 def _best_index(values: pd.Series, metric: str):
     """Index of the best value of ``metric`` (the first for a metric with no better side)."""
     key = badness(metric, values)
     return values.index[0] if key is None else key.idxmin()
+
 
 def _save(fig: Figure, path: Path) -> Path:
     with atomic_output(path) as tmp:
@@ -135,7 +136,7 @@ def parameter_curves(
     if not metrics:
         return None
     # seeds are pooled into each point's mean ± sd, not held at the luckiest one
-    others = [o for o in swept if o not in (param, hue) and "seed" not in o]
+    others = [o for o in swept if o not in (param, hue) and not is_seed(o)]
     key = key or metrics[0]
     fig = Figure(figsize=(3.4 * len(metrics), 3.4), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
@@ -200,7 +201,7 @@ def make_figures(table: pd.DataFrame, outdir: Path, params: TableParams | None =
     # one line per box group, else per method: rows pooled into one line hid opposite trends
     hue = by if by in swept else "method" if expanded["method"].nunique() > 1 else None
     for param in swept:
-        if param == by or "seed" in param or not _numeric(expanded[param]):  # a seed is no sensitivity axis
+        if param == by or is_seed(param) or not _numeric(expanded[param]):  # a seed is no sensitivity axis
             continue
         curve = parameter_curves(
             expanded,
