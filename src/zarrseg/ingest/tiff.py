@@ -211,12 +211,16 @@ class ContiguousArray:
         return out.reshape([len(r) for r, k in zip(ranges, key, strict=True) if isinstance(k, slice)])
 
 
+def _ome_pixels(image: ET.Element) -> tuple[ET.Element | None, list[ET.Element]]:
+    """An OME Image's Pixels element and its Channel elements."""
+    pixels = next((el for el in image if el.tag.endswith("Pixels")), None)
+    return pixels, [] if pixels is None else [el for el in pixels if el.tag.endswith("Channel")]
+
+
 def _ome_channel_colors(image: ET.Element, n_c: int) -> list[str] | None:
     """RRGGBB of each OME Channel's Color (a signed 32-bit RGBA integer); None unless every channel has one."""
-    pixels = next((el for el in image if el.tag.endswith("Pixels")), None)
-    channels = [] if pixels is None else [el for el in pixels if el.tag.endswith("Channel")]
     colors = []
-    for ch in channels:
+    for ch in _ome_pixels(image)[1]:
         try:
             rgba = int(ch.get("Color", "")) & 0xFFFFFFFF
         except ValueError:
@@ -226,7 +230,7 @@ def _ome_channel_colors(image: ET.Element, n_c: int) -> list[str] | None:
 
 
 def _ome_metadata(image: ET.Element, sizes: dict[str, int]) -> tuple[dict[str, float], list[str] | None]:
-    pixels = next((el for el in image if el.tag.endswith("Pixels")), None)
+    pixels, channels = _ome_pixels(image)
     if pixels is None:
         return {}, None
     voxel: dict[str, float] = {}
@@ -246,10 +250,7 @@ def _ome_metadata(image: ET.Element, sizes: dict[str, int]) -> tuple[dict[str, f
         factor = TIME_TO_S.get(pixels.get("TimeIncrementUnit", "s"))
         if factor is not None:
             voxel["t"] = float(increment) * factor
-    names = [
-        ch.get("Name") or ch.get("ID", f"C{i}")
-        for i, ch in enumerate(el for el in pixels if el.tag.endswith("Channel"))
-    ]
+    names = [ch.get("Name") or ch.get("ID", f"C{i}") for i, ch in enumerate(channels)]
     if len(names) != sizes["c"]:
         names = None
     return voxel, names
