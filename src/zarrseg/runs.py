@@ -303,11 +303,7 @@ def remove_work(work: Path) -> None:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write a small file through a temporary name and a rename (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    return atomic_save(path, lambda tmp: tmp.write_bytes(data))
 
 
 def same_run(tmp: Path, fingerprint: dict, stage: str) -> bool:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from .. import ome
 from ..errors import InputError
+from .outcome import DIED
 
 STATUSES = ("processed", "waiting", "failed", "unchanged")
 # nights a file's job may die silently (out of memory, a crash) with the same bytes before it is
@@ -66,8 +67,6 @@ class History:
 
     def settled(self, file: str) -> Settled | None:
         """The latest conclusion about ``file`` (a failure that was not its own fault does not count)."""
-        from .outcome import DIED
-
         rows = self._rows(file)
         failed = rows["status"] == "failed"
         final = rows["status"].isin(["processed", "unchanged"]) | (failed & ~rows["retry"].astype(bool))
