@@ -91,12 +91,15 @@ rule aggregate:
         " --params {params.json:q} -v 2> {log:q}"
 
 
+# (cell, title) of the side-by-side figures: a panel per grid row and setting, the first seed of each
+# (none when panels.enabled is false in the config or the experiment). Computed once: every panels
+# job's inputs and parameters ask for it.
+PANEL_CELLS = (PLAN.panel_cells(CELLS) if stage_params(config, "panels", EXPERIMENT.fixed).get("enabled", True)
+               else [])
+
+
 def panel_cells():
-    """(cell, title) of the side-by-side figures: a panel per grid row and setting, the first seed of
-    each (none when panels.enabled is false in the config or the experiment)."""
-    if not stage_params(config, "panels", EXPERIMENT.fixed).get("enabled", True):
-        return []
-    return PLAN.panel_cells(CELLS)
+    return PANEL_CELLS
 
 
 def panels_path(sample):
