@@ -41,7 +41,7 @@ from .io import (
 )
 from .params import SegmentParams, geometry
 from .partition import partition
-from .supervoxels import DistanceTask, NodeTables, SupervoxelTask, distance_range, relabel
+from .supervoxels import DistanceTask, NodeTables, SupervoxelTask, distance_range, relabel, seed_claims
 from .watershed import WatershedSettings
 from .write import NodeView, WriteTask
 
@@ -277,9 +277,16 @@ def segment(
                 advice = check_halo_reach(grid, settings, dt_range)
             summaries: dict[int, dict] = {}
             with _stage("supervoxels", timings):
+                claims = None
                 for colour in (0, 1):
                     blocks = [b for b in grid if b.colour == colour]
-                    task = SupervoxelTask(boundaries, mask, distance, dt_range, sv, grid, settings, colour)
+                    if colour == 1 and settings.needs_distance:  # the seeds pass 1 grew supervoxels from
+                        claims = work / "seed_claims.npy"
+                        table = seed_claims(list(summaries.values()))
+                        runs.atomic_save(claims, functools.partial(_save_npy, table=table))
+                    task = SupervoxelTask(
+                        boundaries, mask, distance, dt_range, sv, grid, settings, colour, claims and str(claims)
+                    )
                     out = map_blocks(
                         task, blocks, name=f"supervoxels {colour + 1}/2", done_dir=done / f"sv{colour}", **kw
                     )

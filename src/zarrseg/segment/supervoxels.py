@@ -2,13 +2,24 @@
 
 A first pass over all blocks (``DistanceTask``) stores the smoothed distance transform of
 each inner box and reports its range, so every block's watershed uses the distance
-transform and the normalisation of the whole volume (see ``watershed``). Pass 1 runs the DT-watershed on the blocks of colour 0 (``Block.colour``) and writes their
-inner boxes. Pass 2 runs the blocks of colour 1; every face neighbour of such a block is of
-colour 0 and finished, so each local supervoxel that crosses a face takes the id of the
-neighbour's supervoxel it overlaps best in the halo (mutual best overlap): the supervoxel
-continues across the face under one id instead of being cut there. Only voxels of colour-0
-blocks are compared, so what a pass-2 block reads never depends on other pass-2 blocks
-running at the same time (deterministic for any number of workers).
+transform and the normalisation of the whole volume (see ``watershed``). Pass 1 runs the
+DT-watershed on the blocks of colour 0 (``Block.colour``), writes their inner boxes and
+reports, for each seed inside its read box whose supervoxel reaches the inner box, the seed's
+first voxel and the supervoxel's id (``claims``). Pass 2 runs the blocks of colour 1, whose
+face neighbours are all of colour 0 and finished: a supervoxel is its seed, so a seed here
+that a finished block claimed continues that supervoxel under its id, and finished
+supervoxels whose seed lies beyond this block's read flood in from the edge of the read box
+(``continued``). Two finished blocks that share only an edge and claimed the same seed hold
+one supervoxel (``claim_equivalences``). Only voxels of colour-0 blocks and pass-1 claims are
+read, so a pass-2 block never depends on other pass-2 blocks running at the same time
+(deterministic for any number of workers).
+
+Measured against one block (FlyEM 250^3, raw supervoxels, halo 35, ARand 64^3 / 128^3 blocks;
+before this scheme, mutual-best overlap matching with its equivalences): PlantSeg's defaults
+0.060 / 0.041 (0.549 / 0.102, merges), threshold 0.4, sigma 2, alpha 0.9: 0.0028 / 0.0005
+(0.018 / 0.0008). After GASP or multicut 0.0000-0.0001 either way; the mutex watershed on the
+supervoxel graph follows small changes of the supervoxels further: 0.0008 / 0.0004 (0.0005 /
+0.0000) and with the defaults 0.023 / 0.045 (0.053 / 0.0008).
 
 Ids are ``(block.id << ID_SHIFT) + local id``: unique without coordination, then mapped to
 consecutive node ids 1..N from the ids each block reports (``relabel``).
@@ -28,6 +39,7 @@ from .graph import block_edges, face_edges
 from .io import ArrayRef, ImageReader, bounded_malloc, release_memory
 from .watershed import (
     DistanceRange,
+    SeedIds,
     WatershedSettings,
     components,
     dt_watershed,
@@ -74,11 +86,6 @@ def match_to_neighbours(
     # border, while the finished neighbour's are not. Measured, raw supervoxels vs whole-volume
     # (ARand; whole halo / half / quarter): gala 0.0075 / 0.0023 / 0.0023, FlyEM crop 0.0092 /
     # 0.0092 / 0.0005, gala with halo 16/48/48 and mutex watershed 0.028 / 0.0039 / 0.0077.
-    # Known limit (review of 2026-12-01): with small blocks the equivalences below also join
-    # different supervoxels that this block's cut-off watershed merged. FlyEM 250^3, raw supervoxels
-    # vs one block: 64^3 blocks (halo 35) ARand 0.157, 128^3 blocks 0.046 (multicut after them:
-    # 0.044 at 64^3); dropping the equivalences splits instead (0.225). The default blocks
-    # (128 x 256 x 256) keep few block edges; an evidence test for an equivalence is open work.
     reach = [
         slice(i.start - -(-(i.start - o.start) // MATCH_DEPTH), i.stop + -(-(o.stop - i.stop) // MATCH_DEPTH))
         for i, o in zip(block.inner, block.outer, strict=True)
@@ -114,6 +121,112 @@ def match_to_neighbours(
     group = np.cumsum(first) - 1
     equiv = np.stack([primary[group][~first], f[~first]], axis=1).astype(np.uint64)
     return a[first], primary, equiv
+
+
+def finished_neighbours(grid: BlockGrid, block: Block) -> list[tuple[slice, ...]]:
+    """Boxes (global) of the finished (colour-0) neighbours' inner boxes inside this block's read."""
+    boxes = []
+    for offset in itertools.product((-1, 0, 1), repeat=block.ndim):
+        pos = [p + o for p, o in zip(block.position, offset, strict=True)]
+        if not any(offset) or any(q < 0 or q >= g for q, g in zip(pos, grid.grid_shape, strict=True)):
+            continue
+        other = grid.block_at(pos)
+        if other.colour != 0:
+            continue
+        box = tuple(
+            slice(max(i.start, o.start), min(i.stop, o.stop)) for i, o in zip(other.inner, block.outer, strict=True)
+        )
+        if all(s.stop > s.start for s in box):
+            boxes.append(box)
+    return boxes
+
+
+def _shell(shape: tuple[int, ...]) -> np.ndarray:
+    """The outermost layer of voxels of a box."""
+    inner = np.zeros(shape, bool)
+    inner[tuple(slice(1, -1) for _ in shape)] = True
+    return ~inner
+
+
+def finished_halo(grid: BlockGrid, block: Block, finished: ArrayRef) -> np.ndarray:
+    """The finished supervoxels (global ids, 0 elsewhere) in this block's read box."""
+    fixed = np.zeros(tuple(s.stop - s.start for s in block.outer), np.uint64)
+    for box in finished_neighbours(grid, block):
+        local = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, block.outer, strict=True))
+        fixed[local] = finished[box]
+    return fixed
+
+
+def seed_claims(summaries: list[dict]) -> np.ndarray:
+    """All seeds claimed by the blocks' summaries: (2, n) uint64, (global first voxel, supervoxel id), sorted."""
+    parts = [np.asarray(s["claims"], np.uint64).reshape(2, -1) for s in summaries if "claims" in s]
+    claims = np.concatenate(parts, axis=1) if parts else np.zeros((2, 0), np.uint64)
+    return claims[:, np.lexsort((claims[1], claims[0]))]
+
+
+def claim_equivalences(claims: np.ndarray) -> np.ndarray:
+    """(k, 2) ids of supervoxels that blocks grew from the same seed: one supervoxel cut by the blocks."""
+    same = (claims[0, 1:] == claims[0, :-1]) & (claims[1, 1:] != claims[1, :-1])
+    return np.stack([claims[1, :-1][same], claims[1, 1:][same]], axis=1)
+
+
+def claims_in_box(path: str, box: tuple[slice, ...], shape: tuple[int, ...]) -> SeedIds:
+    """The claimed seeds whose first voxel lies in ``box``: (box-linear index, global id), one per seed."""
+    claims = np.load(path, mmap_mode="r")
+    slab = int(np.prod(shape[1:]))
+    lo, hi = np.searchsorted(claims[0], [box[0].start * slab, box[0].stop * slab])
+    where, ids = np.asarray(claims[0, lo:hi]), np.asarray(claims[1, lo:hi])
+    coords = np.unravel_index(where.astype(np.int64), shape)
+    inside = np.ones(len(where), bool)
+    for c, b in zip(coords, box, strict=True):
+        inside &= (c >= b.start) & (c < b.stop)
+    rep = np.ravel_multi_index(
+        tuple(c[inside] - b.start for c, b in zip(coords, box, strict=True)),
+        tuple(b.stop - b.start for b in box),
+    ).astype(np.int64)
+    rep, first = np.unique(rep, return_index=True)  # sorted by position: one id per seed
+    return SeedIds(rep, ids[inside][first])
+
+
+def continued(
+    grid: BlockGrid, block: Block, labels: np.ndarray, seeds: SeedIds, finished: ArrayRef, claims: str | None
+) -> tuple[np.ndarray, np.ndarray, SeedIds, np.ndarray]:
+    """What a pass-2 block's watershed continues: (fixed labels 1..m, their global ids, adopted
+    seeds, candidate equivalences).
+
+    A supervoxel is its seed. A seed of this block that a finished block also saw and grew a
+    supervoxel from (``claims``) takes that supervoxel's id; failing that, a seed whose
+    supervoxel in this block's own watershed (``labels``, ``seeds``) is the mutual best match of
+    a finished one next to a face takes its id, unless that one has a seed of its own. The
+    other finished supervoxels (their seed is beyond this block's read) enter as fixed seeds on
+    the outermost layer of the read box, and flood in from there as they would from their seed;
+    seeded everywhere in the halo they flood before the flood reaches them and take voxels of
+    their neighbours. Matching overlaps alone joined different supervoxels that this block's
+    cut-off watershed had merged.
+
+    Where one own supervoxel matches finished ones of several neighbours, those are candidates
+    for one supervoxel cut between two finished blocks that share only an edge (``relabel``).
+    """
+    local, target, candidates = match_to_neighbours(grid, block, labels, finished)
+    matched = np.zeros(int(labels.max(initial=0)) + 1, np.uint64)
+    matched[local.astype(np.int64)] = target
+    by_match = matched[seeds.label]
+    halo = finished_halo(grid, block, finished)
+    halo[~_shell(halo.shape)] = 0
+    rep, gid = seeds.rep, by_match
+    if claims is not None:
+        by_match[np.isin(by_match, np.load(claims, mmap_mode="r")[1])] = 0  # has a seed elsewhere
+        claimed = claims_in_box(claims, block.outer, grid.shape)
+        halo[np.isin(halo, claimed.label)] = 0  # grows from its seed here
+        rep = np.concatenate([claimed.rep, seeds.rep])
+        gid = np.concatenate([claimed.label, by_match])
+    rep, first = np.unique(rep[gid != 0], return_index=True)  # claims first
+    gid = gid[gid != 0][first]
+    ids = np.union1d(np.unique(halo), gid)
+    ids = ids[ids != 0]
+    fixed = np.searchsorted(ids, halo).astype(np.uint32) + np.uint32(1)
+    fixed[halo == 0] = 0
+    return fixed, ids, SeedIds(rep, (np.searchsorted(ids, gid) + 1).astype(np.uint32)), candidates
 
 
 @dataclass
@@ -168,6 +281,7 @@ class SupervoxelTask:
     grid: BlockGrid
     settings: WatershedSettings
     colour: int
+    claims: str | None = None  # pass 2: the seeds pass 1 claimed (``seed_claims``, saved as .npy)
 
     def _empty(self) -> dict:
         return {
@@ -175,6 +289,7 @@ class SupervoxelTask:
             "counts": np.zeros(0, np.int64),
             "skipped": 1,
             "equiv": np.zeros((0, 2), np.uint64),
+            "candidates": np.zeros((0, 2), np.uint64),
             "edges": np.zeros((0, 2), np.uint64),
             "stats": np.zeros((0, 5)),
         }
@@ -190,19 +305,28 @@ class SupervoxelTask:
         boundaries = self.boundaries.read_float(block.outer)
         s = self.settings
         dt = None
+        fixed_ids = candidates = np.zeros(0, np.uint64)
         if not s.needs_distance:
             labels = components(boundaries, s, mask)
         else:
             dt = self.distance[block.outer]
-            labels = dt_watershed(
-                boundaries, dt, self.dt_range.crop_z(block.outer[0]), s, mask=foreground_mask(boundaries, s, mask)
-            )
+            dt_range = self.dt_range.crop_z(block.outer[0])
+            fg = foreground_mask(boundaries, s, mask)
+            labels, seeds = dt_watershed(boundaries, dt, dt_range, s, mask=fg)
+            if self.colour == 1:  # the finished neighbours' supervoxels flood on into this block
+                fixed, fixed_ids, adopt, candidates = continued(
+                    self.grid, block, labels, seeds, self.output, self.claims
+                )
+                labels, seeds = dt_watershed(boundaries, dt, dt_range, s, mask=fg, fixed=fixed, adopt=adopt)
+                del fixed, adopt
         inner = labels[block.local]
         # local id -> global id table (O(voxels) gathers instead of sorting the block)
-        lut = np.arange(int(labels.max()) + 1, dtype=np.uint64) + (np.uint64(block.id) << np.uint64(ID_SHIFT))
+        n_ids = max(int(labels.max(initial=0)), len(fixed_ids)) + 1
+        lut = np.arange(n_ids, dtype=np.uint64) + (np.uint64(block.id) << np.uint64(ID_SHIFT))
         lut[0] = 0
+        lut[1 : len(fixed_ids) + 1] = fixed_ids
         equiv = np.zeros((0, 2), np.uint64)
-        if self.colour == 1:  # continue the finished neighbours' supervoxels across the faces
+        if self.colour == 1 and not s.needs_distance:  # components continue across the faces
             local, target, equiv = match_to_neighbours(self.grid, block, labels, self.output)
             lut[local.astype(np.int64)] = target
         del labels
@@ -220,9 +344,12 @@ class SupervoxelTask:
             "counts": id_counts.astype(np.int64),
             "skipped": 0,
             "equiv": equiv,
+            "candidates": candidates.reshape(-1, 2),
             "edges": edges,
             "stats": stats,
         }
+        if self.colour == 0 and s.needs_distance:  # which supervoxel each seed grew (``continued``)
+            summary["claims"] = self.claims_of(block, seeds.only_inside(), lut, counts)
         if s.foreground and s.split:  # largest distance of each piece (inner box)
             peak = np.zeros(len(ids), np.float64)
             if len(present):
@@ -234,6 +361,16 @@ class SupervoxelTask:
                 z_of_local[np.unique(inner[z])] = block.inner[0].start + z
             summary["z"] = z_of_local[present][first]
         return summary
+
+    def claims_of(self, block: Block, seeds: SeedIds, lut: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """(2, n) uint64: global first voxel and global id of each seed whose supervoxel reaches the inner box."""
+        reaches = counts[seeds.label] > 0
+        box = tuple(s.stop - s.start for s in block.outer)
+        coords = np.unravel_index(seeds.rep[reaches], box)
+        where = np.ravel_multi_index(
+            tuple(c + o.start for c, o in zip(coords, block.outer, strict=True)), self.grid.shape
+        )
+        return np.stack([where.astype(np.uint64), lut[seeds.label[reaches]]])
 
     def _values(self, box: tuple[slice, ...]) -> np.ndarray:
         """Edge values outside this block's read (no halo along an axis): boundaries or distances."""
@@ -281,6 +418,42 @@ class NodeTables:
     peak: np.ndarray | None = None  # split foreground: largest distance to the background per node
 
 
+def _positions(sparse_ids: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Rows of ``pairs`` (ids) as positions in ``sparse_ids``, rows naming an id not found dropped."""
+    pos = np.minimum(np.searchsorted(sparse_ids, pairs), max(len(sparse_ids) - 1, 0))
+    found = (sparse_ids[pos] == pairs).all(axis=1) if len(sparse_ids) else np.zeros(len(pairs), bool)
+    return pos[found]
+
+
+def join_fragments(root: np.ndarray, pairs: np.ndarray, seeded: np.ndarray) -> np.ndarray:
+    """Union of ``pairs`` (positions) on top of ``root``, except where both sides already hold a seed.
+
+    A supervoxel is its seed: two that each grew from a seed of their own stay two, also through
+    a chain of fragments (a pair-by-pair test let fragments join seeded supervoxels transitively).
+    """
+    parent = root.copy()
+    has_seed = np.zeros(len(root), bool)
+    np.logical_or.at(has_seed, root, seeded)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in pairs.tolist():
+        ra, rb = find(a), find(b)
+        if ra == rb or (has_seed[ra] and has_seed[rb]):
+            continue
+        parent[rb] = ra
+        has_seed[ra] |= has_seed[rb]
+    while True:  # point every entry at its root
+        up = parent[parent]
+        if np.array_equal(up, parent):
+            return parent
+        parent = up
+
+
 def relabel(summaries: list[dict]) -> NodeTables:
     """Node tables of the volume from its blocks' summaries."""
     found = [s for s in summaries if len(s["ids"])]
@@ -291,15 +464,20 @@ def relabel(summaries: list[dict]) -> NodeTables:
     equiv = np.concatenate(
         [np.asarray(s.get("equiv", np.zeros((0, 2))), np.uint64).reshape(-1, 2) for s in summaries]
     )
+    claims = seed_claims(summaries)
+    equiv = _positions(sparse_ids, np.concatenate([equiv, claim_equivalences(claims)]))
     root = np.arange(len(sparse_ids), dtype=np.uint64)
     if len(equiv):
-        pos = np.searchsorted(sparse_ids, equiv)
-        valid = (pos < len(sparse_ids)).all(axis=1)
-        pos = pos[valid]
-        valid = (sparse_ids[pos] == equiv[valid]).all(axis=1)
         ufd = bic.utils.UnionFind(len(sparse_ids))
-        ufd.merge(np.ascontiguousarray(pos[valid], dtype=np.uint64))
+        ufd.merge(np.ascontiguousarray(equiv, dtype=np.uint64))
         root = ufd.find(root)
+    candidates = np.concatenate(
+        [np.asarray(s.get("candidates", np.zeros((0, 2))), np.uint64).reshape(-1, 2) for s in summaries]
+    )
+    if len(candidates):
+        seeded = np.zeros(len(sparse_ids), bool)
+        seeded[_positions(sparse_ids, claims[1].reshape(-1, 1)).ravel()] = True
+        root = join_fragments(root.astype(np.int64), _positions(sparse_ids, candidates), seeded).astype(np.uint64)
     _, first, node_of = np.unique(root, return_index=True, return_inverse=True)
     rank = np.empty(len(first), np.int64)  # node ids in order of the smallest sparse id of each node
     rank[np.argsort(first, kind="stable")] = np.arange(len(first))

@@ -116,7 +116,7 @@ def smoothed_distance(
 MAX_REFLOOD_REGIONS = 5000  # above this, one reflood of the whole block is cheaper than a loop of crops
 
 
-def _size_filter(ws: np.ndarray, hmap: np.ndarray, min_size: int) -> np.ndarray:
+def _size_filter(ws: np.ndarray, hmap: np.ndarray, min_size: int, n_fixed: int = 0) -> np.ndarray:
     """elf ``apply_size_filter``: drop segments below ``min_size``, reflood them from the rest.
 
     elf refloods the whole block; the flooding of a region of removed voxels depends only on
@@ -125,8 +125,10 @@ def _size_filter(ws: np.ndarray, hmap: np.ndarray, min_size: int) -> np.ndarray:
     Same labels as elf up to the order of flooding within one height level, which
     bioimage-cpp leaves unspecified (measured: 0 to 1 voxel in 10^6 differ), at a fraction of
     the cost (one 272^3 block: 7.2 -> 5.3 s): removed voxels are typically < 1% of a block.
+    Ids ``1..n_fixed`` are a finished neighbour's supervoxels, seen here only in part: kept.
     """
     small = np.bincount(ws.ravel()) < min_size
+    small[1 : n_fixed + 1] = False
     removed = small[ws]
     ws[removed] = 0
     if int(ws.max()) == 0:  # elf's fallback: seeds at the heightmap's local minima
@@ -171,29 +173,100 @@ def _heightmap(boundaries: np.ndarray, dt: np.ndarray, lo, hi, s: WatershedSetti
     return hmap
 
 
-def _watershed_nd(
-    boundaries: np.ndarray, dt: np.ndarray, lo, hi, s: WatershedSettings, mask: np.ndarray | None
-) -> tuple[np.ndarray, int]:
-    if mask is not None and not mask.any():
-        return np.zeros(boundaries.shape, np.uint32), 0
-    lo, hi = np.float32(lo), np.float32(hi)
-    # skimage peak_local_max(dt, min_distance=1, exclude_border=False) as a mask: maxima of a
-    # 3^n neighbourhood (border replicated) above the minimum, none on a constant image
+@dataclass(frozen=True)
+class SeedIds:
+    """Seeds of one box: each seed (a connected plateau of maxima) by its first voxel in raster order.
+
+    ``rep`` are box-linear indices, sorted; ``label`` the id each seed's supervoxel has;
+    ``inside``: not on the box's border, where a maximum may exist only because the box ends.
+    """
+
+    rep: np.ndarray
+    label: np.ndarray
+    inside: np.ndarray | None = None
+
+    @classmethod
+    def empty(cls) -> SeedIds:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, bool))
+
+    def only_inside(self) -> SeedIds:
+        return SeedIds(self.rep[self.inside], self.label[self.inside], self.inside[self.inside])
+
+
+def _seeds(
+    dt: np.ndarray, lo, fixed: np.ndarray | None, n_fixed: int, adopt: SeedIds | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Seed labels of one box, and per seed (first voxel, id, inside the box: not on its border).
+
+    skimage ``peak_local_max(dt, min_distance=1, exclude_border=False)`` as a mask: maxima of a
+    3^n neighbourhood (border replicated) above the minimum, none on a constant image. Without
+    ``fixed`` the ids are 1..k. Otherwise ids ``1..n_fixed`` are the fixed labels (finished
+    supervoxels), a seed touching one of them is that supervoxel's seed, already placed, and is
+    dropped (id 0); a seed found in ``adopt`` takes the id given there; the others get ids
+    after ``n_fixed``. A seed on the box's border may be an artefact of the box (a maximum only
+    because the box ends there), so it is not "inside".
+    """
     peaks = dt == ndimage.maximum_filter(dt, size=3, mode="nearest")
     if peaks.all():
         peaks[:] = False
     peaks &= dt > lo
     seeds = bic.segmentation.label(peaks.view("uint8"), background=0, connectivity=dt.ndim).astype(np.uint32)
     del peaks
+    at = np.flatnonzero(seeds)  # ascending: the first voxel of each seed comes first
+    which = seeds.ravel()[at]
+    k = int(which.max(initial=0))
+    first = np.full(k + 1, -1, np.int64)
+    first[which[::-1]] = at[::-1]
+    rep = first[1:]
+    on_border = np.zeros(len(at), bool)
+    for axis, c in enumerate(np.unravel_index(at, seeds.shape)):
+        on_border |= (c == 0) | (c == seeds.shape[axis] - 1)
+    inside = np.ones(k + 1, bool)
+    inside[which[on_border]] = False
+    inside = inside[1:]
+    if fixed is None:
+        return seeds, rep, np.arange(1, k + 1, dtype=np.uint32), inside
+    ids = np.zeros(k + 1, np.uint32)
+    keep = np.ones(k + 1, bool)
+    keep[0] = False
+    keep[np.unique(seeds[fixed != 0])] = False
+    ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32) + np.uint32(n_fixed)
+    if adopt is not None and len(adopt.rep):
+        pos = np.minimum(np.searchsorted(adopt.rep, rep), len(adopt.rep) - 1)
+        hit = (adopt.rep[pos] == rep) & keep[1:]
+        ids[1:][hit] = adopt.label[pos[hit]]
+    seeds = ids[seeds]
+    np.copyto(seeds, fixed, where=fixed != 0)
+    return seeds, rep, ids[1:], inside
+
+
+def _watershed_nd(
+    boundaries: np.ndarray,
+    dt: np.ndarray,
+    lo,
+    hi,
+    s: WatershedSettings,
+    mask: np.ndarray | None,
+    fixed: np.ndarray | None = None,
+    n_fixed: int = 0,
+    adopt: SeedIds | None = None,
+) -> tuple[np.ndarray, int, SeedIds]:
+    """Watershed of one box: (labels, the largest own id or ``n_fixed``, the seeds whose
+    supervoxel survived the size filter)."""
+    if mask is not None and not mask.any():
+        return np.zeros(boundaries.shape, np.uint32), n_fixed, SeedIds.empty()
+    lo, hi = np.float32(lo), np.float32(hi)
+    seeds, rep, seed_id, inside = _seeds(dt, lo, fixed, n_fixed, adopt)
     hmap = _heightmap(boundaries, dt, lo, hi, s)
     ws = bic.segmentation.watershed(hmap, seeds)
     del seeds
     if s.min_size > 0:
-        ws = _size_filter(ws, hmap, s.min_size)
-    max_id = int(ws.max())
+        ws = _size_filter(ws, hmap, s.min_size, n_fixed)
+    max_id = max(int(ws.max()), n_fixed)
     if mask is not None:
         ws[~mask] = 0
-    return ws, max_id
+    kept = (seed_id != 0) & (ws.ravel()[rep] == seed_id)
+    return ws, max_id, SeedIds(rep[kept], seed_id[kept], inside[kept])
 
 
 def components(boundaries: np.ndarray, s: WatershedSettings, mask: np.ndarray | None = None) -> np.ndarray:
@@ -218,24 +291,43 @@ def dt_watershed(
     dt_range: DistanceRange,
     s: WatershedSettings,
     mask: np.ndarray | None = None,
-) -> np.ndarray:
-    """Supervoxels (uint32 ids local to the block, 0 = masked out) of one block read with its halo.
+    fixed: np.ndarray | None = None,
+    adopt: SeedIds | None = None,
+) -> tuple[np.ndarray, SeedIds]:
+    """Supervoxels (uint32 ids local to the block, 0 = masked out) of one block read with its halo,
+    and its seeds (``SeedIds``: those whose supervoxel was kept).
 
     ``dt`` is ``smoothed_distance`` of the same box; ``dt_range`` the volume-wide range
-    (``dt_range.crop_z`` of the box in stacked-2D mode).
+    (``dt_range.crop_z`` of the box in stacked-2D mode). ``fixed`` (uint32, ids ``1..m``, 0
+    elsewhere) are finished supervoxels in the halo: they keep their ids and flood on into the
+    block (as in cluster_tools' two-pass watershed); seeds listed in ``adopt`` (box-linear first
+    voxel -> an id in ``1..m``) belong to one of them; the block's own supervoxels get ids above ``m``.
     """
     boundaries = boundaries.astype(np.float32, copy=False)
+    n_fixed = 0 if fixed is None else int(fixed.max(initial=0))
     if not s.per_slice(boundaries.ndim):
-        return _watershed_nd(boundaries, dt, dt_range.lo, dt_range.hi, s, mask)[0]
+        ws, _, seeds = _watershed_nd(boundaries, dt, dt_range.lo, dt_range.hi, s, mask, fixed, n_fixed, adopt)
+        return ws, seeds
     out = np.zeros(boundaries.shape, np.uint32)
-    offset = 0
+    plane = int(np.prod(boundaries.shape[1:]))
+    offset, reps, labels, inside = 0, [], [], []
     for z in range(boundaries.shape[0]):
         zmask = None if mask is None else mask[z]
-        ws, max_id = _watershed_nd(boundaries[z], dt[z], dt_range.lo[z], dt_range.hi[z], s, zmask)
-        if zmask is None:
-            ws += np.uint32(offset)
-        else:
-            ws[zmask] += np.uint32(offset)
+        zfixed = None if fixed is None else fixed[z]
+        zadopt = None
+        if adopt is not None:
+            lo, hi = np.searchsorted(adopt.rep, [z * plane, (z + 1) * plane])
+            zadopt = SeedIds(adopt.rep[lo:hi] - z * plane, adopt.label[lo:hi])
+        ws, max_id, seeds = _watershed_nd(
+            boundaries[z], dt[z], dt_range.lo[z], dt_range.hi[z], s, zmask, zfixed, n_fixed, zadopt
+        )
+        own = ws > n_fixed
+        ws[own] += np.uint32(offset)
         out[z] = ws
-        offset += max_id
-    return out
+        reps.append(seeds.rep + z * plane)
+        inside.append(seeds.inside)
+        labels.append(np.where(seeds.label > n_fixed, seeds.label + np.uint32(offset), seeds.label))
+        offset += max_id - n_fixed
+    if not reps:
+        return out, SeedIds.empty()
+    return out, SeedIds(np.concatenate(reps), np.concatenate(labels).astype(np.uint32), np.concatenate(inside))
