@@ -41,7 +41,15 @@ from .io import (
 )
 from .params import SegmentParams, geometry
 from .partition import partition
-from .supervoxels import DistanceTask, NodeTables, SupervoxelTask, distance_range, relabel, seed_claims
+from .supervoxels import (
+    Claims,
+    DistanceTask,
+    NodeTables,
+    SupervoxelTask,
+    distance_range,
+    relabel,
+    seed_claims,
+)
 from .watershed import WatershedSettings
 from .write import NodeView, WriteTask
 
@@ -281,12 +289,8 @@ def segment(
                 for colour in (0, 1):
                     blocks = [b for b in grid if b.colour == colour]
                     if colour == 1 and settings.needs_distance:  # the seeds pass 1 grew supervoxels from
-                        claims = work / "seed_claims.npy"
-                        table = seed_claims(list(summaries.values()))
-                        runs.atomic_save(claims, functools.partial(_save_npy, table=table))
-                    task = SupervoxelTask(
-                        boundaries, mask, distance, dt_range, sv, grid, settings, colour, claims and str(claims)
-                    )
+                        claims = Claims.save(work, seed_claims(list(summaries.values())))
+                    task = SupervoxelTask(boundaries, mask, distance, dt_range, sv, grid, settings, colour, claims)
                     out = map_blocks(
                         task, blocks, name=f"supervoxels {colour + 1}/2", done_dir=done / f"sv{colour}", **kw
                     )

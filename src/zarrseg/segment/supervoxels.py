@@ -8,18 +8,20 @@ reports, for each seed inside its read box whose supervoxel reaches the inner bo
 first voxel and the supervoxel's id (``claims``). Pass 2 runs the blocks of colour 1, whose
 face neighbours are all of colour 0 and finished: a supervoxel is its seed, so a seed here
 that a finished block claimed continues that supervoxel under its id, and finished
-supervoxels whose seed lies beyond this block's read flood in from the edge of the read box
+supervoxels whose seed lies beyond this block's read flood in from the outer half of the halo
 (``continued``). Two finished blocks that share only an edge and claimed the same seed hold
 one supervoxel (``claim_equivalences``). Only voxels of colour-0 blocks and pass-1 claims are
 read, so a pass-2 block never depends on other pass-2 blocks running at the same time
 (deterministic for any number of workers).
 
 Measured against one block (FlyEM 250^3, raw supervoxels, halo 35, ARand 64^3 / 128^3 blocks;
-before this scheme, mutual-best overlap matching with its equivalences): PlantSeg's defaults
-0.060 / 0.041 (0.549 / 0.102, merges), threshold 0.4, sigma 2, alpha 0.9: 0.0028 / 0.0005
-(0.018 / 0.0008). After GASP or multicut 0.0000-0.0001 either way; the mutex watershed on the
-supervoxel graph follows small changes of the supervoxels further: 0.0008 / 0.0004 (0.0005 /
-0.0000) and with the defaults 0.023 / 0.045 (0.053 / 0.0008).
+in brackets the scheme before: mutual-best overlap matching with its equivalences): PlantSeg's
+defaults 0.075 / 0.069 (0.549 / 0.102, merges), threshold 0.4, sigma 2, alpha 0.9: 0.0028 /
+0.0005 (0.018 / 0.0008). After GASP or multicut 0.0000-0.0001 either way; the mutex watershed
+on the supervoxel graph follows small changes of the supervoxels further: 0.0008 / 0.0004
+(0.0005 / 0.0000), with the defaults 0.020 / 0.045 (0.053 / 0.0008). Pass 2 runs the
+watershed twice (its own view for ``continued``, then the continued one): a whole segment run
+takes 1.3-1.4x as long.
 
 Ids are ``(block.id << ID_SHIFT) + local id``: unique without coordination, then mapped to
 consecutive node ids 1..N from the ids each block reports (``relabel``).
@@ -27,13 +29,16 @@ consecutive node ids 1..N from the ids each block reports (``relabel``).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import bioimage_cpp as bic
 import numpy as np
 from scipy import ndimage
 
+from .. import runs
 from ..blocks import Block, BlockGrid
 from .graph import block_edges, face_edges
 from .io import ArrayRef, ImageReader, bounded_malloc, release_memory
@@ -141,11 +146,18 @@ def finished_neighbours(grid: BlockGrid, block: Block) -> list[tuple[slice, ...]
     return boxes
 
 
-def _shell(shape: tuple[int, ...]) -> np.ndarray:
-    """The outermost layer of voxels of a box."""
-    inner = np.zeros(shape, bool)
-    inner[tuple(slice(1, -1) for _ in shape)] = True
-    return ~inner
+def _outer_band(block: Block) -> np.ndarray:
+    """The read box less the inner box grown by half the halo, and the box's outermost layer."""
+    shape = tuple(o.stop - o.start for o in block.outer)
+    near = tuple(
+        slice(round((i.start - o.start) / 2), n - round((o.stop - i.stop) / 2))
+        for i, o, n in zip(block.inner, block.outer, shape, strict=True)
+    )
+    band = np.ones(shape, bool)
+    band[near] = False
+    edge = np.ones(shape, bool)
+    edge[tuple(slice(1, -1) for _ in shape)] = False
+    return band | edge
 
 
 def finished_halo(grid: BlockGrid, block: Block, finished: ArrayRef) -> np.ndarray:
@@ -170,26 +182,55 @@ def claim_equivalences(claims: np.ndarray) -> np.ndarray:
     return np.stack([claims[1, :-1][same], claims[1, 1:][same]], axis=1)
 
 
-def claims_in_box(path: str, box: tuple[slice, ...], shape: tuple[int, ...]) -> SeedIds:
-    """The claimed seeds whose first voxel lies in ``box``: (box-linear index, global id), one per seed."""
-    claims = np.load(path, mmap_mode="r")
-    slab = int(np.prod(shape[1:]))
-    lo, hi = np.searchsorted(claims[0], [box[0].start * slab, box[0].stop * slab])
-    where, ids = np.asarray(claims[0, lo:hi]), np.asarray(claims[1, lo:hi])
-    coords = np.unravel_index(where.astype(np.int64), shape)
-    inside = np.ones(len(where), bool)
-    for c, b in zip(coords, box, strict=True):
-        inside &= (c >= b.start) & (c < b.stop)
-    rep = np.ravel_multi_index(
-        tuple(c[inside] - b.start for c, b in zip(coords, box, strict=True)),
-        tuple(b.stop - b.start for b in box),
-    ).astype(np.int64)
-    rep, first = np.unique(rep, return_index=True)  # sorted by position: one id per seed
-    return SeedIds(rep, ids[inside][first])
+@dataclass(frozen=True)
+class Claims:
+    """Pass 1's claims as two ``.npy`` files a pass-2 block reads in part (memory-mapped, picklable).
+
+    ``table``: ``seed_claims``, sorted by voxel; ``seeded``: the sorted ids of supervoxels that
+    have a seed of their own.
+    """
+
+    table: str
+    seeded: str
+
+    @classmethod
+    def save(cls, folder: Path, claims: np.ndarray) -> Claims:
+        out = cls(str(folder / "seed_claims.npy"), str(folder / "seeded_ids.npy"))
+        for path, array in ((out.table, claims), (out.seeded, np.unique(claims[1]))):
+            runs.atomic_save(Path(path), functools.partial(_save_npy, array=array))
+        return out
+
+    def in_box(self, box: tuple[slice, ...], shape: tuple[int, ...]) -> SeedIds:
+        """The claimed seeds whose first voxel lies in ``box``: (box-linear index, global id), one per seed."""
+        claims = np.load(self.table, mmap_mode="r")
+        slab = int(np.prod(shape[1:]))
+        lo, hi = np.searchsorted(claims[0], [box[0].start * slab, box[0].stop * slab])
+        where, ids = np.asarray(claims[0, lo:hi]), np.asarray(claims[1, lo:hi])
+        coords = np.unravel_index(where.astype(np.int64), shape)
+        inside = np.ones(len(where), bool)
+        for c, b in zip(coords, box, strict=True):
+            inside &= (c >= b.start) & (c < b.stop)
+        rep = np.ravel_multi_index(
+            tuple(c[inside] - b.start for c, b in zip(coords, box, strict=True)),
+            tuple(b.stop - b.start for b in box),
+        ).astype(np.int64)
+        rep, first = np.unique(rep, return_index=True)  # sorted by position: one id per seed
+        return SeedIds(rep, ids[inside][first])
+
+    def has_seed(self, ids: np.ndarray) -> np.ndarray:
+        seeded = np.load(self.seeded, mmap_mode="r")
+        if not len(seeded):
+            return np.zeros(len(ids), bool)
+        pos = np.minimum(np.searchsorted(seeded, ids), len(seeded) - 1)
+        return np.asarray(seeded[pos]) == ids
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    np.save(path, array)
 
 
 def continued(
-    grid: BlockGrid, block: Block, labels: np.ndarray, seeds: SeedIds, finished: ArrayRef, claims: str | None
+    grid: BlockGrid, block: Block, labels: np.ndarray, seeds: SeedIds, finished: ArrayRef, claims: Claims
 ) -> tuple[np.ndarray, np.ndarray, SeedIds, np.ndarray]:
     """What a pass-2 block's watershed continues: (fixed labels 1..m, their global ids, adopted
     seeds, candidate equivalences).
@@ -198,11 +239,12 @@ def continued(
     supervoxel from (``claims``) takes that supervoxel's id; failing that, a seed whose
     supervoxel in this block's own watershed (``labels``, ``seeds``) is the mutual best match of
     a finished one next to a face takes its id, unless that one has a seed of its own. The
-    other finished supervoxels (their seed is beyond this block's read) enter as fixed seeds on
-    the outermost layer of the read box, and flood in from there as they would from their seed;
-    seeded everywhere in the halo they flood before the flood reaches them and take voxels of
-    their neighbours. Matching overlaps alone joined different supervoxels that this block's
-    cut-off watershed had merged.
+    other finished supervoxels (their seed is beyond this block's read) are fixed seeds in the
+    outer half of the halo (``_outer_band``) and flood in from there as they would from their
+    seed: seeded up to the face they flood before the flood reaches them and take voxels of
+    their neighbours; seeded only on the box's edge they leave too much to a short halo (FlyEM
+    crop test, halo 16: VOI against the truth +0.015). Matching overlaps alone joined different
+    supervoxels that this block's cut-off watershed had merged.
 
     Where one own supervoxel matches finished ones of several neighbours, those are candidates
     for one supervoxel cut between two finished blocks that share only an edge (``relabel``).
@@ -212,14 +254,12 @@ def continued(
     matched[local.astype(np.int64)] = target
     by_match = matched[seeds.label]
     halo = finished_halo(grid, block, finished)
-    halo[~_shell(halo.shape)] = 0
-    rep, gid = seeds.rep, by_match
-    if claims is not None:
-        by_match[np.isin(by_match, np.load(claims, mmap_mode="r")[1])] = 0  # has a seed elsewhere
-        claimed = claims_in_box(claims, block.outer, grid.shape)
-        halo[np.isin(halo, claimed.label)] = 0  # grows from its seed here
-        rep = np.concatenate([claimed.rep, seeds.rep])
-        gid = np.concatenate([claimed.label, by_match])
+    halo[~_outer_band(block)] = 0
+    by_match[claims.has_seed(by_match)] = 0  # grows from a seed elsewhere
+    claimed = claims.in_box(block.outer, grid.shape)
+    halo[np.isin(halo, claimed.label)] = 0  # grows from its seed here
+    rep = np.concatenate([claimed.rep, seeds.rep])
+    gid = np.concatenate([claimed.label, by_match])
     rep, first = np.unique(rep[gid != 0], return_index=True)  # claims first
     gid = gid[gid != 0][first]
     ids = np.union1d(np.unique(halo), gid)
@@ -281,7 +321,7 @@ class SupervoxelTask:
     grid: BlockGrid
     settings: WatershedSettings
     colour: int
-    claims: str | None = None  # pass 2: the seeds pass 1 claimed (``seed_claims``, saved as .npy)
+    claims: Claims | None = None  # pass 2: the seeds pass 1 claimed
 
     def _empty(self) -> dict:
         return {
