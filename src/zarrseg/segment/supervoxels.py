@@ -96,19 +96,7 @@ def match_to_neighbours(
         for i, o in zip(block.inner, block.outer, strict=True)
     ]
     found = []
-    for offset in itertools.product((-1, 0, 1), repeat=block.ndim):
-        pos = [p + o for p, o in zip(block.position, offset, strict=True)]
-        if not any(offset) or any(q < 0 or q >= g for q, g in zip(pos, grid.grid_shape, strict=True)):
-            continue
-        other = grid.block_at(pos)
-        if other.colour != 0:
-            continue
-        # the part of the neighbour's (finished) inner box inside this block's halo
-        box = tuple(
-            slice(max(i.start, o.start), min(i.stop, o.stop)) for i, o in zip(other.inner, reach, strict=True)
-        )
-        if any(s.stop <= s.start for s in box):
-            continue
+    for box in finished_neighbours(grid, block, tuple(reach)):
         local = tuple(
             slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, block.outer, strict=True)
         )
@@ -128,8 +116,8 @@ def match_to_neighbours(
     return a[first], primary, equiv
 
 
-def finished_neighbours(grid: BlockGrid, block: Block) -> list[tuple[slice, ...]]:
-    """Boxes (global) of the finished (colour-0) neighbours' inner boxes inside this block's read."""
+def finished_neighbours(grid: BlockGrid, block: Block, within: tuple[slice, ...]) -> list[tuple[slice, ...]]:
+    """Boxes (global) of the finished (colour-0) neighbours' inner boxes inside ``within``."""
     boxes = []
     for offset in itertools.product((-1, 0, 1), repeat=block.ndim):
         pos = [p + o for p, o in zip(block.position, offset, strict=True)]
@@ -139,7 +127,7 @@ def finished_neighbours(grid: BlockGrid, block: Block) -> list[tuple[slice, ...]
         if other.colour != 0:
             continue
         box = tuple(
-            slice(max(i.start, o.start), min(i.stop, o.stop)) for i, o in zip(other.inner, block.outer, strict=True)
+            slice(max(i.start, w.start), min(i.stop, w.stop)) for i, w in zip(other.inner, within, strict=True)
         )
         if all(s.stop > s.start for s in box):
             boxes.append(box)
@@ -163,7 +151,7 @@ def _outer_band(block: Block) -> np.ndarray:
 def finished_halo(grid: BlockGrid, block: Block, finished: ArrayRef) -> np.ndarray:
     """The finished supervoxels (global ids, 0 elsewhere) in this block's read box."""
     fixed = np.zeros(tuple(s.stop - s.start for s in block.outer), np.uint64)
-    for box in finished_neighbours(grid, block):
+    for box in finished_neighbours(grid, block, block.outer):
         local = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, block.outer, strict=True))
         fixed[local] = finished[box]
     return fixed
