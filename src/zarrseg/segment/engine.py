@@ -178,10 +178,6 @@ def _set_output_dtype(tmp: Path, dtype: np.dtype, params: SegmentParams) -> None
         ome.create_array(group, p, arr.shape, dtype, arr.chunks, params.compression)
 
 
-def _save_npy(path: Path, table: np.ndarray) -> None:
-    np.save(path, table)
-
-
 def _node_tables(work: Path, summaries: list[dict]) -> NodeTables:
     """``relabel`` of the blocks' summaries, saved in ``work`` (``node_of.npy`` last: marks it done)."""
     files = {"sparse_ids": "sparse_ids", "sizes": "node_sizes", "z": "node_z", "peak": "node_peak", "node_of": "node_of"}
@@ -192,7 +188,7 @@ def _node_tables(work: Path, summaries: list[dict]) -> NodeTables:
         for n in names:
             table = getattr(nodes, n)
             if table is not None:
-                runs.atomic_save(paths[n], functools.partial(_save_npy, table=table))
+                runs.atomic_save(paths[n], functools.partial(np.save, arr=table))
     loaded = {n: np.load(paths[n]) if paths[n].exists() else None for n in names}
     return NodeTables(**loaded)
 

@@ -76,7 +76,7 @@ def mutual_best(labels: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def match_to_neighbours(
-    grid: BlockGrid, block: Block, labels: np.ndarray, finished: ArrayRef
+    grid: BlockGrid, block: Block, labels: np.ndarray, finished: ArrayRef | _ReadBox
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Match local segments to each finished (colour-0) neighbour's supervoxels in the halo.
 
@@ -148,6 +148,17 @@ def _outer_band(block: Block) -> np.ndarray:
     return band | edge
 
 
+@dataclass(frozen=True)
+class _ReadBox:
+    """An array read for ``box``, indexed with global boxes inside it (as the finished output is)."""
+
+    data: np.ndarray
+    box: tuple[slice, ...]
+
+    def __getitem__(self, box: tuple[slice, ...]) -> np.ndarray:
+        return self.data[tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, self.box, strict=True))]
+
+
 def finished_halo(grid: BlockGrid, block: Block, finished: ArrayRef) -> np.ndarray:
     """The finished supervoxels (global ids, 0 elsewhere) in this block's read box."""
     fixed = np.zeros(tuple(s.stop - s.start for s in block.outer), np.uint64)
@@ -185,7 +196,7 @@ class Claims:
     def save(cls, folder: Path, claims: np.ndarray) -> Claims:
         out = cls(str(folder / "seed_claims.npy"), str(folder / "seeded_ids.npy"))
         for path, array in ((out.table, claims), (out.seeded, np.unique(claims[1]))):
-            runs.atomic_save(Path(path), functools.partial(_save_npy, array=array))
+            runs.atomic_save(Path(path), functools.partial(np.save, arr=array))
         return out
 
     def in_box(self, box: tuple[slice, ...], shape: tuple[int, ...]) -> SeedIds:
@@ -213,10 +224,6 @@ class Claims:
         return np.asarray(seeded[pos]) == ids
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    np.save(path, array)
-
-
 def continued(
     grid: BlockGrid, block: Block, labels: np.ndarray, seeds: SeedIds, finished: ArrayRef, claims: Claims
 ) -> tuple[np.ndarray, np.ndarray, SeedIds, np.ndarray]:
@@ -237,11 +244,11 @@ def continued(
     Where one own supervoxel matches finished ones of several neighbours, those are candidates
     for one supervoxel cut between two finished blocks that share only an edge (``relabel``).
     """
-    local, target, candidates = match_to_neighbours(grid, block, labels, finished)
+    halo = finished_halo(grid, block, finished)
+    local, target, candidates = match_to_neighbours(grid, block, labels, _ReadBox(halo, block.outer))
     matched = np.zeros(int(labels.max(initial=0)) + 1, np.uint64)
     matched[local.astype(np.int64)] = target
     by_match = matched[seeds.label]
-    halo = finished_halo(grid, block, finished)
     halo[~_outer_band(block)] = 0
     by_match[claims.has_seed(by_match)] = 0  # grows from a seed elsewhere
     claimed = claims.in_box(block.outer, grid.shape)
