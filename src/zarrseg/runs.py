@@ -301,6 +301,11 @@ def remove_work(work: Path) -> None:
     shutil.rmtree(work)
 
 
+def atomic_save_npy(path: str | Path, array: Any) -> Path:
+    """``np.save`` through ``atomic_save`` (the tables a resumed segment run loads)."""
+    return atomic_save(path, lambda tmp: np.save(tmp, array))
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write a small file through a temporary name and a rename (never half-written)."""
     return atomic_save(path, lambda tmp: tmp.write_bytes(data))

@@ -12,7 +12,6 @@ parameters (the number of workers may change); with other parameters it starts o
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import resource
 import shutil
@@ -188,7 +187,7 @@ def _node_tables(work: Path, summaries: list[dict]) -> NodeTables:
         for n in names:
             table = getattr(nodes, n)
             if table is not None:
-                runs.atomic_save(paths[n], functools.partial(np.save, arr=table))
+                runs.atomic_save_npy(paths[n], table)
     loaded = {n: np.load(paths[n]) if paths[n].exists() else None for n in names}
     return NodeTables(**loaded)
 
@@ -316,7 +315,7 @@ def segment(
                     labels = partition(
                         g, params, nodes.sizes, node_z, seg_view, n_threads=params.dask.workers, node_peak=nodes.peak
                     )
-                    runs.atomic_save(labels_path, lambda tmp: np.save(tmp, labels))
+                    runs.atomic_save_npy(labels_path, labels)
             labels = np.load(labels_path)
             n_segments = int(labels.max()) if len(labels) else 0
             dtype = np.dtype(np.uint32 if n_segments < 2**32 else np.uint64)

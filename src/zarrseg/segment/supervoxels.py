@@ -29,7 +29,6 @@ consecutive node ids 1..N from the ids each block reports (``relabel``).
 
 from __future__ import annotations
 
-import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,7 +195,7 @@ class Claims:
     def save(cls, folder: Path, claims: np.ndarray) -> Claims:
         out = cls(str(folder / "seed_claims.npy"), str(folder / "seeded_ids.npy"))
         for path, array in ((out.table, claims), (out.seeded, np.unique(claims[1]))):
-            runs.atomic_save(Path(path), functools.partial(np.save, arr=array))
+            runs.atomic_save_npy(path, array)
         return out
 
     def in_box(self, box: tuple[slice, ...], shape: tuple[int, ...]) -> SeedIds:
