@@ -215,9 +215,9 @@ def _seeds(
     at = np.flatnonzero(seeds)  # ascending: the first voxel of each seed comes first
     which = seeds.ravel()[at]
     k = int(which.max(initial=0))
-    first = np.full(k + 1, -1, np.int64)
-    first[which[::-1]] = at[::-1]
-    rep = first[1:]
+    rep = np.full(k, -1, np.int64)
+    present, first = np.unique(which, return_index=True)  # ``at`` ascends: the first voxel of each
+    rep[present - 1] = at[first]  # (numpy leaves the winner of repeated fancy-index writes unspecified)
     on_border = np.zeros(len(at), bool)
     for axis, c in enumerate(np.unravel_index(at, seeds.shape)):
         on_border |= (c == 0) | (c == seeds.shape[axis] - 1)
