@@ -10,8 +10,12 @@ lists them repeatedly as N acquisitions (N = 5, 10, 20, 40). For each N, in fres
 
 Both clocks start after the imports and parameter parsing, in the same kind of child, so neither
 counts interpreter start-up. Each is run ``--repeat`` times, alternating; it prints the fastest
-wall and CPU seconds (CPU of all threads: on a busy machine the wall ratio mostly measures the
-other load), their ratios crops / read and each child's peak RSS (``os.wait4``).
+wall and CPU seconds (CPU of all threads, and of the stage's reader process: on a busy machine
+the wall ratio mostly measures the other load), their ratios crops / read and peak RSS: the
+reading peer's, the stage's main process and its forked reader process (``crops/reader.py``;
+pages they share since the fork count in both).
+The last line is the throughput from the smallest to the largest N (seconds per added acquisition),
+which the stage's fixed costs (starting its reader, the first plane, the last write) do not enter.
 Targets: the crops RSS does not grow with N (>= 20 acquisitions); crops within 1.5x of read.
 
     python benchmarks/crops.py [--work /tmp/crops_bench] [--n 5 10 20 40] [--crop 320] [--repeat 3]
@@ -80,12 +84,22 @@ def child(mode: str, work: Path, n: int, crop: int, extra: dict) -> dict:
                 total += int(np.asarray(view[(slice(None), slice(None))]).size)
         return {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0, "pixels": total}
     out = work / f"store_{n}"
+    children = _children_cpu()
     summary = prepare_crops(params, out)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    seconds = time.perf_counter() - t0
+    cpu = time.process_time() - c0 + _children_cpu() - children  # + the reader process (joined by now)
+    import resource
     import shutil
 
     shutil.rmtree(out)
-    return {"seconds": seconds, "cpu": cpu, "crops": summary["rows"]}
+    reader_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": seconds, "cpu": cpu, "crops": summary["rows"], "reader_mb": reader_mb,
+            "main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _children_cpu() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def measure(mode: str, work: Path, n: int, crop: int, extra: dict) -> dict:
@@ -103,7 +117,7 @@ def measure(mode: str, work: Path, n: int, crop: int, extra: dict) -> dict:
 def best(runs: list[dict]) -> dict:
     """Fastest wall and CPU time of repeated runs (other load only adds time), largest peak RSS."""
     return {**runs[0], "seconds": min(r["seconds"] for r in runs), "cpu": min(r["cpu"] for r in runs),
-            "rss_mb": max(r["rss_mb"] for r in runs)}
+            **{k: max(r.get(k, 0.0) for r in runs) for k in ("rss_mb", "main_mb", "reader_mb")}}
 
 
 def main() -> None:
@@ -125,7 +139,8 @@ def main() -> None:
     measure("read", args.work, 6, args.crop, extra)  # warm the page cache
     print(f"crops parameters {extra or 'defaults'}; best of {args.repeat} runs")
     print(f"{'N':>4} {'read s':>7} {'crops s':>8} {'ratio':>6} {'read cpu':>9} {'crops cpu':>10} {'ratio':>6} "
-          f"{'read MB':>8} {'crops MB':>9} {'crops':>6}")
+          f"{'read MB':>8} {'crops MB':>9} {'reader MB':>10} {'crops':>6}")
+    done: list[tuple[int, float, float]] = []
     for n in args.n:
         runs: dict[str, list[dict]] = {"read": [], "crops": []}
         for _ in range(args.repeat):
@@ -134,7 +149,12 @@ def main() -> None:
         read, crops = best(runs["read"]), best(runs["crops"])
         print(f"{n:>4} {read['seconds']:7.2f} {crops['seconds']:8.2f} {crops['seconds'] / read['seconds']:6.2f} "
               f"{read['cpu']:9.2f} {crops['cpu']:10.2f} {crops['cpu'] / read['cpu']:6.2f} {read['rss_mb']:8.0f} "
-              f"{crops['rss_mb']:9.0f} {crops['crops']:6d}", flush=True)
+              f"{crops['main_mb']:9.0f} {crops['reader_mb']:10.0f} {crops['crops']:6d}", flush=True)
+        done.append((n, read["seconds"], crops["seconds"]))
+    if len(done) > 1:  # the rate per added acquisition: the fixed start (fork, first plane) and end cancel
+        (n0, r0, c0), (n1, r1, c1) = done[0], done[-1]
+        print(f"throughput from N = {n0} to {n1}: crops {(c1 - c0) / (n1 - n0) * 1e3:.1f} ms, read "
+              f"{(r1 - r0) / (n1 - n0) * 1e3:.1f} ms per acquisition: {(c1 - c0) / (r1 - r0):.2f}x")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@ acquisition, the store's reader (fractions, rotations) and bad input."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -150,3 +152,85 @@ def test_plane_normalisation_equals_the_volume_normalisation(rng, dtype, method,
     norm = Normalization(method=method, lower=2.0, upper=98.0)
     expected = apply(plane, array_stats(plane, norm), norm)
     np.testing.assert_allclose(normalised(plane, norm).astype(np.float32), expected, rtol=2e-3, atol=2e-3)
+
+
+def _store_arrays(path) -> dict:
+    root = zarr.open_group(str(path), mode="r")
+    return {f"{s}/{k}": root[f"{s}/{k}"][:] for s in ("pretrain", "finetune") for k in ("image", "mask")}
+
+
+def test_the_reader_process_gives_the_threads_store_and_its_errors(tmp_path, rng, monkeypatch):
+    import multiprocessing
+
+    from zarrseg.crops import reader
+    from zarrseg.errors import InputError
+
+    if not reader.process_available():
+        pytest.skip("no fork here: the stage reads in threads only")
+    sources = [{**acquisition(tmp_path, name, rng), "split": split}
+               for name, split in (("a", "pretrain"), ("b", "finetune"), ("c", "pretrain"))]
+    sources.append({**acquisition(tmp_path, "d", rng, labelled=False), "split": "pretrain"})
+    params = load_params(CropParams, {"images": sources, "crop_size": 32, "planes": 3, "buffer": 4})
+    real, served = reader._serve, tmp_path / "served_by"
+    monkeypatch.setattr(reader, "_serve", lambda *a: (served.write_text(str(os.getpid())), real(*a)))
+    prepare_crops(params, tmp_path / "process")
+    assert int(served.read_text()) != os.getpid()  # another process read the planes
+    monkeypatch.setattr(reader, "process_available", lambda: False)
+    prepare_crops(params, tmp_path / "threads")
+    by_process, by_threads = _store_arrays(tmp_path / "process"), _store_arrays(tmp_path / "threads")
+    for key, array in by_threads.items():  # 12 planes through 3 slots: every slot reused, in order
+        np.testing.assert_array_equal(by_process[key], array, err_msg=key)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "process" / "origins.parquet"),
+                                  pd.read_parquet(tmp_path / "threads" / "origins.parquet"))
+    # an error found by the reader (the third acquisition's mask is not binary) is raised here, the
+    # reader is gone and nothing is left
+    monkeypatch.undo()
+    labels = np.zeros((5, 70, 90), np.uint16)
+    labels[:, :10], labels[:, 20:] = 1, 2
+    sources[2]["labels"] = write_image(tmp_path / "inst.ome.zarr", labels, is_label=True)
+    params = load_params(CropParams, {"images": sources, "crop_size": 32, "planes": 3, "buffer": 4})
+    with pytest.raises(InputError, match="mask is not binary") as error:
+        prepare_crops(params, tmp_path / "bad")
+    assert sources[2]["labels"] in str(error.value)
+    assert not multiprocessing.active_children()
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
+
+
+def test_a_killed_stage_leaves_no_reader_process_behind(tmp_path, rng):
+    from zarrseg.crops import reader
+
+    if not reader.process_available():
+        pytest.skip("no fork here: the stage reads in threads only")
+    sources = [{**acquisition(tmp_path, f"a{i}", rng), "split": "pretrain"} for i in range(3)]
+    pids = tmp_path / "reader_pid"
+    # the cutter writes down its reader's pid and is killed (SIGKILL: no clean-up runs) at its first plane
+    script = f"""
+import multiprocessing, os, signal
+from zarrseg.crops import CropParams, prepare, prepare_crops
+from zarrseg.params import load_params
+def die(*args):
+    open({str(pids)!r}, "w").write(str(multiprocessing.active_children()[0].pid))
+    os.kill(os.getpid(), signal.SIGKILL)
+prepare._cut = die
+prepare_crops(load_params(CropParams, {{"images": {sources!r}, "crop_size": 32, "planes": 3}}), {str(tmp_path / "store")!r})
+"""
+    with open(tmp_path / "stderr", "w") as err:  # not a pipe: a surviving reader would hold it open
+        run = subprocess.run([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=err, timeout=120)
+    assert run.returncode == -9, (tmp_path / "stderr").read_text()
+    pid = int(pids.read_text())
+    for _ in range(100):  # the reader sees the pipe close and exits (it was waiting for a free slot)
+        if _exited(pid):
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError(f"reader process {pid} outlived the killed stage by 10 s")
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie (exited; reaping it is up to whoever adopted it: not every container's init does)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -14,9 +14,10 @@ foreground and adds 90/180/270 degree rotations. Here:
 * rotations are not stored: a store made with ``rotations: true`` tells its readers to draw one
   of the four rotations per read, which is the thesis' rotated set in expectation at a quarter
   of the disk space and write time;
-* the stage streams: three planes (and masks: the one being cut, the next two being read in two
-  background threads) plus two buffers of crops in memory, whatever the number of acquisitions;
-  reading, cutting and writing (another thread) overlap;
+* the stage streams: a few planes (and masks: the one being cut, the next ones being read ahead)
+  plus two buffers of crops in memory, whatever the number of acquisitions; reading (a forked
+  process, ``reader.py``: zarr's event loop would otherwise serialise reads and writes), cutting
+  and writing (a thread) overlap;
 * intensities are normalised per plane (``normalization``) before cropping, as inference
   normalises each image, and stored as float16 (``method: none``: the source dtype).
 """
@@ -281,13 +282,15 @@ def prepare_crops(params: CropParams, out: str | Path) -> dict:
     acquisitions = [open_acquisition(s, params) for s in params.images]
     acquisitions.sort(key=lambda a: SPLITS.index(a.source.split))  # one split's buffer in memory at a time
     size, step = params.crop_size, params.step_px
+    from .reader import planes_in_process  # it builds on this module's planes
+
     t0 = time.perf_counter()
     rows: list[dict] = []
     counts = {s: 0 for s in SPLITS}
     with ome.atomic_output(out) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         writers: dict[str, SplitWriter] = {}
-        for plane in planes_ahead(acquisitions, params):
+        for plane in planes_in_process(acquisitions, params):
             split = plane.acq.source.split
             if split not in writers:
                 for done in writers.values():  # sorted by split: the previous split is complete
@@ -342,15 +345,16 @@ class Plane:
     fractions: np.ndarray | None
 
 
-def load_plane(acq: Acquisition, z: int | None, params: CropParams) -> Plane:
-    """Read, normalise and mask one plane and measure the foreground of its windows."""
+def load_plane(acq: Acquisition, z: int | None, params: CropParams, normalise: bool = True) -> Plane:
+    """Read, normalise (unless not ``normalise``: ``normalise_plane`` later) and mask one plane and
+    measure the foreground of its windows."""
     image, labels = acq.plane(z)
     if image.dtype.kind == "f" and not np.isfinite(image).all():  # crops of NaN would train on NaN
         bad = int(image.size - np.count_nonzero(np.isfinite(image)))
         where = "" if z is None else f" in plane z={z}"
         raise InputError(f"{bad} of {image.size} pixels{where} are NaN or Inf; replace them (e.g. by 0) "
                          "before cropping", acq.source.image)
-    if params.normalization.method != "none":
+    if normalise and params.normalization.method != "none":
         image = normalised(image, params.normalization)
     size, step = params.crop_size, params.step_px
     ys, xs = window_starts(image.shape[0], size, step), window_starts(image.shape[1], size, step)
@@ -359,19 +363,26 @@ def load_plane(acq: Acquisition, z: int | None, params: CropParams) -> Plane:
     return Plane(acq, z, image, mask, ys, xs, fractions)
 
 
-def planes_ahead(acquisitions: list[Acquisition], params: CropParams) -> Iterator[Plane]:
+def normalise_plane(plane: Plane, params: CropParams) -> Plane:
+    """``plane`` with its image normalised, for planes loaded with ``normalise=False``."""
+    if params.normalization.method != "none":
+        plane.image = normalised(plane.image, params.normalization)
+    return plane
+
+
+def planes_ahead(acquisitions: list[Acquisition], params: CropParams, normalise: bool = True) -> Iterator[Plane]:
     """Every selected plane in order; the next ``READ_AHEAD`` are read and prepared in as many
     background threads while the caller cuts this one (READ_AHEAD + 1 planes in memory, whatever
     the number of acquisitions). Two reads in flight were ~8 % faster than one (N = 20, 6 paired
-    runs): one reader thread waits on zarr's event loop while the other normalises."""
+    runs, normalising in the reader threads): one waits on zarr's event loop while the other works."""
     jobs = [(acq, z) for acq in acquisitions for z in acq.planes]
     depth = READ_AHEAD
     with concurrent.futures.ThreadPoolExecutor(depth, thread_name_prefix="crops-read") as pool:
-        ahead = collections.deque(pool.submit(load_plane, *job, params) for job in jobs[:depth])
+        ahead = collections.deque(pool.submit(load_plane, *job, params, normalise) for job in jobs[:depth])
         for k in range(len(jobs)):
             plane = ahead.popleft().result()
             if k + depth < len(jobs):
-                ahead.append(pool.submit(load_plane, *jobs[k + depth], params))
+                ahead.append(pool.submit(load_plane, *jobs[k + depth], params, normalise))
             yield plane
 
 
