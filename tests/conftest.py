@@ -43,6 +43,7 @@ def write_image(
     is_label: bool = False,
     scale=None,
     n_levels: int = 1,
+    translation=None,
 ) -> str:
     """``data`` as an OME-Zarr test image, the one writer every test uses.
 
@@ -60,6 +61,7 @@ def write_image(
         chunks=ome.chunk_shape(axes, data.shape, list(chunks)[-spatial:] if chunks is not None else [16] * spatial),
         is_label=is_label,
         n_levels=n_levels,
+        translation=translation,
     )
     arr[...] = data
     if n_levels != 1:

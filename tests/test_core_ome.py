@@ -34,6 +34,33 @@ def test_image_round_trip_with_pyramid(tmp_path, rng):
         SpatialView.of(image, channel=2)
 
 
+def test_translation_round_trips_and_each_level_gets_its_first_voxel_centre(tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    for is_label, shift in ((False, 0.25), (True, 0.0)):  # mean: a level's first voxel averages 2^k voxels
+        path = tmp_path / f"t{int(is_label)}.ome.zarr"
+        create_image(path, shape=(2, 64, 48), dtype=np.uint16, axes="zyx", scale=(2.0, 0.5, 0.5), chunks=(1, 32, 32),
+                     n_levels=3, is_label=is_label, translation=(4.0, 10.0, -5.0))
+        image = open_image(path)
+        assert image.translation == (4.0, 10.0, -5.0) and image.spatial_translation == (4.0, 10.0, -5.0)
+        datasets = image.attrs["multiscales"][0]["datasets"]
+        levels = [d["coordinateTransformations"][1]["translation"] for d in datasets]
+        assert levels == [[4.0, 10.0, -5.0], [4.0, 10.0 + shift, -5.0 + shift], [4.0, 10.0 + 3 * shift, -5.0 + 3 * shift]]
+        assert list(Reader(parse_url(str(path)))())  # ome-zarr-py reads the transformations
+    plain = tmp_path / "plain.ome.zarr"  # no translation: none written, zeros read
+    create_image(plain, shape=(8, 8), dtype=np.uint8, axes="yx", scale=(1, 1), chunks=(8, 8))
+    assert len(open_image(plain).attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"]) == 1
+    assert open_image(plain).spatial_translation == (0.0, 0.0)
+    attrs = dict(open_image(path).attrs)  # a translation of the wrong length is malformed metadata
+    attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][1]["translation"] = [1.0, 2.0]
+    import zarr
+
+    zarr.open_group(str(path), mode="r+").attrs.update(attrs)
+    with pytest.raises(InputError, match="malformed OME-Zarr multiscales metadata"):
+        open_image(path)
+
+
 def test_label_pyramid_is_nearest(tmp_path):
     labels = np.repeat(np.arange(1, 5, dtype=np.uint32), 300).reshape(4, 300)
     labels = np.broadcast_to(labels[:, None, :], (4, 1100, 300)).copy()

@@ -78,6 +78,9 @@ def test_czi_pixels_and_voxel_size(tmp_path_factory, name):
                 if axis in "zyx":
                     expected = distances.get(axis, 0) * 1e6
                     assert scale == pytest.approx(expected if expected > 0 else 1.0)
+            # the scene's place in the mosaic (its bounding rectangle's origin) in µm
+            assert image.spatial_translation[-2:] == pytest.approx(
+                (rect.y * image.spatial_scale[-2], rect.x * image.spatial_scale[-1]))
             assert image.units["x"] == "micrometer"
             if "t" in image.axes:  # seconds between timepoints from T/Positions (interval or offsets)
                 t_meta = (meta["Information"]["Image"]["Dimensions"].get("T") or {}).get("Positions") or {}

@@ -453,13 +453,14 @@ def test_slurm_job_script_renders():
     assert "#SBATCH -t 02:00:00" in script and "#SBATCH -A lab" in script
 
 
-def _anisotropic(tmp_path, probs, scale, name="aniso.ome.zarr"):
-    return write_image(tmp_path / name, probs.astype(np.float32), "zyx", (25, 50, 50), scale=scale)
+def _anisotropic(tmp_path, probs, scale, name="aniso.ome.zarr", translation=None):
+    return write_image(tmp_path / name, probs.astype(np.float32), "zyx", (25, 50, 50), scale=scale,
+                       translation=translation)
 
 
 def test_pixel_pitch_auto_uses_image_scale(gala, tmp_path):
     _, probs, _ = gala
-    path = _anisotropic(tmp_path, probs[:, :, :100], (3.0, 1.0, 1.0))
+    path = _anisotropic(tmp_path, probs[:, :, :100], (3.0, 1.0, 1.0), translation=(6.0, -40.0, 12.5))
     base = {**GALA, "partitioner": "dtws", "block_shape": [25, 50, 50], "halo": [8, 16, 16], "stacked_2d": False}
     summary = segment(path, tmp_path / "auto.ome.zarr", SegmentParams(**base))  # pixel_pitch "auto" by default
     assert summary["halo_short"]  # 16 voxels in y/x: short of gala's cells, warned
@@ -469,7 +470,8 @@ def test_pixel_pitch_auto_uses_image_scale(gala, tmp_path):
     auto = _read(tmp_path / "auto.ome.zarr")
     assert np.array_equal(auto, _read(tmp_path / "explicit.ome.zarr"))
     assert rand_index(auto, _read(tmp_path / "unweighted.ome.zarr"))[0] > 0.01  # the weights matter
-    assert ome.open_image(tmp_path / "auto.ome.zarr").scale == (3.0, 1.0, 1.0)
+    out = ome.open_image(tmp_path / "auto.ome.zarr")
+    assert out.scale == (3.0, 1.0, 1.0) and out.translation == (6.0, -40.0, 12.5)  # where the input lies
 
 
 def test_anisotropy_picks_stacked_2d_and_halo_advice_fits_the_volume(gala, tmp_path):

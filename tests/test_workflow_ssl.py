@@ -93,13 +93,14 @@ def test_linked_values_are_validated(tmp_path):
 # ---- threshold rows -------------------------------------------------------------------------------
 def test_threshold_splits_a_probability_map_at_the_value_and_keeps_geometry(tmp_path, rng):
     prob = rng.random((3, 40, 50)).astype(np.float32)
-    src = write_image(tmp_path / "p.ome.zarr", prob, axes="zyx")
+    src = write_image(tmp_path / "p.ome.zarr", prob, axes="zyx", scale=(2.0, 0.5, 0.5), translation=(0, 3.0, -1.5))
     out = tmp_path / "l.ome.zarr"
     summary = cluster(
         src, out, ClusterParams(method="threshold", threshold=0.3, chunks=(16, 16), block_shape=(16, 16))
     )
     labels = ome.open_image(out)
     assert labels.axes == "zyx" and labels.data.dtype == np.uint16
+    assert labels.scale == (2.0, 0.5, 0.5) and labels.translation == (0.0, 3.0, -1.5)
     np.testing.assert_array_equal(labels.data[:], (prob >= 0.3).astype(np.uint16) + 1)
     assert summary["counts"][2] == int((prob >= 0.3).sum())
 

@@ -67,6 +67,9 @@ class Image:
     axes: str
     scale: tuple[float, ...]
     units: dict[str, str] = field(default_factory=dict)
+    # where level 0's first voxel sits (NGFF 'translation', axis units; zeros when the file has none):
+    # a CZI scene's place in its mosaic, which outputs aligned with the image keep
+    translation: tuple[float, ...] = ()
     channel_names: list[str] | None = None
     level_paths: list[str] = field(default_factory=list)
     # levels opened so far: open_image checks level 0, and the caller's ``data`` reuses it
@@ -89,6 +92,11 @@ class Image:
     @property
     def spatial_scale(self) -> tuple[float, ...]:
         return tuple(s for a, s in zip(self.axes, self.scale, strict=True) if a in SPATIAL)
+
+    @property
+    def spatial_translation(self) -> tuple[float, ...]:
+        shift = self.translation or tuple(0.0 for _ in self.axes)
+        return tuple(t for a, t in zip(self.axes, shift, strict=True) if a in SPATIAL)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -126,13 +134,25 @@ def provenance(**extra: Any) -> dict:
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), **extra}
 
 
-def multiscales_attrs(axes: str, scales: Sequence[Sequence[float]], name: str, downscale_type: str) -> dict:
+def multiscales_attrs(axes: str, scales: Sequence[Sequence[float]], name: str, downscale_type: str,
+                      translation: Sequence[float] | None = None) -> dict:
+    """NGFF 0.4 multiscales metadata; with a non-zero ``translation`` (level 0's first voxel, axis
+    units) every level gets one after its scale: a mean-downsampled level's first voxel is the
+    mean of a block, so its centre lies (factor - 1) / 2 level-0 voxels further on; a nearest one
+    (labels: every factor-th voxel) starts where level 0 does."""
+    datasets = []
+    for i, s in enumerate(scales):
+        transforms: list[dict] = [{"type": "scale", "scale": [float(v) for v in s]}]
+        if translation is not None and any(translation):
+            shift = [float(t) + ((v / s0 - 1) / 2 * s0 if downscale_type == "mean" else 0.0)
+                     for t, v, s0 in zip(translation, s, scales[0], strict=True)]
+            transforms.append({"type": "translation", "translation": shift})
+        datasets.append({"path": str(i), "coordinateTransformations": transforms})
     return {"multiscales": [{
         "version": NGFF_VERSION,
         "name": name,
         "axes": [{"name": a, "type": AXIS_TYPES[a], **({"unit": UNITS[a]} if a in UNITS else {})} for a in axes],
-        "datasets": [{"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [float(v) for v in s]}]}
-                     for i, s in enumerate(scales)],
+        "datasets": datasets,
         "type": downscale_type,
     }]}
 
@@ -158,14 +178,16 @@ def pyramid_factors(axes: str, shape: Sequence[int], n_levels: int | None, min_s
 def create_image(path: str | Path, *, shape: Sequence[int], dtype: Any, axes: str, scale: Sequence[float],
                  chunks: Sequence[int], compression: Compression | None = None, name: str | None = None,
                  channel_names: Sequence[str] | None = None, n_levels: int | None = 1, is_label: bool = False,
-                 attrs: dict | None = None, channel_colors: Sequence[str] | None = None) -> zarr.Array:
+                 attrs: dict | None = None, channel_colors: Sequence[str] | None = None,
+                 translation: Sequence[float] | None = None) -> zarr.Array:
     """Create an empty OME-Zarr multiscale image; return level 0 for the caller to fill blockwise.
 
-    Call ``write_pyramid`` after level 0 is complete to fill the lower levels.
+    ``translation``: where level 0's first voxel sits (axis units; an output aligned with an input
+    passes the input's). Call ``write_pyramid`` after level 0 is complete to fill the lower levels.
     """
     axes = axes.lower()
-    if len(axes) != len(shape) or len(scale) != len(shape):
-        raise ValueError(f"axes {axes!r}, scale {scale} and shape {shape} disagree")
+    if len(axes) != len(shape) or len(scale) != len(shape) or (translation is not None and len(translation) != len(shape)):
+        raise ValueError(f"axes {axes!r}, scale {scale}, translation {translation} and shape {shape} disagree")
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
     factors = pyramid_factors(axes, shape, n_levels)
     scales = [[s * f for s, f in zip(scale, fac, strict=True)] for fac in factors]
@@ -173,7 +195,8 @@ def create_image(path: str | Path, *, shape: Sequence[int], dtype: Any, axes: st
         lshape = [-(-s // f) for s, f in zip(shape, fac, strict=True)]
         create_array(group, str(level), lshape, dtype, [min(c, s) for c, s in zip(chunks, lshape, strict=True)],
                      compression)
-    meta = multiscales_attrs(axes, scales, name or Path(str(path)).name, "nearest" if is_label else "mean")
+    meta = multiscales_attrs(axes, scales, name or Path(str(path)).name, "nearest" if is_label else "mean",
+                             translation)
     if is_label:
         meta["image-label"] = {"version": NGFF_VERSION}
     if channel_names is not None and ("c" in axes or len(channel_names) == 1):  # keep a lone channel's name
@@ -316,13 +339,16 @@ def open_image(path: str | Path, mode: str = "r") -> Image:
         axes = "".join(a["name"] if isinstance(a, dict) else a for a in ms["axes"])
         units = {a["name"]: a["unit"] for a in ms["axes"] if isinstance(a, dict) and "unit" in a}
         datasets = ms["datasets"]
-        scale = tuple(float(v) for t in datasets[0].get("coordinateTransformations", []) if t["type"] == "scale"
-                      for v in t["scale"]) or tuple(1.0 for _ in axes)
+        transforms = datasets[0].get("coordinateTransformations", [])
+        scale = tuple(float(v) for t in transforms if t["type"] == "scale" for v in t["scale"]) or tuple(1.0 for _ in axes)
+        translation = tuple(float(v) for t in transforms if t["type"] == "translation" for v in t["translation"])
+        if len(scale) != len(axes) or len(translation) not in (0, len(axes)):
+            raise ValueError(f"{len(axes)} axes but scale {list(scale)}, translation {list(translation)}")
         channels = None
         if "omero" in group.attrs:
             channels = [c.get("label", str(i)) for i, c in enumerate(group.attrs["omero"].get("channels", []))]
         image = Image(group=group, path=Path(str(path)), axes=axes, scale=scale, units=units,
-                      channel_names=channels, level_paths=[d["path"] for d in datasets])
+                      channel_names=channels, level_paths=[d["path"] for d in datasets], translation=translation)
     except (KeyError, IndexError, TypeError, ValueError) as err:
         raise InputError(f"has malformed OME-Zarr multiscales metadata ({type(err).__name__}: {err})", path) from err
     _check_level0(image)

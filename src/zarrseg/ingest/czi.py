@@ -129,6 +129,7 @@ class CziSource(Source):
                         "czi_origin_yx": [rect.y, rect.x],
                         "czi_pixel_type": self.pixel_type,
                     },
+                    origin_px={"y": float(rect.y), "x": float(rect.x)},
                 )
             )
         self._t0, self._z0 = box["T"][0], box["Z"][0]

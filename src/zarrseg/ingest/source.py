@@ -56,6 +56,9 @@ class Scene:
     channel_names: list[str] | None = None
     channel_colors: list[str] | None = None  # RRGGBB display colour per channel, where the file has one
     extra: dict = field(default_factory=dict)  # reader-specific provenance (e.g. CZI scene origin)
+    # where the scene's first voxel lies in the file's common frame, in voxels (z/y/x): a CZI scene's
+    # place in the mosaic; ingest writes it times the voxel size as the NGFF translation
+    origin_px: dict[str, float] = field(default_factory=dict)
 
     @property
     def axes(self) -> str:

@@ -417,6 +417,7 @@ def write_scene(
         dtype=scene.dtype,
         axes=axes,
         scale=scale,
+        translation=[scene.origin_px.get(a, 0.0) * s for a, s in zip(axes, scale, strict=True)],
         chunks=chunks,
         compression=params.compression,
         name=scene.name,

@@ -100,6 +100,7 @@ def predict_intensity(
             dtype=params.dtype,
             axes=axes,
             scale=image.spatial_scale,
+            translation=image.spatial_translation,
             chunks=chunks,
             compression=params.compression,
             name="boundaries",

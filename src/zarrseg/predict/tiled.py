@@ -537,6 +537,7 @@ def _create_output(out_path, image, view, params, loaded: Loaded, plan, stats, p
     out_shape = view.shape if single else (io.channels, *view.shape)
     out_axes = axes if single else "c" + axes
     scale = image.spatial_scale if single else (1.0, *image.spatial_scale)
+    shift = image.spatial_translation if single else (0.0, *image.spatial_translation)
     return ome.create_image(
         out_path,
         shape=out_shape,
@@ -544,6 +545,7 @@ def _create_output(out_path, image, view, params, loaded: Loaded, plan, stats, p
         is_label=params.output == "argmax",
         axes=out_axes,
         scale=scale,
+        translation=shift,
         chunks=ome.chunk_shape(out_axes, out_shape, params.chunks),
         compression=params.compression,
         name=io.kind,

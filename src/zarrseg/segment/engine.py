@@ -151,6 +151,7 @@ def _prepare(
         dtype=np.uint64,
         axes=view.spatial_axes,
         scale=image.spatial_scale,
+        translation=image.spatial_translation,
         chunks=params.spatial("chunks", ndim),
         compression=params.compression,
         n_levels=params.n_levels,

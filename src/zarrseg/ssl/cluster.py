@@ -369,7 +369,7 @@ def pixel_labels(path: str | Path, out: str | Path, params: ClusterParams) -> di
     with ome.atomic_output(out) as tmp:
         ome.create_image(
             tmp, shape=view.shape, dtype="uint16", axes=axes, scale=scale, chunks=chunks, is_label=True,
-            name=Path(str(out)).name, attrs=attrs,
+            name=Path(str(out)).name, attrs=attrs, translation=image.spatial_translation,
         )
         yx = tuple(-(-b // c) * c for b, c in zip(params.block_shape, params.chunks, strict=True))
         grid = BlockGrid(view.shape, (1, *yx) if view.ndim == 3 else yx)

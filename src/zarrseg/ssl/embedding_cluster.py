@@ -139,7 +139,7 @@ def cluster_embeddings(
         chunks = (1, *params.chunks) if len(shape) == 3 else tuple(params.chunks)
         ome.create_image(
             tmp, shape=shape, dtype=dtype, axes=axes, scale=spatial_scale, chunks=chunks[-len(shape):],
-            is_label=True, name=Path(str(out)).name,
+            is_label=True, name=Path(str(out)).name, translation=image.spatial_translation,
             attrs={"stage": "cluster", "source": str(path), "kind": "embeddings", "method": method,
                    "foreground": None if foreground is None else str(foreground)},
         )

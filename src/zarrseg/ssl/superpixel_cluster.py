@@ -152,14 +152,15 @@ def cluster_superpixels(src: ImageSource, out: str | Path, params) -> dict:
     shape = (src.n_slices, *src.shape_yx) if src.is_3d else src.shape_yx
     axes = "".join(a for a in src.image.axes if a in "zyx")
     scale = [s for a, s in zip(src.image.axes, src.image.scale, strict=True) if a in "zyx"]
+    shift = list(src.image.spatial_translation)
     if not src.is_3d and len(axes) == 3:
-        axes, scale = "yx", scale[-2:]
+        axes, scale, shift = "yx", scale[-2:], shift[-2:]
     counts = np.zeros(params.n_clusters + 1, np.int64)
     with ome.atomic_output(out) as tmp:
         chunks = (1, *params.chunks) if src.is_3d else tuple(params.chunks)
         arr = ome.create_image(
             tmp, shape=shape, dtype="uint16", axes=axes, scale=scale, chunks=chunks, is_label=True,
-            name=Path(str(out)).name,
+            name=Path(str(out)).name, translation=shift,
             attrs={"stage": "cluster", "source": str(src.path), "kind": "superpixels", "method": params.method},
         )
         if params.method == "spectral":
