@@ -97,6 +97,7 @@ def planes_in_process(acquisitions: list[Acquisition], params: CropParams) -> It
         warnings.simplefilter("ignore", DeprecationWarning)
         reader.start()
     there.close()  # the reader's end: its death reaches recv() as EOFError
+    finished = False
     try:
         while True:
             try:
@@ -104,6 +105,7 @@ def planes_in_process(acquisitions: list[Acquisition], params: CropParams) -> It
             except EOFError:
                 raise RuntimeError(f"the crop reader process died (exit code {reader.exitcode})") from None
             if message[0] == "end":
+                finished = True
                 break
             if message[0] == "error":
                 raise message[1]
@@ -115,9 +117,11 @@ def planes_in_process(acquisitions: list[Acquisition], params: CropParams) -> It
             except BrokenPipeError:
                 pass  # the reader died: the next recv() says so
     finally:
-        if reader.is_alive():
+        here.close()  # after 'end' the reader waits for this (a slot handed back never meets a closed pipe)
+        if finished:
+            reader.join(timeout=30)
+        if reader.is_alive():  # stopped early or failed: the reader may be in the middle of a read
             reader.terminate()
-        here.close()  # the reader waits for this after 'end' (so a slot handed back never meets a closed pipe)
         reader.join()
 
 
