@@ -28,8 +28,9 @@ class SegmentParams:
     # 1.5x the largest distance to a boundary (~ the radius of the largest cell; the run logs a
     # warning and sets summary "halo_short" when it does not); it costs
     # (1 + 2 halo / block) ** ndim in compute, and per-worker memory follows the block + halo size.
-    # Small blocks cost accuracy: across block edges some supervoxels merge (FlyEM 250^3 supervoxels
-    # vs one block: ARand 0.157 at 64^3 blocks, 0.046 at 128^3).
+    # Small blocks cost some accuracy: supervoxels near block faces differ from one block's (FlyEM
+    # 250^3, halo 35, PlantSeg's defaults, raw supervoxels vs one block: ARand 0.075 at 64^3 blocks,
+    # 0.069 at 128^3; multicut and GASP <= 0.0001; benchmarks/supervoxel_stitching.py).
     block_shape: list[int] = field(default_factory=lambda: [128, 256, 256])
     halo: list[int] = field(default_factory=lambda: [16, 32, 32])  # voxels read around each block per axis
     # supervoxels: distance-transform watershed (elf.segmentation.watershed)
