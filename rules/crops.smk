@@ -20,7 +20,8 @@ rule crops:
         log_path("crops", "{ccell}"),
     benchmark:
         bench_path("crops", "{ccell}")
-    threads: 1
+    # two processes: a reader (planes, masks) and the stage (normalise, cut, write); ~1.7 cores busy
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=120,
