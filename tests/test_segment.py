@@ -4,6 +4,8 @@ resumability, masks, bad input/config, CLI."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -258,6 +260,30 @@ def test_determinism_across_workers(gala, tmp_path):
         segment(path, tmp_path / f"s{i}.ome.zarr", params)
         outs.append(_read(tmp_path / f"s{i}.ome.zarr"))
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
+
+
+def test_summary_peak_rss_counts_worker_processes(gala, tmp_path):
+    """In a fresh process (the kernel keeps the largest child ever waited for): threads leave no
+    worker process to count; the processes scheduler's workers (each with numpy, elf and a block)
+    are counted once they are gone."""
+    path, _, _ = gala
+    script = f"""
+import json
+import subprocess
+import sys
+from zarrseg.params import load_params
+from zarrseg.segment import SegmentParams, segment
+peaks = []
+for i, scheduler in enumerate(("threads", "processes")):
+    params = load_params(SegmentParams, {{**{GALA!r}, "partitioner": "gasp", "dask": {{"scheduler": scheduler, "n_workers": 2}}}})
+    peaks.append(segment({str(path)!r}, {str(tmp_path)!r} + f"/s{{i}}.ome.zarr", params)["peak_rss_mb"])
+print(json.dumps(peaks))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    threads, processes = json.loads(run.stdout.strip().splitlines()[-1])
+    assert threads["worker_processes"] == 0 and threads["this_process"] > 50
+    assert processes["worker_processes"] > 50
 
 
 def _dies_in_the_second_pass(monkeypatch) -> list:

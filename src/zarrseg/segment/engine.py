@@ -198,8 +198,19 @@ def _stage(name: str, timings: dict):
     t0 = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - t0, 3)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    log.info("segment: %s took %.2f s (peak RSS so far %.0f MB)", name, timings[name], peak)
+    peak = peak_rss_mb()
+    log.info("segment: %s took %.2f s (peak RSS so far: this process %.0f MB, largest worker process %.0f MB)",
+             name, timings[name], peak["this_process"], peak["worker_processes"])
+
+
+def peak_rss_mb() -> dict[str, float]:
+    """Peak RSS of this process and of the largest worker process it has finished with (the
+    'processes' scheduler's pool and a local Dask cluster's workers, once shut down: the kernel
+    keeps the largest of the waited-for children; 0 with threads). Not the sum over workers, and
+    not workers on other machines (SLURM: see their job accounting)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"this_process": round(own, 1), "worker_processes": round(children, 1)}
 
 
 def segment(
@@ -344,6 +355,7 @@ def segment(
             "stacked_2d": settings.per_slice(ndim),
             "pixel_pitch": None if settings.pixel_pitch is None else list(settings.pixel_pitch),
             "looks_inverted": inverted is not None,
+            "peak_rss_mb": peak_rss_mb(),
         }
         group = zarr.open_group(str(tmp), mode="r+", zarr_format=2)
         attrs = dict(group.attrs["zarrseg"])
