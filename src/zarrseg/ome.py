@@ -144,7 +144,7 @@ def multiscales_attrs(axes: str, scales: Sequence[Sequence[float]], name: str, d
     for i, s in enumerate(scales):
         transforms: list[dict] = [{"type": "scale", "scale": [float(v) for v in s]}]
         if translation is not None and any(translation):
-            shift = [float(t) + ((v / s0 - 1) / 2 * s0 if downscale_type == "mean" else 0.0)
+            shift = [float(t) + ((v - s0) / 2 if downscale_type == "mean" else 0.0)
                      for t, v, s0 in zip(translation, s, scales[0], strict=True)]
             transforms.append({"type": "translation", "translation": shift})
         datasets.append({"path": str(i), "coordinateTransformations": transforms})
