@@ -5,6 +5,7 @@ training with exact resume, the whole chain through the workflow, and bad inputs
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -359,6 +360,26 @@ def test_consistency_drops_clusters_that_g_does_not_reproduce(blobs):
     assert not seg[blobs == 2].any() and all(seg[blobs == k].all() for k in (1, 3, 4, 5))
     vol = np.stack([blobs, blobs])  # a volume goes through elf's 2D implementation unchanged
     assert arand(E.consistency(synthetic_embeddings(vol), synthetic_embeddings(vol), 0.5), vol) < 0.01
+
+
+def test_consistency_reports_what_it_dropped_and_warns_when_most_is_gone(tmp_path, blobs, caplog):
+    """A label image that is mostly 0 because g disagrees with f says so (summary + one warning)."""
+    from zarrseg.ssl.cluster import ClusterParams, cluster
+
+    f = synthetic_embeddings(blobs)
+    params = load_params(ClusterParams, {"method": "consistency"})
+    agree = write_embeddings(tmp_path / "agree.ome.zarr", np.concatenate([f, f + 0.01]), momentum=True)
+    with caplog.at_level(logging.WARNING, logger="zarrseg"):
+        summary = cluster(agree, tmp_path / "kept.ome.zarr", params)
+    assert summary["consistency_dropped"] == 0.0 and not caplog.records
+    g = synthetic_embeddings(np.arange(blobs.size).reshape(blobs.shape), seed=1)  # every pixel on its own in g
+    scattered = write_embeddings(tmp_path / "scattered.ome.zarr", np.concatenate([f, g]), momentum=True)
+    with caplog.at_level(logging.WARNING, logger="zarrseg"):
+        summary = cluster(scattered, tmp_path / "dropped.ome.zarr", params)
+    assert summary["consistency_dropped"] == 1.0 and summary["n_segments"] == 0
+    assert [r.levelno for r in caplog.records] == [logging.WARNING] and "dropped 100 %" in caplog.text
+    attrs = ome.open_image(tmp_path / "dropped.ome.zarr").attrs["zarrseg"]["summary"]
+    assert attrs["consistency_dropped"] == 1.0
 
 
 def test_affinities_follow_eq_3_10():

@@ -6,7 +6,10 @@ The four clusterings of ``zarrseg.embeddings`` are whole-image methods: they run
 blockwise route (``zarrseg segment`` on the embeddings). Images are clustered one per block of
 ``parallel.map_blocks``; ids are made unique across the slices of a stack. The label image's
 ``zarrseg.summary`` records ``clustering_s``, the seconds spent in the clustering itself
-(without reading and writing), which ``zarrseg evaluate`` reports as a metric.
+(without reading and writing), which ``zarrseg evaluate`` reports as a metric, and for consistency
+clustering ``consistency_dropped``, the share of the clustered pixels whose cluster Algorithm 1
+dropped (a warning from half on: such a label image is mostly background, which could pass for a model
+that found nothing).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from ..parallel import map_blocks
 log = logging.getLogger(__name__)
 
 METHODS = ("hdbscan", "mean_shift", "consistency", "affinity")
+# consistency clustering that drops at least this share of the pixels it clustered is worth a warning:
+# an all-background label image is otherwise easy to mistake for a model that found nothing
+DROPPED_WARNING = 0.5
 
 
 def is_embedding_input(path: str | Path) -> emb_mod.Meta | None:
@@ -39,10 +45,15 @@ def is_embedding_input(path: str | Path) -> emb_mod.Meta | None:
 
 
 def cluster_one(
-    emb: np.ndarray, meta: emb_mod.Meta, params, n_jobs: int = 1, mask: np.ndarray | None = None
+    emb: np.ndarray, meta: emb_mod.Meta, params, n_jobs: int = 1, mask: np.ndarray | None = None,
+    counts: dict[str, int] | None = None,
 ) -> np.ndarray:
     """Labels of one image / volume (C, *spatial) of embeddings with ``params.method``; with a
-    foreground ``mask``, only its pixels are clustered (0 outside) and ``background`` is moot."""
+    foreground ``mask``, only its pixels are clustered (0 outside) and ``background`` is moot.
+
+    ``counts`` (consistency only) gets ``clustered`` and ``dropped``: the pixels clustered and those
+    whose mean-shift cluster Algorithm 1 dropped, before small segments are absorbed.
+    """
     f = emb[: meta.dim]
     bandwidth = params.bandwidth if params.bandwidth is not None else meta.delta_v
 
@@ -51,8 +62,12 @@ def cluster_one(
             return emb_mod.hdbscan(e[: meta.dim], params.min_cluster_size, n_jobs)
         if params.method == "mean_shift":
             return emb_mod.mean_shift(e[: meta.dim], bandwidth, n_jobs)
-        return emb_mod.consistency(e[: meta.dim], e[meta.dim : 2 * meta.dim], bandwidth, params.iou_threshold,
-                                   params.n_anchors, params.seed, n_jobs)
+        seg = emb_mod.consistency(e[: meta.dim], e[meta.dim : 2 * meta.dim], bandwidth, params.iou_threshold,
+                                  params.n_anchors, params.seed, n_jobs)
+        if counts is not None:  # mean-shift labels every pixel it sees: a 0 here is a dropped cluster
+            counts["clustered"] = counts.get("clustered", 0) + int(seg.size)
+            counts["dropped"] = counts.get("dropped", 0) + int((seg == 0).sum())
+        return seg
 
     if params.method == "affinity":  # the graph needs the pixels' neighbours: masked inside elf
         labels = emb_mod.mutex_watershed(f, meta.delta_d, mask=mask)
@@ -85,7 +100,8 @@ class _ClusterImage:
             emb, mask = emb[:, 0], None if mask is None else mask[0]
         emb_mod.warm_up()
         t0 = time.perf_counter()
-        labels = cluster_one(emb, self.meta, self.params, mask=mask)
+        counts: dict[str, int] = {}
+        labels = cluster_one(emb, self.meta, self.params, mask=mask, counts=counts)
         seconds = time.perf_counter() - t0
         labels = labels.astype(np.uint64)
         if self.per_slice:  # ids unique over the stack: slice z gets ids above z * (pixels per slice)
@@ -93,7 +109,7 @@ class _ClusterImage:
             labels = np.where(labels > 0, labels + np.uint64(z) * np.uint64(labels.size), 0)[None]
         arr = zarr.open_array(self.out, mode="r+")
         arr[block.inner] = labels.astype(arr.dtype)
-        return {"seconds": seconds, "n": int(len(np.unique(labels)) - (labels == 0).any())}
+        return {"seconds": seconds, "n": int(len(np.unique(labels)) - (labels == 0).any()), **counts}
 
 
 def cluster_embeddings(
@@ -151,13 +167,29 @@ def cluster_embeddings(
             "total_s": round(time.perf_counter() - t0, 3),
             "n_segments": int(sum(s["n"] for s in summaries)),
         }
+        if method == "consistency":
+            summary["consistency_dropped"] = _dropped_fraction(summaries)
         group = zarr.open_group(str(tmp), mode="r+", zarr_format=2)
         group.attrs["zarrseg"] = {**dict(group.attrs["zarrseg"]), "summary": summary}
+    if summary.get("consistency_dropped", 0.0) >= DROPPED_WARNING:
+        log.warning(
+            "cluster: consistency clustering of %s dropped %.0f %% of the clustered pixels: their mean-shift "
+            "clusters have a median IoU below iou_threshold %.2f with the delta_v-neighbourhoods of their anchors "
+            "in g, as when an object's embeddings are not yet within delta_v of each other (short training); "
+            "mean_shift keeps every cluster, affinity needs no g", path, 100 * summary["consistency_dropped"],
+            params.iou_threshold,
+        )
     log.info(
         "cluster: %s of %s: %d segments, %.2f s clustering (%.1f s in all)",
         method, path, summary["n_segments"], summary["clustering_s"], summary["total_s"],
     )
     return {"kind": "embeddings", "method": method, **summary}
+
+
+def _dropped_fraction(summaries: list[dict]) -> float:
+    """Share of the clustered pixels whose consistency cluster was dropped (0 when none was clustered)."""
+    clustered = sum(int(s.get("clustered", 0)) for s in summaries)
+    return round(sum(int(s.get("dropped", 0)) for s in summaries) / clustered, 4) if clustered else 0.0
 
 
 def _with_method(params, method: str):
