@@ -67,8 +67,9 @@ class Image:
     axes: str
     scale: tuple[float, ...]
     units: dict[str, str] = field(default_factory=dict)
-    # where level 0's first voxel sits (NGFF 'translation', axis units; zeros when the file has none):
-    # a CZI scene's place in its mosaic, which outputs aligned with the image keep
+    # where level 0's first voxel sits (NGFF 'translation', axis units): a CZI scene's place in its
+    # mosaic, which outputs aligned with the image keep; empty when the file has none
+    # (spatial_translation then gives zeros)
     translation: tuple[float, ...] = ()
     channel_names: list[str] | None = None
     level_paths: list[str] = field(default_factory=list)

@@ -361,7 +361,7 @@ def pixel_labels(path: str | Path, out: str | Path, params: ClusterParams) -> di
     if view.ndim not in (2, 3):
         raise InputError(f"expected a 2D or 3D image, got spatial shape {view.shape}", path)
     axes = "".join(a for a in image.axes if a in "zyx")
-    scale = [s for a, s in zip(image.axes, image.scale, strict=True) if a in "zyx"]
+    scale = list(image.spatial_scale)
     chunks = (1, *params.chunks) if view.ndim == 3 else tuple(params.chunks)
     attrs = {"stage": "cluster", "source": str(path), "kind": params.method, "method": params.method}
     if params.method == "threshold":

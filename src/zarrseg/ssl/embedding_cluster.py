@@ -149,7 +149,7 @@ def cluster_embeddings(
                              foreground)
     t0 = time.perf_counter()
     dtype = np.uint64 if int(np.prod(shape)) >= 2**32 else np.uint32
-    spatial_scale = [s for a, s in zip(image.axes, image.scale, strict=True) if a in "zyx"]
+    spatial_scale = list(image.spatial_scale)
     grid = BlockGrid(shape, (1, *shape[1:]) if per_slice else shape)
     with ome.atomic_output(out) as tmp:
         chunks = (1, *params.chunks) if len(shape) == 3 else tuple(params.chunks)

@@ -151,7 +151,7 @@ def cluster_superpixels(src: ImageSource, out: str | Path, params) -> dict:
     embed = Embedding(params).fit(None, fit)
     shape = (src.n_slices, *src.shape_yx) if src.is_3d else src.shape_yx
     axes = "".join(a for a in src.image.axes if a in "zyx")
-    scale = [s for a, s in zip(src.image.axes, src.image.scale, strict=True) if a in "zyx"]
+    scale = list(src.image.spatial_scale)
     shift = list(src.image.spatial_translation)
     if not src.is_3d and len(axes) == 3:
         axes, scale, shift = "yx", scale[-2:], shift[-2:]
